@@ -1,0 +1,403 @@
+"""A small reader for the protobuf text format used by Caffe's ``.prototxt`` files.
+
+It builds a schema-free tree of :class:`Message` objects, remembering the file, line and column of
+every field so that later checks (a wrong type, an unknown layer) can point at the exact spot.
+Typed accessors (``get_int``, ``get_float``, ...) convert values on demand and raise
+:class:`PrototxtError` with ``file:line:column`` when a value has the wrong kind.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nncompress.errors import FormatError
+
+__all__ = ["Field", "Ident", "Message", "PrototxtError", "parse_file", "parse_text"]
+
+
+
+class PrototxtError(FormatError):
+    """A prototxt file is malformed, or one of its values has the wrong kind."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+        self.where = where
+
+
+class Ident(str):
+    """An unquoted word in the text (an enum value such as ``MAX``, or ``true``/``false``)."""
+
+    __slots__ = ()
+
+
+@dataclass
+class Field:
+    """One ``name: value`` or ``name { ... }`` entry, with where it was written."""
+
+    name: str
+    value: str | int | float | Ident | Message
+    where: str
+
+
+@dataclass
+class Message:
+    """A parsed message: its fields in file order, and where its text starts."""
+
+    where: str
+    fields: list[Field] = field(default_factory=list)
+
+    def all(self, name: str) -> list[Field]:
+        """Every occurrence of ``name``, in file order."""
+        return [f for f in self.fields if f.name == name]
+
+    def has(self, name: str) -> bool:
+        """True when ``name`` occurs at least once."""
+        return any(f.name == name for f in self.fields)
+
+    def last(self, name: str) -> Field | None:
+        """The last occurrence of ``name`` (protobuf semantics: a repeated scalar set wins)."""
+        found = self.all(name)
+        return found[-1] if found else None
+
+    def names(self) -> list[str]:
+        """The distinct field names, in order of first occurrence."""
+        return list(dict.fromkeys(f.name for f in self.fields))
+
+    def message(self, name: str) -> Message | None:
+        """The last sub-message ``name``, or None when absent."""
+        f = self.last(name)
+        if f is None:
+            return None
+        return _as_message(f)
+
+    def messages(self, name: str) -> list[Message]:
+        """All sub-messages ``name``."""
+        return [_as_message(f) for f in self.all(name)]
+
+    def get_str(self, name: str, default: str | None = None) -> str | None:
+        """The last value of string field ``name``, or ``default``."""
+        f = self.last(name)
+        return default if f is None else _as_str(f)
+
+    def get_int(self, name: str, default: int | None = None) -> int | None:
+        """The last value of integer field ``name``, or ``default``."""
+        f = self.last(name)
+        return default if f is None else _as_int(f)
+
+    def get_float(self, name: str, default: float | None = None) -> float | None:
+        """The last value of numeric field ``name``, or ``default``."""
+        f = self.last(name)
+        return default if f is None else _as_float(f)
+
+    def get_bool(self, name: str, default: bool | None = None) -> bool | None:
+        """The last value of boolean field ``name``, or ``default``."""
+        f = self.last(name)
+        return default if f is None else _as_bool(f)
+
+    def get_enum(self, name: str, choices: Sequence[str], default: str) -> str:
+        """The last value of enum field ``name`` (a word or its number), checked against ``choices``.
+
+        ``choices`` lists the enum's names in the order of their numbers (0, 1, 2, ...).
+        """
+        f = self.last(name)
+        return default if f is None else _as_enum(f, choices)
+
+    def ints(self, name: str) -> list[int]:
+        """All values of repeated integer field ``name``."""
+        return [_as_int(f) for f in self.all(name)]
+
+    def floats(self, name: str) -> list[float]:
+        """All values of repeated numeric field ``name``."""
+        return [_as_float(f) for f in self.all(name)]
+
+    def strs(self, name: str) -> list[str]:
+        """All values of repeated string field ``name``."""
+        return [_as_str(f) for f in self.all(name)]
+
+
+def _fail(f: Field, expected: str) -> PrototxtError:
+    shown = "a message { ... }" if isinstance(f.value, Message) else repr(str(f.value))
+    return PrototxtError(f.where, f"field '{f.name}' expects {expected}, got {shown}")
+
+
+def _as_message(f: Field) -> Message:
+    if not isinstance(f.value, Message):
+        raise _fail(f, "a message { ... }")
+    return f.value
+
+
+def _as_str(f: Field) -> str:
+    if isinstance(f.value, Message) or isinstance(f.value, (int, float)):
+        raise _fail(f, "a quoted string")
+    return str(f.value)
+
+
+def _as_int(f: Field) -> int:
+    if isinstance(f.value, bool) or not isinstance(f.value, int):
+        raise _fail(f, "an integer")
+    return f.value
+
+
+def _as_float(f: Field) -> float:
+    v = f.value
+    if isinstance(v, Ident) and v.lower() in ("inf", "infinity", "-inf", "-infinity", "nan"):
+        return float(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or isinstance(v, Ident):
+        raise _fail(f, "a number")
+    return float(v)
+
+
+def _as_bool(f: Field) -> bool:
+    v = f.value
+    if isinstance(v, Ident) and v in ("true", "True", "t"):
+        return True
+    if isinstance(v, Ident) and v in ("false", "False", "f"):
+        return False
+    if isinstance(v, int) and not isinstance(v, bool) and v in (0, 1):
+        return bool(v)
+    raise _fail(f, "true or false")
+
+
+def _as_enum(f: Field, choices: Sequence[str]) -> str:
+    v = f.value
+    if isinstance(v, Ident) and v in choices:
+        return str(v)
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < len(choices):
+        return choices[v]
+    raise _fail(f, "one of " + ", ".join(choices))
+
+
+# --- tokenizer ---------------------------------------------------------------------------------
+
+_TOKEN = re.compile(
+    r"""
+    (?P<space>[ \t\r\f\v]+)
+  | (?P<newline>\n)
+  | (?P<comment>\#[^\n]*)
+  | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
+  | (?P<number>[-+]?(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)[fF]?(?![\w.]))
+  | (?P<ident>-?[A-Za-z_][\w.]*)
+  | (?P<punct>[{}<>:\[\],;])
+    """,
+    re.VERBOSE,
+)
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"', "a": "\a",
+            "b": "\b", "f": "\f", "v": "\v", "?": "?"}
+
+
+@dataclass
+class _Token:
+    kind: str
+    text: str
+    line: int
+    col: int
+
+
+def _tokens(text: str, source: str) -> Iterator[_Token]:
+    pos, line, line_start = 0, 1, 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        col = pos - line_start + 1
+        if m is None:
+            where = f"{source}:{line}:{col}"
+            ch = text[pos]
+            if ch in "\"'":
+                raise PrototxtError(where, "unterminated string (add the closing quote)")
+            raise PrototxtError(where, f"unexpected character {ch!r}")
+        kind = m.lastgroup or ""
+        if kind == "newline":
+            line, line_start = line + 1, m.end()
+        elif kind not in ("space", "comment"):
+            yield _Token(kind, m.group(), line, col)
+        pos = m.end()
+    yield _Token("eof", "", line, pos - line_start + 1)
+
+
+def _unquote(tok: _Token, source: str) -> str:
+    body, out, i = tok.text[1:-1], [], 0
+    while i < len(body):
+        ch = body[i]
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        nxt = body[i + 1]
+        if nxt in _ESCAPES:
+            out.append(_ESCAPES[nxt])
+            i += 2
+        elif nxt in "01234567":
+            digits = re.match(r"[0-7]{1,3}", body[i + 1:])
+            assert digits is not None
+            out.append(chr(int(digits.group(), 8)))
+            i += 1 + len(digits.group())
+        elif nxt in "xX" and re.match(r"[0-9a-fA-F]{1,2}", body[i + 2:]):
+            digits = re.match(r"[0-9a-fA-F]{1,2}", body[i + 2:])
+            assert digits is not None
+            out.append(chr(int(digits.group(), 16)))
+            i += 2 + len(digits.group())
+        else:
+            where = f"{source}:{tok.line}:{tok.col + i + 1}"
+            raise PrototxtError(where, f"unknown escape sequence '\\{nxt}' in string")
+    return "".join(out)
+
+
+def _number(text: str) -> int | float:
+    body = text[:-1] if text[-1] in "fF" and not text.lower().startswith(("0x", "-0x", "+0x")) \
+        else text
+    if re.fullmatch(r"[-+]?0[xX][0-9a-fA-F]+", body):
+        return int(body, 16)
+    if re.fullmatch(r"[-+]?\d+", body) and text[-1] not in "fF":
+        return int(body)
+    return float(body)
+
+
+# --- parser --------------------------------------------------------------------------------------
+
+class _Parser:
+    def __init__(self, text: str, source: str) -> None:
+        self.source = source
+        self.toks = list(_tokens(text, source))
+        self.i = 0
+
+    def where(self, tok: _Token) -> str:
+        return f"{self.source}:{tok.line}:{tok.col}"
+
+    def peek(self) -> _Token:
+        return self.toks[self.i]
+
+    def take(self) -> _Token:
+        tok = self.toks[self.i]
+        self.i += 1
+        return tok
+
+    def error(self, tok: _Token, message: str) -> PrototxtError:
+        shown = "end of file" if tok.kind == "eof" else repr(tok.text)
+        return PrototxtError(self.where(tok), f"{message}, found {shown}")
+
+    def parse_body(self, msg: Message, closing: str | None) -> None:
+        while True:
+            tok = self.peek()
+            if closing is None and tok.kind == "eof":
+                return
+            if tok.kind == "eof":
+                raise PrototxtError(self.where(tok), f"missing '{closing}' to close the message "
+                                    f"opened at {msg.where}")
+            if closing is not None and tok.text == closing and tok.kind == "punct":
+                self.take()
+                return
+            if tok.kind != "ident" or tok.text.startswith("-"):
+                expected = "a field name" if closing is None else f"a field name or '{closing}'"
+                raise self.error(tok, f"expected {expected}")
+            self.parse_field(msg)
+            if self.peek().kind == "punct" and self.peek().text in ",;":
+                self.take()
+
+    def parse_field(self, msg: Message) -> None:
+        name_tok = self.take()
+        where = self.where(name_tok)
+        has_colon = self.peek().kind == "punct" and self.peek().text == ":"
+        if has_colon:
+            self.take()
+        tok = self.peek()
+        if tok.kind == "punct" and tok.text in "{<":
+            self.take()
+            sub = Message(where=self.where(tok))
+            self.parse_body(sub, "}" if tok.text == "{" else ">")
+            msg.fields.append(Field(name_tok.text, sub, where))
+            return
+        if not has_colon:
+            raise self.error(tok, f"expected ':' or '{{' after field name '{name_tok.text}'")
+        if tok.kind == "punct" and tok.text == "[":
+            self.take()
+            self.parse_list(msg, name_tok.text)
+            return
+        value_where = self.where(tok)
+        msg.fields.append(Field(name_tok.text, self.parse_scalar(), value_where))
+
+    def parse_list(self, msg: Message, name: str) -> None:
+        if self.peek().kind == "punct" and self.peek().text == "]":
+            self.take()
+            return
+        while True:
+            tok = self.peek()
+            if tok.kind == "punct" and tok.text in "{<":
+                self.take()
+                sub = Message(where=self.where(tok))
+                self.parse_body(sub, "}" if tok.text == "{" else ">")
+                msg.fields.append(Field(name, sub, self.where(tok)))
+            else:
+                msg.fields.append(Field(name, self.parse_scalar(), self.where(tok)))
+            sep = self.take()
+            if sep.kind == "punct" and sep.text == "]":
+                return
+            if not (sep.kind == "punct" and sep.text == ","):
+                raise self.error(sep, "expected ',' or ']' in list")
+
+    def parse_scalar(self) -> str | int | float | Ident:
+        tok = self.take()
+        if tok.kind == "string":
+            parts = [_unquote(tok, self.source)]
+            while self.peek().kind == "string":  # adjacent strings concatenate
+                parts.append(_unquote(self.take(), self.source))
+            return "".join(parts)
+        if tok.kind == "number":
+            return _number(tok.text)
+        if tok.kind == "ident":
+            return Ident(tok.text)
+        raise self.error(tok, "expected a value")
+
+
+def parse_text(text: str, source: str = "<text>") -> Message:
+    """Parse protobuf text format into a :class:`Message` tree.
+
+    Args:
+        text: the file contents.
+        source: the name used in error locations (usually the file path).
+
+    Returns:
+        The top-level message.
+
+    Raises:
+        PrototxtError: the text is malformed; the message starts with ``source:line:column``.
+
+    Example:
+        >>> msg = parse_text('name: "LeNet" layer { name: "ip" num: 3 }')
+        >>> msg.get_str("name"), msg.messages("layer")[0].get_int("num")
+        ('LeNet', 3)
+    """
+    parser = _Parser(text, source)
+    root = Message(where=f"{source}:1:1")
+    parser.parse_body(root, None)
+    return root
+
+
+def parse_file(path: str | Path, what: str = "prototxt file") -> Message:
+    """Read and parse a prototxt file.
+
+    Args:
+        path: the file to read.
+        what: how to name the file in the error when it is missing.
+
+    Returns:
+        The top-level message.
+
+    Raises:
+        FormatError: the file does not exist or is not UTF-8 text.
+        PrototxtError: the text is malformed.
+
+    Example:
+        >>> parse_file("lenet_solver.prototxt").get_float("base_lr")  # doctest: +SKIP
+        0.01
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FormatError(f"{what} not found: {p}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{p}: not a text file ({exc.reason} at byte {exc.start})") from exc
+    return parse_text(text, str(p))
