@@ -1,0 +1,40 @@
+"""Data sets by spec: ``mnist``, ``fashion-mnist``, ``idx:<dir>``, ``synthetic[:options]``.
+
+Example:
+    >>> from nncompress.data import load_data
+    >>> splits = load_data("synthetic", validation=256)
+    >>> splits.train_x.shape, splits.num_classes
+    (torch.Size([1792, 1, 28, 28]), 10)
+"""
+
+from __future__ import annotations
+
+from nncompress.data._registry import (
+    DatasetError,
+    DatasetNotFoundError,
+    RawData,
+    Splits,
+    list_datasets,
+    load_data,
+    register_dataset,
+)
+
+# Importing the loader modules (idx, mnist, synthetic) registers their data sets.
+from nncompress.data.idx import read_idx
+from nncompress.data.mnist import UnsafePickleError, load_array_pickle
+from nncompress.data.synthetic import SyntheticOptions, make_synthetic
+
+__all__ = [
+    "DatasetError",
+    "DatasetNotFoundError",
+    "RawData",
+    "Splits",
+    "SyntheticOptions",
+    "UnsafePickleError",
+    "list_datasets",
+    "load_array_pickle",
+    "load_data",
+    "make_synthetic",
+    "read_idx",
+    "register_dataset",
+]
