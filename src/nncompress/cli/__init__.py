@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
-        parser, chosen = _build_parser(args_list)
+        parser, _ = _build_parser(args_list)
         try:
             args = parser.parse_args(args_list)
         except SystemExit as exc:  # argparse reports usage errors itself

@@ -1,0 +1,185 @@
+"""Dynamic Network Surgery: configuration and the pure tensor math of one surgery step.
+
+Guo, Yao, Chen, "Dynamic Network Surgery for Efficient DNNs", NIPS 2016. Per layer, a 0/1 mask
+``T`` multiplies every entry. Once per stage the layer's statistics are taken over its non-zero
+masked entries; then, before the forward of training iteration ``i`` and with probability
+``(1 + gamma*i)^(-power)``, entries are pruned or spliced back against a hysteresis band::
+
+    t = max(mu + c_rate * sigma, 0)
+    T = 0  where T = 1 and |w| <= alpha_low  * t     (prune)
+    T = 1  where T = 0 and |w| >  alpha_high * t     (splice)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from nncompress._config import check, check_real, config_class
+from nncompress.errors import NonFiniteError
+
+__all__ = [
+    "DNSConfig",
+    "mask_statistics",
+    "surgery_probability",
+    "thresholds",
+    "uniform_draw",
+    "update_mask",
+]
+
+_MASK64 = (1 << 64) - 1
+
+
+@config_class
+@dataclass(frozen=True)
+class DNSConfig:
+    """How Dynamic Network Surgery prunes and splices a layer.
+
+    Defaults are the seed's ``dns_*_param`` defaults. Guo's own code used ``alpha_low=0.9`` and
+    ``alpha_high=1.1``; the recipes that reproduce his numbers set them.
+
+    Attributes:
+        c_rate: threshold in standard deviations above the mean magnitude; larger prunes more.
+        gamma: decay of the surgery probability ``(1 + gamma*i)^(-power)``.
+        power: exponent of that decay.
+        iter_stop: masks change only while the stage iteration is below it; a negative value
+            freezes the masks (the seed used this to prune conv and FC layers in separate stages).
+        alpha_low: prune entries at or below ``alpha_low * t``.
+        alpha_high: splice back entries above ``alpha_high * t``.
+        include_bias: mask biases too (the seed does).
+        seed: seed of the per-layer draws; each layer mixes in a hash of its name.
+        advance: ``"forward"`` runs one surgery iteration at every training-mode forward;
+            ``"manual"`` leaves it to :func:`nncompress.surgery_step` (for gradient accumulation).
+
+    Example:
+        >>> DNSConfig(c_rate=2.5, gamma=1e-4).c_rate
+        2.5
+    """
+
+    c_rate: float = 1.0
+    gamma: float = 0.001
+    power: float = 1.0
+    iter_stop: int = 10_000_000
+    alpha_low: float = 0.95
+    alpha_high: float = 1.05
+    include_bias: bool = True
+    seed: int = 0
+    advance: str = "forward"
+
+    def __post_init__(self) -> None:
+        own = "DNSConfig"
+        check_real(own, "c_rate", self.c_rate, lambda v: True, "use a finite number")
+        check_real(own, "gamma", self.gamma, lambda v: v >= 0, "use a finite number >= 0")
+        check_real(own, "power", self.power, lambda v: v >= 0, "use a finite number >= 0")
+        check(isinstance(self.iter_stop, int) and not isinstance(self.iter_stop, bool), own,
+              "iter_stop", self.iter_stop, "use an integer (negative freezes the masks)")
+        check_real(own, "alpha_low", self.alpha_low, lambda v: v >= 0, "use a number >= 0")
+        check_real(own, "alpha_high", self.alpha_high, lambda v: v >= 0, "use a number >= 0")
+        check(self.alpha_low <= self.alpha_high, own, "alpha_low", self.alpha_low,
+              f"must not exceed alpha_high={self.alpha_high!r}")
+        check(isinstance(self.include_bias, bool), own, "include_bias", self.include_bias,
+              "use true or false")
+        check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
+              own, "seed", self.seed, "use an integer >= 0")
+        check(self.advance in ("forward", "manual"), own, "advance", self.advance,
+              "use 'forward' or 'manual'")
+
+
+def surgery_probability(iteration: int, gamma: float, power: float) -> float:
+    """Probability ``(1 + gamma*iteration)^(-power)`` that surgery runs at ``iteration``.
+
+    Example:
+        >>> surgery_probability(10000, 1e-4, 1.0)
+        0.5
+    """
+    return float((1.0 + gamma * iteration) ** (-power))
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def uniform_draw(seed: int, iteration: int) -> float:
+    """A uniform number in [0, 1) that depends only on ``(seed, iteration)``.
+
+    Being a pure function of its inputs, the draw needs no generator state: a resumed run and
+    every rank of a distributed run see the same sequence.
+
+    Example:
+        >>> uniform_draw(7, 3) == uniform_draw(7, 3)
+        True
+    """
+    mixed = _splitmix64(_splitmix64(seed & _MASK64) ^ (iteration & _MASK64))
+    return (mixed >> 11) * 2.0**-53
+
+
+def mix_seed(seed: int, name: str) -> int:
+    """Derive a layer's own 63-bit seed from a config seed and the layer's qualified name."""
+    value = seed
+    for byte in name.encode():
+        value = _splitmix64(value ^ byte)
+    return _splitmix64(value) >> 1
+
+
+def mask_statistics(masked: Sequence[torch.Tensor], where: str) -> tuple[float, float] | None:
+    """Mean and population std of ``|v|`` over the non-zero entries of the masked tensors.
+
+    Args:
+        masked: the layer's masked blobs ``T*w`` (weights and biases together).
+        where: the layer's name, for error messages.
+
+    Returns:
+        ``(mu, sigma)``, or None when no entry is non-zero (then no surgery happens).
+
+    Raises:
+        NonFiniteError: a masked entry is NaN or infinite.
+
+    Example:
+        >>> mask_statistics([torch.tensor([0.0, 1.0, -3.0])], "fc")
+        (2.0, 1.0)
+    """
+    values = torch.cat([t.detach().reshape(-1) for t in masked]).double().abs()
+    if not bool(torch.isfinite(values).all()):
+        raise NonFiniteError(f"layer {where!r} holds NaN or infinite weights when DNS takes its "
+                             "statistics; check the learning rate and the data")
+    nonzero = values[values != 0]
+    if nonzero.numel() == 0:
+        return None
+    mu = float(nonzero.mean())
+    sigma = float(nonzero.std(correction=0))
+    return mu, sigma
+
+
+def thresholds(mu: float, sigma: float, config: DNSConfig) -> tuple[float, float]:
+    """Prune and splice thresholds ``(alpha_low*t, alpha_high*t)``, ``t = max(mu + c*sigma, 0)``.
+
+    Example:
+        >>> thresholds(1.0, 0.5, DNSConfig(c_rate=2.0, alpha_low=0.5, alpha_high=1.5))
+        (1.0, 3.0)
+    """
+    t = max(mu + config.c_rate * sigma, 0.0)
+    return config.alpha_low * t, config.alpha_high * t
+
+
+def update_mask(weight: torch.Tensor, mask: torch.Tensor, low: float, high: float) -> None:
+    """Prune and splice ``mask`` in place from the magnitudes of ``weight``.
+
+    Kept entries stay while ``|w| > low``; pruned ones come back when ``|w| > high``. The
+    thresholds are compared in the weight's dtype.
+
+    Example:
+        >>> m = torch.tensor([True, True, False, False])
+        >>> update_mask(torch.tensor([0.5, 2.0, 1.5, 3.0]), m, 1.0, 2.0)
+        >>> m.tolist()
+        [False, True, False, True]
+    """
+    if math.isnan(low) or math.isnan(high):
+        return
+    magnitude = weight.detach().abs()
+    mask.copy_(torch.where(mask, magnitude > low, magnitude > high))

@@ -1,0 +1,148 @@
+"""Incremental Network Quantization: configuration and the pure tensor math.
+
+Zhou, Yao, Guo, Xu, Chen, "Incremental Network Quantization", ICLR 2017. A layer's level set is
+``{0} ∪ {±2^e : n2 <= e <= n1}`` with ``n1 = floor(log2(4s/3))``, ``s = max|w|`` and
+``n2 = n1 - K + 1``. Rounding follows the paper's Eq. 4: ``|w|`` in ``[0.75*2^e, 1.5*2^e)`` goes
+to ``2^e``; the smallest level takes ``[2^(n2-1), 1.5*2^n2)``; below ``2^(n2-1)`` is 0; at or
+above ``1.5*2^n1`` clamps to ``2^n1``.
+
+Fixed entries are stored as their value in a bfloat16 tensor with NaN marking free entries:
+every ``±2^e`` in float32's range is exact in bfloat16, so the state costs 2 bytes per entry.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from nncompress._config import check, config_class
+from nncompress.errors import NonFiniteError
+
+__all__ = ["INQConfig", "fix_count", "level_range", "quantize", "select_largest"]
+
+STRATEGIES = ("magnitude", "random")
+FIXED_DTYPE = torch.bfloat16
+
+
+@config_class
+@dataclass(frozen=True)
+class INQConfig:
+    """How INQ quantizes a layer.
+
+    Attributes:
+        portions: accumulated fractions of each layer's participating entries to fix, increasing,
+            ending at 1.0 (the paper's ResNet schedule by default). Used by recipes and
+            :func:`nncompress.quantize_step` callers that step through them.
+        num_quantum_values: K, the number of exponents; 8 is the paper's 5-bit setting,
+            4 is 4-bit, 2 is 3-bit, 1 is ternary.
+        strategy: ``"magnitude"`` fixes the largest free entries first (the paper);
+            ``"random"`` a seeded random choice (the paper's ablation).
+        include_bias: quantize biases too, with their own level set (the seed does).
+        seed: seed of the ``random`` strategy; each layer mixes in a hash of its name.
+
+    Example:
+        >>> INQConfig(portions=(0.3, 0.6, 0.8, 1.0), num_quantum_values=7).portions[-1]
+        1.0
+    """
+
+    portions: tuple[float, ...] = (0.5, 0.75, 0.875, 1.0)
+    num_quantum_values: int = 8
+    strategy: str = "magnitude"
+    include_bias: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        own = "INQConfig"
+        portions = self.portions
+        check(isinstance(portions, (tuple, list)) and len(portions) > 0, own, "portions",
+              portions, "use a non-empty list of increasing fractions in (0, 1] ending at 1.0")
+        object.__setattr__(self, "portions", tuple(portions))
+        for value in portions:
+            check(isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and 0 < value <= 1, own, "portions", portions,
+                  f"{value!r} is outside (0, 1]; use increasing fractions ending at 1.0")
+        for before, after in zip(portions, portions[1:]):
+            check(after > before, own, "portions", portions,
+                  f"{after!r} follows {before!r}; portions must increase")
+        check(portions[-1] == 1, own, "portions", portions,
+              "the last portion must be 1.0 so every entry ends quantized")
+        k = self.num_quantum_values
+        check(isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= 64, own,
+              "num_quantum_values", k, "use an integer from 1 to 64 (8 = 5-bit, 1 = ternary)")
+        check(self.strategy in STRATEGIES, own, "strategy", self.strategy,
+              "use 'magnitude' or 'random'")
+        check(isinstance(self.include_bias, bool), own, "include_bias", self.include_bias,
+              "use true or false")
+        check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
+              own, "seed", self.seed, "use an integer >= 0")
+
+
+def check_finite(tensor: torch.Tensor, where: str, when: str) -> None:
+    """Raise NonFiniteError if ``tensor`` holds NaN or infinity."""
+    if not bool(torch.isfinite(tensor).all()):
+        raise NonFiniteError(f"layer {where!r} holds NaN or infinite values {when}; "
+                             "check the learning rate and the data")
+
+
+def level_range(max_abs: float, num_quantum_values: int) -> tuple[int, int]:
+    """Exponents ``(n1, n2)`` of the level set for a largest magnitude ``max_abs > 0``.
+
+    Example:
+        >>> level_range(0.75, 8)   # 4/3 * 0.75 = 1 = 2^0
+        (0, -7)
+    """
+    _, exponent = math.frexp(4.0 * max_abs / 3.0)  # x = m * 2^exponent, m in [0.5, 1)
+    n1 = exponent - 1
+    return n1, n1 - num_quantum_values + 1
+
+
+def quantize(values: torch.Tensor, n1: int, n2: int) -> torch.Tensor:
+    """Round ``values`` to the level set of ``(n1, n2)`` (paper Eq. 4, clamped at ``2^n1``).
+
+    The exponent comes from ``frexp``, so the boundaries ``0.75*2^e``, ``1.5*2^e`` and
+    ``2^(n2-1)`` are decided exactly, with no logarithm rounding.
+
+    Example:
+        >>> quantize(torch.tensor([0.74, 0.75, -1.49, 1.5, 9.0, 0.004]), 1, -6).tolist()
+        [0.5, 1.0, -1.0, 2.0, 2.0, 0.0]
+    """
+    magnitude = values.abs()
+    mantissa, exponent = torch.frexp(magnitude)  # magnitude = mantissa * 2^exponent
+    # 2^(exponent-1) <= |w| < 2^exponent; round up once |w| >= 1.5 * 2^(exponent-1).
+    level = (exponent - 1 + (mantissa >= 0.75).to(exponent.dtype)).clamp(n2, n1)
+    rounded = torch.ldexp(torch.ones_like(magnitude), level).copysign(values)
+    return torch.where(magnitude < math.ldexp(1.0, n2 - 1), torch.zeros_like(values), rounded)
+
+
+def fix_count(portion: float, participating: int) -> int:
+    """How many participating entries are fixed at accumulated ``portion``: nearest, halves up.
+
+    Example:
+        >>> fix_count(0.3, 5), fix_count(0.5, 5), fix_count(1.0, 5)
+        (2, 3, 5)
+    """
+    return min(participating, math.floor(portion * participating + 0.5))
+
+
+def select_largest(keys: torch.Tensor, count: int) -> torch.Tensor:
+    """Boolean mask of the ``count`` largest ``keys``, ties broken by lower flat index.
+
+    Entries that must not be chosen carry a key below every candidate's (e.g. -1 for
+    magnitudes). Runs in a few vectorised passes: ``topk`` finds the cut value, then ties at
+    the cut are taken in index order.
+
+    Example:
+        >>> select_largest(torch.tensor([1.0, 3.0, 2.0, 3.0, 2.0]), 3).tolist()
+        [False, True, True, True, False]
+    """
+    flat = keys.reshape(-1)
+    if count <= 0:
+        return torch.zeros_like(flat, dtype=torch.bool).reshape(keys.shape)
+    cut = torch.topk(flat, count, sorted=False).values.min()
+    chosen = flat > cut
+    remaining = count - int(chosen.sum())
+    ties = flat == cut
+    chosen |= ties & (torch.cumsum(ties, 0, dtype=torch.int64) <= remaining)
+    return chosen.reshape(keys.shape)

@@ -1,0 +1,357 @@
+"""Compressible layers: nn.Linear / nn.ConvNd subclasses that carry DNS or INQ state as buffers.
+
+A prepared layer keeps the Parameter objects of the layer it replaced, so an optimizer made
+before :func:`nncompress.prepare` still updates the right tensors. Its state lives in buffers,
+hence in ``state_dict``, under these keys (``<blob>`` is ``weight`` or ``bias``):
+
+DNS
+    ``<blob>_mask`` (bool): the surgery mask ``T``; 1 keeps the entry.
+    ``dns_iteration`` (int64): the stage iteration ``i`` of the next surgery.
+    ``dns_stats`` (float64, 3): ``mu``, ``sigma`` and 1.0 once taken at ``i = 0`` (else 0.0).
+    ``dns_seed`` (int64): the layer's seed; the draw of iteration ``i`` is a pure function of both.
+INQ
+    ``<blob>_fixed`` (bfloat16): the value of each fixed entry, NaN for a free one.
+    ``<blob>_levels`` (int64, 3): ``n1``, ``n2`` and ``N0`` (participating entries).
+    ``inq_portion`` (float64): the accumulated portion reached by the last quantize step.
+    ``inq_steps`` (int64): how many quantize steps ran (seeds the ``random`` strategy).
+    ``inq_seed`` (int64): the layer's seed.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from nncompress import dns as _dns
+from nncompress import inq as _inq
+from nncompress.dns import DNSConfig
+from nncompress.errors import ConfigError
+from nncompress.inq import INQConfig
+
+__all__ = ["COMPRESSIBLE", "CompressedLayer", "compressed_class"]
+
+COMPRESSIBLE: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_DNS_BUFFERS = ("weight_mask", "bias_mask", "dns_iteration", "dns_stats", "dns_seed")
+_INQ_BUFFERS = ("weight_fixed", "bias_fixed", "weight_levels", "bias_levels", "inq_portion",
+                "inq_steps", "inq_seed")
+
+
+class _StraightThroughMask(torch.autograd.Function):
+    """``w * mask`` forward; the gradient reaches every entry of ``w`` unmasked (splicing)."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return weight * mask
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+class _FreeOnlyGradient(torch.autograd.Function):
+    """Identity forward; the gradient of fixed entries (non-NaN in ``fixed``) is zeroed."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(fixed)
+        return weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (fixed,) = ctx.saved_tensors
+        return torch.where(torch.isnan(fixed), grad, 0.0), None
+
+
+def _masked(tensor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    out: torch.Tensor = _StraightThroughMask.apply(tensor, mask)  # type: ignore[no-untyped-call]
+    return out
+
+
+def _frozen_where_fixed(tensor: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+    out: torch.Tensor = _FreeOnlyGradient.apply(tensor, fixed)  # type: ignore[no-untyped-call]
+    return out
+
+
+# id(parameter) -> (layer, blob) for every INQ blob; read by the optimizer hook below.
+_INQ_PARAMS: dict[int, tuple[weakref.ref[CompressedLayer], str]] = {}
+_HOOK_INSTALLED = False
+
+
+def _restore_after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    """Global optimizer post-step hook: put fixed INQ entries back to their exact values."""
+    if not _INQ_PARAMS:
+        return
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            entry = _INQ_PARAMS.get(id(param))
+            if entry is None:
+                continue
+            layer = entry[0]()
+            if layer is not None and getattr(layer, entry[1]) is param:
+                layer.restore_fixed(entry[1])
+
+
+def _install_hook() -> None:
+    global _HOOK_INSTALLED
+    if not _HOOK_INSTALLED:
+        register_optimizer_step_post_hook(_restore_after_step)
+        _HOOK_INSTALLED = True
+
+
+class CompressedLayer(nn.Module):
+    """Mixin of the prepared layers; see the module docstring for its state."""
+
+    layer_name: str
+    dns_config: DNSConfig | None
+    inq_config: INQConfig | None
+    dns_iteration: torch.Tensor
+    dns_stats: torch.Tensor
+    dns_seed: torch.Tensor
+    inq_portion: torch.Tensor
+    inq_steps: torch.Tensor
+    inq_seed: torch.Tensor
+
+    def param(self, blob: str) -> torch.Tensor:
+        """The Parameter ``weight`` or ``bias``."""
+        value = self._parameters[blob]
+        assert value is not None
+        return value
+
+    def buffer(self, name: str) -> torch.Tensor:
+        """A state buffer by key (``weight_mask``, ``bias_fixed``, ...)."""
+        value = self._buffers[name]
+        assert value is not None
+        return value
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_plain(cls, module: nn.Module, name: str) -> CompressedLayer:
+        """Wrap ``module`` (same Parameters, hooks and attributes) without any state yet."""
+        layer = cls.__new__(cls)
+        layer.__dict__.update(module.__dict__)
+        for key in ("_parameters", "_buffers", "_modules"):
+            layer.__dict__[key] = dict(module.__dict__[key])
+        layer.layer_name = name
+        layer.dns_config = None
+        layer.inq_config = None
+        return layer
+
+    def to_plain(self) -> nn.Module:
+        """A plain module of the base type with the same Parameters and no compression state."""
+        base = next(c for c in type(self).__mro__ if c in COMPRESSIBLE)
+        plain = base.__new__(base)
+        plain.__dict__.update(self.__dict__)
+        plain.__dict__["_buffers"] = {k: v for k, v in self._buffers.items()
+                                      if k not in _DNS_BUFFERS + _INQ_BUFFERS}
+        plain.__dict__["_parameters"] = dict(self._parameters)
+        plain.__dict__["_modules"] = dict(self._modules)
+        for key in ("layer_name", "dns_config", "inq_config"):
+            plain.__dict__.pop(key, None)
+        return plain
+
+    def blobs(self, include_bias: bool) -> list[str]:
+        """The blobs that take part: ``weight``, and ``bias`` if asked for and present."""
+        return ["weight"] + (["bias"] if include_bias and self.bias is not None else [])
+
+    # -- DNS ----------------------------------------------------------------------------------
+    def start_dns(self, config: DNSConfig) -> None:
+        """Start a DNS stage: iteration 0, new statistics; masks are kept when present."""
+        if self.inq_config is not None:
+            raise ConfigError(f"layer {self.layer_name!r} is under INQ; DNS cannot follow INQ "
+                              "(finalize the model first to prune a quantized model)")
+        if self.dns_config is not None and config.include_bias != self.dns_config.include_bias:
+            raise ConfigError(f"layer {self.layer_name!r}: include_bias cannot change between "
+                              "DNS stages")
+        for blob in self.blobs(config.include_bias):
+            if f"{blob}_mask" not in self._buffers:
+                param = self.param(blob)
+                self.register_buffer(f"{blob}_mask", torch.ones_like(param, dtype=torch.bool))
+        seed = _dns.mix_seed(config.seed, self.layer_name)
+        self.register_buffer("dns_iteration", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("dns_stats", torch.zeros(3, dtype=torch.float64))
+        self.register_buffer("dns_seed", torch.tensor(seed, dtype=torch.int64))
+        self.dns_config = config
+
+    def surgery(self) -> None:
+        """One DNS iteration: statistics at ``i = 0``, a probabilistic mask update, ``i += 1``."""
+        config = self.dns_config
+        assert config is not None
+        iteration = int(self.dns_iteration)
+        blobs = self.blobs(config.include_bias)
+        if iteration == 0:
+            masked = [self.param(b).detach() * self.buffer(f"{b}_mask") for b in blobs]
+            stats = _dns.mask_statistics(masked, self.layer_name)
+            self.dns_stats.copy_(torch.tensor([*(stats or (0.0, 0.0)), float(stats is not None)],
+                                              dtype=torch.float64))
+        active = 0 <= iteration < config.iter_stop and bool(self.dns_stats[2] == 1)
+        if active and _dns.uniform_draw(int(self.dns_seed), iteration) < \
+                _dns.surgery_probability(iteration, config.gamma, config.power):
+            low, high = _dns.thresholds(float(self.dns_stats[0]), float(self.dns_stats[1]), config)
+            for b in blobs:
+                _dns.update_mask(self.param(b), self.buffer(f"{b}_mask"), low, high)
+        self.dns_iteration.add_(1)
+
+    def bake_masks(self) -> None:
+        """Multiply the masks into the weights and drop the DNS state."""
+        with torch.no_grad():
+            for blob in ("weight", "bias"):
+                mask = self._buffers.pop(f"{blob}_mask", None)
+                if mask is not None:
+                    self.param(blob).mul_(mask)
+        for key in _DNS_BUFFERS:
+            self._buffers.pop(key, None)
+        self.dns_config = None
+
+    # -- INQ ----------------------------------------------------------------------------------
+    def start_inq(self, config: INQConfig) -> None:
+        """Start INQ: bake DNS masks, fix zeros, and fix each blob's level set."""
+        if self.inq_config is not None:
+            if config.num_quantum_values != self.inq_config.num_quantum_values or \
+                    config.include_bias != self.inq_config.include_bias:
+                raise ConfigError(f"layer {self.layer_name!r} is already under INQ with "
+                                  f"{self.inq_config}; its level set cannot change")
+            self.inq_config = config
+            return
+        if self.dns_config is not None:
+            self.bake_masks()
+        for blob in self.blobs(config.include_bias):
+            self._start_inq_blob(blob, config.num_quantum_values)
+        self.register_buffer("inq_portion", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("inq_steps", torch.zeros((), dtype=torch.int64))
+        seed = _dns.mix_seed(config.seed, self.layer_name)
+        self.register_buffer("inq_seed", torch.tensor(seed, dtype=torch.int64))
+        self.inq_config = config
+        _install_hook()
+
+    def _start_inq_blob(self, blob: str, num_quantum_values: int) -> None:
+        param = self.param(blob).detach()
+        _inq.check_finite(param, self.layer_name, f"in {blob} when INQ starts")
+        participating = param != 0
+        count = int(participating.sum())
+        n1 = n2 = 0
+        if count:
+            n1, n2 = _inq.level_range(float(param.abs().max()), num_quantum_values)
+        fixed = torch.where(participating, math.nan, 0.0).to(_inq.FIXED_DTYPE)
+        self.register_buffer(f"{blob}_fixed", fixed)
+        self.register_buffer(f"{blob}_levels", torch.tensor([n1, n2, count], dtype=torch.int64))
+        _INQ_PARAMS[id(self.param(blob))] = (weakref.ref(self), blob)
+
+    def quantize_to(self, portion: float) -> None:
+        """Fix entries until ``round(portion * N0)`` of each blob's participating ones are fixed."""
+        config = self.inq_config
+        assert config is not None
+        if portion < float(self.inq_portion):
+            reached = float(self.inq_portion)
+            raise ConfigError(f"portion {portion!r} is below the portion {reached!r} layer "
+                              f"{self.layer_name!r} already reached; portions only increase")
+        for index, blob in enumerate(self.blobs(config.include_bias)):
+            self._quantize_blob(blob, index, portion, config)
+        self.inq_portion.fill_(portion)
+        self.inq_steps.add_(1)
+
+    def _quantize_blob(self, blob: str, index: int, portion: float, config: INQConfig) -> None:
+        param = self.param(blob)
+        fixed = self.buffer(f"{blob}_fixed")
+        n1, n2, count = (int(v) for v in self.buffer(f"{blob}_levels"))
+        free = torch.isnan(fixed)
+        add = _inq.fix_count(portion, count) - (count - int(free.sum()))
+        if add <= 0:
+            return
+        weights = param.detach()
+        _inq.check_finite(weights[free], self.layer_name, f"in {blob} at a quantize step")
+        if config.strategy == "magnitude":
+            keys = weights.abs()
+        else:
+            generator = torch.Generator().manual_seed(
+                _dns.mix_seed(int(self.inq_seed) + int(self.inq_steps), f"{blob}:{index}"))
+            keys = torch.rand(weights.shape, generator=generator)
+        chosen = _inq.select_largest(torch.where(free, keys.to(torch.float32), -1.0), add)
+        rounded = _inq.quantize(weights, n1, n2)
+        fixed.copy_(torch.where(chosen, rounded.to(_inq.FIXED_DTYPE), fixed))
+        self.restore_fixed(blob)
+
+    def restore_fixed(self, blob: str) -> None:
+        """Write the exact fixed values of ``blob`` back into its Parameter."""
+        param = self.param(blob)
+        fixed = self.buffer(f"{blob}_fixed")
+        with torch.no_grad():
+            param.copy_(torch.where(torch.isnan(fixed), param, fixed))
+
+    def forget_inq(self) -> None:
+        """Restore fixed values and drop the INQ state."""
+        for blob in ("weight", "bias"):
+            if f"{blob}_fixed" in self._buffers:
+                self.restore_fixed(blob)
+                _INQ_PARAMS.pop(id(self.param(blob)), None)
+        for key in _INQ_BUFFERS:
+            self._buffers.pop(key, None)
+        self.inq_config = None
+
+    # -- forward ------------------------------------------------------------------------------
+    def effective(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The weight and bias the forward computes with (masked, or with frozen gradients)."""
+        weight: torch.Tensor = self.param("weight")
+        bias: torch.Tensor | None = self._parameters.get("bias")
+        dns_config = self.dns_config
+        if dns_config is not None:
+            if self.training and dns_config.advance == "forward":
+                self.surgery()
+            weight = _masked(weight, self.buffer("weight_mask"))
+            if bias is not None and dns_config.include_bias:
+                bias = _masked(bias, self.buffer("bias_mask"))
+        elif self.inq_config is not None and self.training:
+            weight = _frozen_where_fixed(weight, self.buffer("weight_fixed"))
+            if bias is not None and self.inq_config.include_bias:
+                bias = _frozen_where_fixed(bias, self.buffer("bias_fixed"))
+        return weight, bias
+
+    def extra_repr(self) -> str:
+        mode = "dns" if self.dns_config is not None else "inq" if self.inq_config else "idle"
+        return f"{super().extra_repr()}, compression={mode}"
+
+
+class CompressedLinear(CompressedLayer, nn.Linear):
+    """nn.Linear with DNS or INQ state."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.effective()
+        return F.linear(input, weight, bias)
+
+
+class _CompressedConv(CompressedLayer):
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.effective()
+        conv_forward: Any = self._conv_forward  # type: ignore[attr-defined]
+        result: torch.Tensor = conv_forward(input, weight, bias)
+        return result
+
+
+class CompressedConv1d(_CompressedConv, nn.Conv1d):
+    """nn.Conv1d with DNS or INQ state."""
+
+
+class CompressedConv2d(_CompressedConv, nn.Conv2d):
+    """nn.Conv2d with DNS or INQ state."""
+
+
+class CompressedConv3d(_CompressedConv, nn.Conv3d):
+    """nn.Conv3d with DNS or INQ state."""
+
+
+_CLASSES: dict[type[nn.Module], type[CompressedLayer]] = {
+    nn.Linear: CompressedLinear,
+    nn.Conv1d: CompressedConv1d,
+    nn.Conv2d: CompressedConv2d,
+    nn.Conv3d: CompressedConv3d,
+}
+
+
+def compressed_class(module: nn.Module) -> type[CompressedLayer] | None:
+    """The prepared class for a plain compressible ``module``, or None if it is not one."""
+    return _CLASSES.get(type(module))
