@@ -98,7 +98,7 @@ class Message:
         return default if f is None else _as_bool(f)
 
     def get_enum(self, name: str, choices: Sequence[str], default: str) -> str:
-        """The last value of enum field ``name`` (a word or its number), checked against ``choices``.
+        """The last value of enum field ``name`` (a word or its number), checked.
 
         ``choices`` lists the enum's names in the order of their numbers (0, 1, 2, ...).
         """
@@ -130,7 +130,7 @@ def _as_message(f: Field) -> Message:
 
 
 def _as_str(f: Field) -> str:
-    if isinstance(f.value, Message) or isinstance(f.value, (int, float)):
+    if isinstance(f.value, (Message, int, float)):
         raise _fail(f, "a quoted string")
     return str(f.value)
 
