@@ -1,0 +1,215 @@
+"""Training checkpoints: one safetensors file each, written atomically, no pickle.
+
+A checkpoint holds the model's ``state_dict`` (masks, counters and INQ codes included), the
+optimizer's tensors, torch's CPU generator state, and a JSON header with everything else: where
+the run stands (stage, INQ step, iteration), the optimizer's non-tensor state and the running
+loss. Tensor keys are namespaced: ``model.<key>``, ``optimizer.<param index>.<name>``,
+``rng.<name>``. The JSON lives in the safetensors metadata under ``nncompress``, so a file is
+either complete or absent: it is written to a temporary name and moved into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as save_tensors
+
+from nncompress.errors import FormatError
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "Checkpoint",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "list_checkpoints",
+    "load_checkpoint",
+    "optimizer_tensors",
+    "restore_optimizer",
+    "save_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "nncompress-checkpoint"
+CHECKPOINT_VERSION = 1
+_HEADER_KEY = "nncompress"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    A reader sees the old file or the new one, never a part; a crash leaves at most a
+    ``.tmp`` file behind.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+        >>> atomic_write_bytes(target, b"hi"); target.read_bytes()
+        b'hi'
+    """
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write UTF-8 ``text`` atomically (see :func:`atomic_write_bytes`).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.json"
+        >>> atomic_write_text(target, "{}"); target.read_text()
+        '{}'
+    """
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: tensors by namespace and the JSON metadata."""
+
+    path: Path
+    metadata: dict[str, Any]
+    model_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    optimizer_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    rng_state: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor],
+                                                                  dict[str, Any]]:
+    """Split ``optimizer.state_dict()["state"]`` into tensors and JSON-ready other values.
+
+    Example:
+        >>> p = torch.nn.Parameter(torch.ones(2))
+        >>> opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+        >>> p.grad = torch.ones(2); opt.step()
+        >>> sorted(optimizer_tensors(opt)[0])
+        ['0.momentum_buffer']
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    others: dict[str, Any] = {}
+    for index, state in optimizer.state_dict()["state"].items():
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{name}"] = value.detach().clone().contiguous()
+            else:
+                others[f"{index}.{name}"] = value
+    return tensors, others
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, checkpoint: Checkpoint) -> None:
+    """Load the optimizer state of ``checkpoint`` into a freshly built ``optimizer``.
+
+    The optimizer must be built exactly as when the checkpoint was saved (same parameters and
+    groups); the hyperparameters come from that construction, the state from the file.
+
+    Example:
+        >>> # see save_checkpoint
+    """
+    state: dict[int, dict[str, Any]] = {}
+    items = [*checkpoint.optimizer_state.items(),
+             *checkpoint.metadata.get("optimizer_values", {}).items()]
+    for key, value in items:
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    current = optimizer.state_dict()
+    optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
+
+
+def save_checkpoint(path: str | Path, *, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer | None, metadata: Mapping[str, Any],
+                    rng: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Write one checkpoint file atomically.
+
+    Args:
+        path: the ``.safetensors`` file to write.
+        model: its ``state_dict`` is saved (buffers included).
+        optimizer: its state is saved; None between stages.
+        metadata: JSON-serialisable data stored in the header (position, losses...).
+        rng: generator states to save; by default torch's CPU generator.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> net = torch.nn.Linear(2, 2)
+        >>> file = pathlib.Path(tempfile.mkdtemp()) / "c.safetensors"
+        >>> save_checkpoint(file, model=net, optimizer=None, metadata={"iteration": 3})
+        >>> load_checkpoint(file).metadata["iteration"]
+        3
+    """
+    tensors = {f"model.{k}": v.detach().clone().contiguous()
+               for k, v in model.state_dict().items()}
+    header = dict(metadata)
+    header.update(format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION)
+    if optimizer is not None:
+        opt_tensors, opt_values = optimizer_tensors(optimizer)
+        tensors.update({f"optimizer.{k}": v for k, v in opt_tensors.items()})
+        header["optimizer_values"] = opt_values
+    states = {"torch": torch.get_rng_state()} if rng is None else dict(rng)
+    tensors.update({f"rng.{k}": v.clone().contiguous() for k, v in states.items()})
+    text = json.dumps(header, allow_nan=True)
+    atomic_write_bytes(path, save_tensors(tensors, metadata={_HEADER_KEY: text}))
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint` (no pickle involved).
+
+    Raises:
+        FormatError: the file is not a readable nncompress checkpoint of a known version.
+
+    Example:
+        >>> # see save_checkpoint
+    """
+    file = Path(path)
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            header = (handle.metadata() or {}).get(_HEADER_KEY)
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises several types for damaged files
+        raise FormatError(f"{file}: not a readable checkpoint ({exc})") from None
+    if header is None:
+        raise FormatError(f"{file}: not an nncompress checkpoint (no {_HEADER_KEY!r} header)")
+    try:
+        metadata = json.loads(header)
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{file}: damaged checkpoint header ({exc})") from None
+    if metadata.get("format") != CHECKPOINT_FORMAT or metadata.get("version") != CHECKPOINT_VERSION:
+        raise FormatError(f"{file}: checkpoint format {metadata.get('format')!r} version "
+                          f"{metadata.get('version')!r} is not {CHECKPOINT_FORMAT!r} version "
+                          f"{CHECKPOINT_VERSION}")
+    out = Checkpoint(path=file, metadata=metadata)
+    for key, value in tensors.items():
+        space, _, rest = key.partition(".")
+        target = {"model": out.model_state, "optimizer": out.optimizer_state,
+                  "rng": out.rng_state}.get(space)
+        if target is None:
+            raise FormatError(f"{file}: unexpected tensor {key!r}")
+        target[rest] = value
+    return out
+
+
+def list_checkpoints(folder: str | Path) -> list[Path]:
+    """Checkpoint files in ``folder`` (temporary files excluded), sorted by name.
+
+    Example:
+        >>> list_checkpoints("/nonexistent")
+        []
+    """
+    base = Path(folder)
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.glob("*.safetensors") if not p.name.startswith("."))
