@@ -1,0 +1,242 @@
+"""Encode one tensor into a position stream and a value stream, and back.
+
+Values whose non-zeros are all ``±2**e`` (INQ levels) become codes ``1 + 2*(e - e_min) + sign``
+(0 is zero, used by dense layouts). Other floating values are byte planes of float16/float32
+(or the tensor's own precision). Integer and bool tensors are stored whole as raw bytes.
+
+Layouts (see :mod:`._positions`): ``dense`` codes every entry of the live sub-matrix,
+``sparse`` codes the positions of the non-zeros in it and their values. The encoder estimates
+the size of each choice and keeps the smallest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from nncompress.errors import FormatError
+from nncompress.export._entropy import RansDecoder, RansEncoder, StaticModel
+from nncompress.export._positions import best_gaps, factorings, positions_stream, read_layout
+from nncompress.export._streams import (
+    RANS,
+    RANS_MAX_SYMBOLS,
+    RAW,
+    read_int,
+    smallest,
+    unwrap,
+    zstd_stream,
+)
+
+__all__ = ["DTYPES", "EncodedTensor", "decode_tensor", "encode_tensor"]
+
+DTYPES: dict[str, torch.dtype] = {
+    "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
+    "float64": torch.float64, "int8": torch.int8, "uint8": torch.uint8, "int16": torch.int16,
+    "int32": torch.int32, "int64": torch.int64, "bool": torch.bool,
+}
+_DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+_MAX_LEVELS = 127  # codes 1 + 2 * 127 levels still fit in a byte
+
+
+@dataclass
+class EncodedTensor:
+    """A tensor's metadata (JSON-ready) and its two streams (method byte first)."""
+
+    meta: dict[str, Any]
+    positions: bytes = b""
+    values: bytes = b""
+
+
+# ----------------------------------------------------------------------------- values
+def pow2_codes(values: np.ndarray) -> tuple[int, int, np.ndarray] | None:
+    """Return ``(e_min, levels, codes)`` if every non-zero value is ``±2**e``, else None.
+
+    Example:
+        >>> pow2_codes(np.array([0.0, 0.5, -2.0]))[:2]
+        (-1, 3)
+    """
+    if values.size == 0 or not np.all(np.isfinite(values)):
+        return None
+    nonzero = values != 0
+    if not np.any(nonzero):
+        return None
+    mantissa, exponent = np.frexp(values[nonzero])
+    if not np.all(np.abs(mantissa) == 0.5):
+        return None
+    e_min, e_max = int(exponent.min()) - 1, int(exponent.max()) - 1
+    levels = e_max - e_min + 1
+    if levels > _MAX_LEVELS:
+        return None
+    codes = np.zeros(values.shape, dtype=np.int64)
+    codes[nonzero] = 1 + 2 * (exponent - 1 - e_min) + (mantissa < 0)
+    return e_min, levels, codes
+
+
+def _codes_stream(codes: np.ndarray, alphabet: int) -> bytes:
+    candidates = [bytes([RAW]) + codes.astype(np.uint8).tobytes(),
+                  zstd_stream(codes.astype(np.uint8).tobytes())]
+    if codes.size <= RANS_MAX_SYMBOLS:
+        enc = RansEncoder()
+        model = StaticModel.fit(codes, alphabet)
+        enc.put_model(model)
+        enc.put_symbols(codes, model)
+        candidates.append(bytes([RANS]) + enc.finish())
+    return smallest(*candidates)
+
+
+def _read_codes(stream: bytes, count: int, alphabet: int, what: str) -> np.ndarray:
+    method, body = unwrap(stream, count, what)
+    if method == RANS:
+        dec = RansDecoder(body, what)
+        model = dec.get_model()
+        codes = np.array(dec.get_symbols(count, model), dtype=np.int64)
+        dec.finish()
+    elif len(body) != count:
+        raise FormatError(f"{what}: expected {count} value codes, found {len(body)}")
+    else:
+        codes = np.frombuffer(body, dtype=np.uint8).astype(np.int64)
+    if codes.size and int(codes.max()) >= alphabet:
+        raise FormatError(f"{what}: value code {int(codes.max())} outside the level set")
+    return codes
+
+
+def _bytes_stream(data: bytes, itemsize: int) -> bytes:
+    """Byte-plane shuffle (all first bytes, then all second bytes ...) then raw or zstd."""
+    planes = np.frombuffer(data, np.uint8).reshape(-1, itemsize).T.tobytes()
+    return smallest(bytes([RAW]) + planes, zstd_stream(planes))
+
+
+def _read_bytes(stream: bytes, count: int, itemsize: int, what: str) -> bytes:
+    _, body = unwrap(stream, count * itemsize, what)
+    if len(body) != count * itemsize:
+        raise FormatError(f"{what}: expected {count * itemsize} value bytes, found {len(body)}")
+    return np.frombuffer(body, np.uint8).reshape(itemsize, count).T.tobytes()
+
+
+def _to_bytes(t: torch.Tensor) -> bytes:
+    return t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _from_bytes(data: bytes, dtype: torch.dtype, count: int) -> torch.Tensor:
+    if count == 0:
+        return torch.zeros(0, dtype=dtype)
+    return torch.frombuffer(bytearray(data), dtype=dtype)[:count].clone()
+
+
+# ----------------------------------------------------------------------------- tensors
+def encode_tensor(name: str, tensor: torch.Tensor, float_dtype: str) -> EncodedTensor:
+    """Encode a tensor, choosing dense or sparse layout and the value coding by size.
+
+    Args:
+        name: the state-dict key (kept in the metadata).
+        tensor: any tensor of a dtype in :data:`DTYPES`.
+        float_dtype: ``"float32"`` (floats kept in their own precision) or ``"float16"``.
+
+    Returns:
+        The metadata and streams.
+
+    Example:
+        >>> enc = encode_tensor("w", torch.tensor([0.0, 0.5, 0.0, -2.0]), "float32")
+        >>> enc.meta["values"], enc.meta["layout"]
+        ('pow2', 'dense')
+    """
+    if tensor.dtype not in _DTYPE_NAMES:
+        raise FormatError(f"tensor {name!r} has dtype {tensor.dtype}, which the compact format "
+                          f"does not store (allowed: {', '.join(DTYPES)})")
+    t = tensor.detach().cpu().contiguous()
+    meta: dict[str, Any] = {"name": name, "dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape)}
+    if not t.is_floating_point():
+        values = _bytes_stream(_to_bytes(t), t.element_size())
+        return EncodedTensor(meta | {"values": "raw", "layout": "dense"}, b"", values)
+    shape = tuple(t.shape)
+    pow2 = pow2_codes(t.double().reshape(-1).numpy())
+    if pow2 is not None:
+        e_min, levels, codes = pow2
+        meta |= {"values": "pow2", "exp_min": e_min, "levels": levels,
+                 "kept": int(np.count_nonzero(codes))}
+        return _encode_pow2(meta, codes, 1 + 2 * levels, np.flatnonzero(codes), shape)
+    store = torch.float16 if float_dtype == "float16" else t.dtype
+    stored = t.reshape(-1).to(store)
+    nonzero = np.flatnonzero((stored != 0).numpy())  # after rounding: tiny values may vanish
+    meta |= {"values": _DTYPE_NAMES[store], "kept": int(nonzero.size)}
+    dense = EncodedTensor(meta | {"layout": "dense"}, b"",
+                          _bytes_stream(_to_bytes(stored), stored.element_size()))
+    if nonzero.size == stored.numel():
+        return dense
+    best = min(factorings(nonzero, shape), key=lambda f: f.sets_bits + best_gaps(
+        f.kept_sub).cost_bits())
+    sparse = EncodedTensor(
+        meta | {"layout": "sparse"} | best.extra,
+        positions_stream([*best.sets, best.kept_sub]),
+        _bytes_stream(_to_bytes(stored[torch.from_numpy(nonzero)]), stored.element_size()))
+    return min((dense, sparse), key=lambda e: len(e.positions) + len(e.values))
+
+
+def _encode_pow2(meta: dict[str, Any], codes: np.ndarray, alphabet: int, nonzero: np.ndarray,
+                 shape: tuple[int, ...]) -> EncodedTensor:
+    """Pick the cheapest (factoring, dense or sparse) by estimated size, then code it."""
+    options: list[tuple[float, dict[str, Any], list[np.ndarray], np.ndarray]] = []
+    for f in factorings(nonzero, shape):
+        sub_codes = codes[f.sub_flat]
+        dense_bits = f.sets_bits + StaticModel.fit(sub_codes, alphabet).cost_bits(sub_codes)
+        options.append((dense_bits, f.extra | {"layout": "dense"}, f.sets, sub_codes))
+        kept_codes = codes[nonzero]
+        sparse_bits = (f.sets_bits + best_gaps(f.kept_sub).cost_bits()
+                       + StaticModel.fit(kept_codes, alphabet).cost_bits(kept_codes))
+        options.append((sparse_bits, f.extra | {"layout": "sparse"},
+                        [*f.sets, f.kept_sub], kept_codes))
+    _, extra, sets, values = min(options, key=lambda o: o[0])
+    positions = positions_stream(sets) if sets else b""
+    return EncodedTensor(meta | extra, positions, _codes_stream(values, alphabet))
+
+
+def decode_tensor(meta: dict[str, Any], positions: bytes, values: bytes,
+                  source: str = "") -> torch.Tensor:
+    """Rebuild a tensor from :func:`encode_tensor`'s metadata and streams.
+
+    The metadata must already be checked for types and a bounded shape; every count and
+    stream is checked here; ``source`` (the file name) starts error messages. Raises :class:`~nncompress.errors.FormatError` on bad data.
+
+    Example:
+        >>> enc = encode_tensor("w", torch.tensor([0.0, 0.5, 0.0, -2.0]), "float32")
+        >>> decode_tensor(enc.meta, enc.positions, enc.values)
+        tensor([ 0.0000,  0.5000,  0.0000, -2.0000])
+    """
+    what = f"{source}: tensor {meta.get('name')!r}" if source else f"tensor {meta.get('name')!r}"
+    dtype = DTYPES[meta["dtype"]]
+    shape = tuple(meta["shape"])
+    numel = int(np.prod(shape, dtype=np.int64))
+    layout, kind = meta.get("layout"), meta.get("values")
+    if layout not in ("dense", "sparse"):
+        raise FormatError(f"{what}: unknown layout {layout!r}")
+    if kind == "raw":
+        if layout != "dense" or positions or "rows" in meta or "cols" in meta:
+            raise FormatError(f"{what}: raw values are stored dense and whole")
+        data = _read_bytes(values, numel, dtype.itemsize, what)
+        return _from_bytes(data, dtype, numel).reshape(shape)
+    if not dtype.is_floating_point:
+        raise FormatError(f"{what}: value coding {kind!r} needs a floating dtype")
+    sub_flat, kept_sub = read_layout(positions, meta, shape, layout == "sparse", what)
+    count = sub_flat.size if kept_sub is None else kept_sub.size
+    if kind == "pow2":
+        e_min = read_int(meta, "exp_min", what, -1100, 1100)
+        levels = read_int(meta, "levels", what, 1, _MAX_LEVELS)
+        codes = _read_codes(values, count, 1 + 2 * levels, what)
+        exps = e_min + (codes - 1) // 2
+        decoded = np.where(codes == 0, 0.0, np.ldexp(1.0 - 2.0 * ((codes - 1) % 2), exps))
+        kept_tensor = torch.from_numpy(decoded).to(dtype)
+    elif kind in DTYPES and DTYPES[kind].is_floating_point:
+        store = DTYPES[kind]
+        data = _read_bytes(values, count, store.itemsize, what)
+        kept_tensor = _from_bytes(data, store, count).to(dtype)
+    else:
+        raise FormatError(f"{what}: unknown value coding {kind!r}")
+    where = sub_flat if kept_sub is None else sub_flat[kept_sub]
+    out = torch.zeros(numel, dtype=dtype)
+    out[torch.from_numpy(where)] = kept_tensor
+    if int(torch.count_nonzero(out)) != read_int(meta, "kept", what, 0, numel):
+        raise FormatError(f"{what}: decodes to another number of non-zero entries than recorded")
+    return out.reshape(shape)

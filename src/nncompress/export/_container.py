@@ -1,0 +1,134 @@
+"""The .ncz container: fixed header, checksummed body, JSON metadata, tensor streams.
+
+Layout (all integers little-endian)::
+
+    offset  size  field
+    0       4     magic b"\\x89NCZ" (the high byte catches 7-bit and text-mode damage)
+    4       2     format version (1)
+    6       2     flags (0; readers reject others)
+    8       8     body length in bytes (must be exactly the rest of the file)
+    16      4     CRC-32 (zlib) of the body
+    20      ...   body
+
+    body = varint(len(meta stream)) + meta stream + tensor streams
+    meta stream = method byte (raw or zstd) + UTF-8 JSON object
+
+The JSON lists every tensor with the byte lengths of its position and value streams, which
+follow in order; their sum must equal the rest of the body. Every length is checked against the
+bytes actually present before anything is allocated, and zstd output is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+from nncompress.errors import FormatError
+from nncompress.export._streams import RAW, smallest, unwrap, zstd_stream
+
+__all__ = ["FORMAT_NAME", "HEADER_SIZE", "MAGIC", "VERSION", "pack", "unpack"]
+
+MAGIC = b"\x89NCZ"
+VERSION = 1
+FORMAT_NAME = "nncompress-compact"
+_HEADER = struct.Struct("<4sHHQI")
+HEADER_SIZE = _HEADER.size
+_MAX_META_BYTES = 64 << 20  # decompressed metadata bound: far above any real model's table
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, what: str) -> tuple[int, int]:
+    value = 0
+    for i, byte in enumerate(data[:10]):
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return value, i + 1
+    raise FormatError(f"{what}: bad length field")
+
+
+def pack(meta: dict[str, Any], streams: list[bytes]) -> bytes:
+    """Serialise metadata and streams into the bytes of a .ncz file.
+
+    Example:
+        >>> data = pack({"tensors": []}, [])
+        >>> data[:4], len(data) > 20
+        (b'\\x89NCZ', True)
+    """
+    text = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    meta_stream = smallest(bytes([RAW]) + text, zstd_stream(text))
+    body = _varint(len(meta_stream)) + meta_stream + b"".join(streams)
+    return _HEADER.pack(MAGIC, VERSION, 0, len(body), zlib.crc32(body)) + body
+
+
+def unpack(path: str | Path) -> tuple[dict[str, Any], bytes, int]:
+    """Read and verify a .ncz file.
+
+    Returns:
+        (metadata, the tensor-stream bytes, the file size).
+
+    Raises:
+        FormatError: not a .ncz file, a newer version, truncated, corrupted, or bad metadata.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.ncz"
+        >>> _ = p.write_bytes(pack({"tensors": []}, []))
+        >>> unpack(p)[0]
+        {'tensors': []}
+    """
+    what = str(path)
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            header = handle.read(HEADER_SIZE)
+            _check_header(header, what)
+            _, _, _, body_len, crc = _HEADER.unpack(header)
+            # compare with the real size before reading: a corrupted length allocates nothing
+            if body_len > size - HEADER_SIZE:
+                raise FormatError(
+                    f"{what}: file is truncated: the header announces {body_len} bytes of data "
+                    f"after it, the file has {size - HEADER_SIZE}")
+            if body_len < size - HEADER_SIZE:
+                raise FormatError(f"{what}: unexpected bytes after the end of the data")
+            body = handle.read(body_len)
+    except OSError as exc:
+        raise FormatError(f"{what}: cannot read the file: {exc.strerror or exc}") from None
+    if zlib.crc32(body) != crc:
+        raise FormatError(f"{what}: file is corrupted (checksum mismatch)")
+    meta_len, offset = _read_varint(body, what)
+    if meta_len > len(body) - offset:
+        raise FormatError(f"{what}: metadata length {meta_len} exceeds the file")
+    _, text = unwrap(body[offset:offset + meta_len], _MAX_META_BYTES, f"{what}: metadata")
+    try:
+        meta = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FormatError(f"{what}: metadata is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise FormatError(f"{what}: metadata is not a JSON object")
+    return meta, body[offset + meta_len:], size
+
+
+def _check_header(header: bytes, what: str) -> None:
+    if len(header) < 4 or header[:4] != MAGIC:
+        raise FormatError(f"{what}: not an nncompress compact (.ncz) file (wrong magic bytes)")
+    if len(header) < HEADER_SIZE:
+        raise FormatError(f"{what}: file is truncated inside its {HEADER_SIZE}-byte header")
+    _, version, flags, _, _ = _HEADER.unpack(header)
+    if version > VERSION:
+        raise FormatError(f"{what}: format version {version} is newer than this nncompress "
+                          f"reads (up to {VERSION}); upgrade nncompress")
+    if version < 1 or flags != 0:
+        raise FormatError(f"{what}: unknown format version {version} / flags {flags:#x}")
