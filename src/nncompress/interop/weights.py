@@ -1,0 +1,236 @@
+"""Move weights between a :class:`CaffeNet` and caffemodel blobs, masks included.
+
+Caffe's DNS and INQ layers (the seed's and Guo's) store four blobs: weights, bias, weight mask,
+bias mask. A DNS mask is the surgery mask ``T`` (0 = pruned); an INQ mask marks the entries still
+free (1) or already quantized and fixed (0). Which one a file holds is read from the layer type
+recorded in the file, or else from the net's layer type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from nncompress import inq as _inq
+from nncompress.errors import ConfigError
+from nncompress.interop.caffe_net import CaffeNet
+from nncompress.interop.caffe_ops import CaffeBatchNorm, CaffeScale
+from nncompress.interop.caffe_spec import COMPRESSION_TYPES
+from nncompress.interop.caffemodel import CaffeLayerBlobs
+from nncompress.layers import CompressedLayer
+
+__all__ = ["LoadedMasks", "apply_masks", "load_blobs", "net_blobs"]
+
+
+@dataclass
+class LoadedMasks:
+    """The masks read for one layer: ``kind`` is ``dns`` or ``inq``; tensors by blob name."""
+
+    kind: str
+    masks: dict[str, torch.Tensor]
+
+
+def _targets(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The tensors a layer's blobs go to, in Caffe's blob order."""
+    if isinstance(module, CaffeBatchNorm):
+        return [("running_mean", module.running_mean), ("running_var", module.running_var),
+                ("factor", torch.ones(1))]
+    out = []
+    for name in ("weight", "bias"):
+        value = getattr(module, name, None)
+        if isinstance(value, torch.Tensor):
+            out.append((name, value))
+    return out
+
+
+def _shape_ok(arr: np.ndarray, legacy: bool, expected: tuple[int, ...]) -> bool:
+    if tuple(arr.shape) == expected:
+        return True
+    # the deprecated num/channels/height/width fields pad shapes to 4-D with leading ones
+    return legacy and len(expected) <= 4 and tuple(arr.shape) == (1,) * (4 - len(expected)) + \
+        expected
+
+
+def _mask_kind(entry: CaffeLayerBlobs, net: CaffeNet, key: str) -> str:
+    if entry.type in COMPRESSION_TYPES:
+        return COMPRESSION_TYPES[entry.type][1]
+    compression = net.compression().get(key)
+    if compression is None:
+        raise ConfigError(f"layer '{entry.name}' of the caffemodel holds {len(entry.blobs)} "
+                          f"blobs (with masks) but the net's layer '{entry.name}' is a plain "
+                          "layer; use the DNS/INQ net prototxt the model was trained with")
+    return compression.kind
+
+
+def load_blobs(net: CaffeNet, layers: Sequence[CaffeLayerBlobs],
+               source: str | Path = "caffemodel") -> dict[str, LoadedMasks]:
+    """Copy caffemodel blobs into ``net`` by layer name, as Caffe's ``CopyTrainedLayersFrom``.
+
+    Layers of the file that the net lacks are ignored; layers of the net that the file lacks
+    keep their filler values. DNS masks are not multiplied in: they are returned, to be set on
+    the prepared layers (:func:`apply_masks`) or baked in.
+
+    Args:
+        net: the net to fill (plain, not yet prepared).
+        layers: the blobs read by :func:`~nncompress.interop.caffemodel.read_caffemodel`.
+        source: the file name used in error messages.
+
+    Returns:
+        Module name -> masks, for layers whose file entry had mask blobs.
+
+    Raises:
+        ConfigError: a blob count or shape does not match the net (naming the layer and both
+            shapes).
+
+    Example:
+        >>> masks = load_blobs(net, read_caffemodel("lenet_DNS.caffemodel"))  # doctest: +SKIP
+    """
+    found: dict[str, LoadedMasks] = {}
+    for entry in layers:
+        key = net.keys.get(entry.name)
+        if key is None:
+            continue
+        module = net.get_submodule(key)
+        targets = _targets(module)
+        n = len(targets)
+        if len(entry.blobs) not in (n, 2 * n) or (len(entry.blobs) == 2 * n and
+                                                  isinstance(module, (CaffeBatchNorm, CaffeScale))):
+            raise ConfigError(f"{source}: layer '{entry.name}' has {len(entry.blobs)} blobs, the "
+                              f"net's layer '{entry.name}' expects {n}"
+                              + (f" (or {2 * n} with masks)" if n <= 2 else ""))
+        for i, arr in enumerate(entry.blobs):
+            name, tensor = targets[i % n]
+            if not _shape_ok(arr, entry.legacy_shape[i], tuple(tensor.shape)):
+                what = "mask of " + name if i >= n else name
+                raise ConfigError(f"{source}: layer '{entry.name}' blob {i} ({what}) has shape "
+                                  f"{list(arr.shape)}; the net expects {list(tensor.shape)}")
+        values = [torch.from_numpy(np.array(a, dtype=np.float32)) for a in entry.blobs]
+        _copy(module, targets, values[:n])
+        if len(values) == 2 * n:
+            masks = {targets[i][0]: values[n + i].reshape(targets[i][1].shape) != 0
+                     for i in range(n)}
+            found[key] = LoadedMasks(_mask_kind(entry, net, key), masks)
+    return found
+
+
+def _copy(module: nn.Module, targets: list[tuple[str, torch.Tensor]],
+          values: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        if isinstance(module, CaffeBatchNorm):
+            factor = float(values[2].reshape(-1)[0])
+            scale = 0.0 if factor == 0 else 1.0 / factor
+            module.running_mean.copy_(values[0].reshape(-1) * scale)
+            module.running_var.copy_(values[1].reshape(-1) * scale)
+            return
+        for (_, tensor), value in zip(targets, values):
+            tensor.copy_(value.reshape(tensor.shape))
+
+
+def apply_masks(net: nn.Module, masks: dict[str, LoadedMasks], previous_portion: dict[str, float]
+                ) -> None:
+    """Set masks read from a caffemodel on the prepared layers of ``net``.
+
+    DNS masks become the layers' surgery masks. INQ masks fix, at their current values rounded to
+    the layer's level set, the entries whose mask is 0; ``previous_portion`` (module name ->
+    portion) records the portion those stood for. Masks of a kind the layer is not prepared for are
+    multiplied into the weights (a DNS model loaded into an INQ net: pruned entries become 0 and
+    stay out of quantization) or, for INQ masks on a layer that is not under INQ, ignored.
+
+    Example:
+        >>> apply_masks(net, load_blobs(net, layers), {})  # doctest: +SKIP
+    """
+    for key, loaded in masks.items():
+        module = net.get_submodule(key)
+        layer = module if isinstance(module, CompressedLayer) else None
+        if loaded.kind == "dns" and layer is not None and layer.dns_config is not None:
+            for blob, mask in loaded.masks.items():
+                if f"{blob}_mask" in layer._buffers:
+                    layer.buffer(f"{blob}_mask").copy_(mask)
+        elif loaded.kind == "inq" and layer is not None and layer.inq_config is not None:
+            _fix_inq(layer, loaded.masks, previous_portion.get(key, 0.0))
+        elif loaded.kind == "dns":
+            bake_masks(module, loaded.masks)
+
+
+def bake_masks(module: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    """Multiply 0/1 masks into a plain layer's ``weight``/``bias``."""
+    with torch.no_grad():
+        for blob, mask in masks.items():
+            getattr(module, blob).mul_(mask)
+
+
+def _fix_inq(layer: CompressedLayer, masks: dict[str, torch.Tensor], portion: float) -> None:
+    assert layer.inq_config is not None
+    for blob in layer.blobs(layer.inq_config.include_bias):
+        if blob not in masks:
+            continue
+        fixed = layer.buffer(f"{blob}_fixed")
+        n1, n2, _ = (int(v) for v in layer.buffer(f"{blob}_levels"))
+        param = layer.param(blob).detach()
+        chosen = (~masks[blob]) & torch.isnan(fixed)
+        rounded = _inq.quantize(param, n1, n2).to(fixed.dtype)
+        fixed.copy_(torch.where(chosen, rounded, fixed))
+        layer.restore_fixed(blob)
+    layer.inq_portion.fill_(portion)
+
+
+def net_blobs(net: CaffeNet, with_masks: bool = False) -> list[CaffeLayerBlobs]:
+    """The blobs of every layer of ``net`` that holds any.
+
+    By default, as a normal caffemodel stores them: masks baked in, only the plain blobs, under
+    the base layer type (``Convolution``, ``InnerProduct``), so plain Caffe can load the result.
+    With ``with_masks``, DNS and INQ layers keep their raw weights followed by their masks, under
+    the layer type written in the net (``DNSConvolution``, ...), as the seed's Caffe stores them;
+    that file resumes a stage with its masks.
+
+    Example:
+        >>> write_caffemodel("out.caffemodel", net_blobs(net))  # doctest: +SKIP
+    """
+    out: list[CaffeLayerBlobs] = []
+    seen: set[str] = set()
+    for step in net.steps:
+        key = step.key
+        if key is None or key in seen:
+            continue
+        seen.add(key)
+        module = net.get_submodule(key)
+        targets = _targets(module)
+        masks = _masks(module) if with_masks else []
+        arrays = [_plain(t) if masks else _effective(module, name, t) for name, t in targets]
+        if isinstance(module, CaffeBatchNorm):
+            arrays[2] = np.ones(1, dtype=np.float32)
+        layer_type = step.spec.written_type if masks else step.spec.type
+        out.append(CaffeLayerBlobs(step.spec.name, layer_type, arrays + masks,
+                                   [False] * (len(arrays) + len(masks))))
+    return out
+
+
+def _masks(module: nn.Module) -> list[np.ndarray]:
+    """DNS masks, or INQ free-entry masks (1 = free), of a prepared layer; else none."""
+    if not isinstance(module, CompressedLayer):
+        return []
+    out = []
+    for name, tensor in _targets(module):
+        if f"{name}_mask" in module._buffers:
+            out.append(module.buffer(f"{name}_mask"))
+        elif f"{name}_fixed" in module._buffers:
+            out.append(torch.isnan(module.buffer(f"{name}_fixed")))
+        else:
+            out.append(torch.ones_like(tensor, dtype=torch.bool))
+    return [m.to(torch.float32).cpu().numpy().copy() for m in out]
+
+
+def _plain(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().to(torch.float32).cpu().numpy().copy()
+
+
+def _effective(module: nn.Module, name: str, tensor: torch.Tensor) -> np.ndarray:
+    value = tensor.detach()
+    if isinstance(module, CompressedLayer) and f"{name}_mask" in module._buffers:
+        value = value * module.buffer(f"{name}_mask")
+    return _plain(value)
