@@ -50,15 +50,17 @@ def test_level_range_hand_values() -> None:
     assert inq.level_range(1.6, 1) == (1, 1)
 
 
-def test_rounding_at_every_boundary() -> None:
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_rounding_at_every_boundary(dtype: torch.dtype) -> None:
     n1, n2 = 0, -4
     points = []
     for e in range(n2 - 2, n1 + 3):
         for base in (0.75 * 2.0**e, 1.5 * 2.0**e, 2.0**e, 2.0 ** (n2 - 1)):
-            below = float(torch.nextafter(torch.tensor(base), torch.tensor(0.0)))
-            above = float(torch.nextafter(torch.tensor(base), torch.tensor(10.0)))
+            point = torch.tensor(base, dtype=dtype)
+            below = float(torch.nextafter(point, torch.tensor(0.0, dtype=dtype)))
+            above = float(torch.nextafter(point, torch.tensor(10.0, dtype=dtype)))
             points += [base, below, above, -base, -below, -above]
-    values = torch.tensor(points, dtype=torch.float32)
+    values = torch.tensor(points, dtype=dtype)
     got = inq.quantize(values, n1, n2).tolist()
     assert got == [reference_round(v, n1, n2) for v in values.tolist()]
 
@@ -261,3 +263,11 @@ def test_quantize_step_errors() -> None:
     with pytest.raises(nnc.ConfigError) as info:
         nnc.quantize_step(net, 1.5)
     assert str(info.value) == "portion=1.5 is invalid: use an accumulated fraction in (0, 1]"
+
+
+def test_rounding_of_tiny_float32_uses_exact_fallback() -> None:
+    values = torch.tensor([3e-38, -1.2e-38, 4e-39, 1e-45, 0.0], dtype=torch.float32)
+    n1, n2 = inq.level_range(float(values.abs().max()), 8)
+    assert n2 < -125  # below float32's normal range: the frexp path
+    got = inq.quantize(values, n1, n2).tolist()
+    assert got == [reference_round(v, n1, n2) for v in values.tolist()]

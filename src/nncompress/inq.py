@@ -108,12 +108,29 @@ def quantize(values: torch.Tensor, n1: int, n2: int) -> torch.Tensor:
         >>> quantize(torch.tensor([0.74, 0.75, -1.49, 1.5, 9.0, 0.004]), 1, -6).tolist()
         [0.5, 1.0, -1.0, 2.0, 2.0, 0.0]
     """
+    if values.dtype == torch.float32 and -125 <= n2 and n1 <= 127:
+        return _quantize_float32_bits(values, n1, n2)
     magnitude = values.abs()
     mantissa, exponent = torch.frexp(magnitude)  # magnitude = mantissa * 2^exponent
     # 2^(exponent-1) <= |w| < 2^exponent; round up once |w| >= 1.5 * 2^(exponent-1).
     level = (exponent - 1 + (mantissa >= 0.75).to(exponent.dtype)).clamp(n2, n1)
     rounded = torch.ldexp(torch.ones_like(magnitude), level).copysign(values)
     return torch.where(magnitude < math.ldexp(1.0, n2 - 1), torch.zeros_like(values), rounded)
+
+
+def _quantize_float32_bits(values: torch.Tensor, n1: int, n2: int) -> torch.Tensor:
+    """:func:`quantize` on the IEEE-754 bits of float32 values with normal-range levels.
+
+    A float32 magnitude is ``2^E * (1 + m/2^23)``; it is at least ``1.5 * 2^E`` exactly when the
+    top mantissa bit is set, so adding that bit carries into the exponent field precisely when
+    the value rounds up to ``2^(E+1)``. Clearing the mantissa then leaves the power of two.
+    """
+    bits = values.view(torch.int32)
+    magnitude = bits & 0x7FFFFFFF
+    power = ((magnitude + (1 << 22)) & 0x7F800000).clamp_((n2 + 127) << 23, (n1 + 127) << 23)
+    power |= bits & -(1 << 31)  # the sign bit
+    zero_below = (n2 - 1 + 127) << 23  # bits of 2^(n2-1)
+    return torch.where(magnitude < zero_below, 0, power).view(torch.float32)
 
 
 def fix_count(portion: float, participating: int) -> int:
@@ -142,7 +159,8 @@ def select_largest(keys: torch.Tensor, count: int) -> torch.Tensor:
         return torch.zeros_like(flat, dtype=torch.bool).reshape(keys.shape)
     cut = torch.topk(flat, count, sorted=False).values.min()
     chosen = flat > cut
-    remaining = count - int(chosen.sum())
+    remaining = count - int(torch.count_nonzero(chosen))
     ties = flat == cut
-    chosen |= ties & (torch.cumsum(ties, 0, dtype=torch.int64) <= remaining)
-    return chosen.reshape(keys.shape)
+    if int(torch.count_nonzero(ties)) > remaining:  # keep the first ``remaining`` ties only
+        ties &= torch.cumsum(ties, 0, dtype=torch.int64) <= remaining
+    return (chosen | ties).reshape(keys.shape)

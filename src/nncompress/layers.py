@@ -260,18 +260,19 @@ class CompressedLayer(nn.Module):
         fixed = self.buffer(f"{blob}_fixed")
         n1, n2, count = (int(v) for v in self.buffer(f"{blob}_levels"))
         free = torch.isnan(fixed)
-        add = _inq.fix_count(portion, count) - (count - int(free.sum()))
+        add = _inq.fix_count(portion, count) - (count - int(torch.count_nonzero(free)))
         if add <= 0:
             return
         weights = param.detach()
-        _inq.check_finite(weights[free], self.layer_name, f"in {blob} at a quantize step")
+        magnitude = torch.where(free, weights.abs(), -1.0)
+        _inq.check_finite(magnitude, self.layer_name, f"in {blob} at a quantize step")
         if config.strategy == "magnitude":
-            keys = weights.abs()
+            keys = magnitude
         else:
             generator = torch.Generator().manual_seed(
                 _dns.mix_seed(int(self.inq_seed) + int(self.inq_steps), f"{blob}:{index}"))
-            keys = torch.rand(weights.shape, generator=generator)
-        chosen = _inq.select_largest(torch.where(free, keys.to(torch.float32), -1.0), add)
+            keys = torch.where(free, torch.rand(weights.shape, generator=generator), -1.0)
+        chosen = _inq.select_largest(keys, add)
         rounded = _inq.quantize(weights, n1, n2)
         fixed.copy_(torch.where(chosen, rounded.to(_inq.FIXED_DTYPE), fixed))
         self.restore_fixed(blob)
