@@ -19,8 +19,18 @@ def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     return {name: tuple(p.shape) for name, p in model.named_parameters()}
 
 
-def test_registered_models() -> None:
-    assert list_models() == ["lenet300_100", "lenet5", "tiny_cnn", "tiny_conv1d", "tiny_mlp"]
+BUILTIN_MODELS = ["lenet300_100", "lenet5", "tiny_cnn", "tiny_conv1d", "tiny_mlp"]
+
+
+@pytest.fixture
+def builtin_models_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # only the built-in models, whatever else was registered in this session
+    builtin = {name: _registry._MODELS[name] for name in BUILTIN_MODELS}
+    monkeypatch.setattr(_registry, "_MODELS", builtin)
+
+
+def test_registered_models(builtin_models_only: None) -> None:
+    assert list_models() == BUILTIN_MODELS
 
 
 def test_lenet5_has_caffe_layer_names_shapes_and_count() -> None:
@@ -157,7 +167,9 @@ def test_registered_factory_and_duplicates(monkeypatch: pytest.MonkeyPatch) -> N
         ("tiny_mlp", {"hidden": {1, 2}}, "keyword arguments must be JSON-serialisable"),
     ],
 )
-def test_build_errors_name_the_ref(ref: str, kwargs: dict, message: str) -> None:
+def test_build_errors_name_the_ref(
+    ref: str, kwargs: dict, message: str, builtin_models_only: None
+) -> None:
     with pytest.raises(ConfigError) as info:
         build_model(ref, **kwargs)
     assert message in str(info.value)
