@@ -246,6 +246,18 @@ def test_registered_loader_with_float_images(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(ConfigError, match="already registered"):
         register_dataset("halves")(_halves)
 
+    @register_dataset("flat")
+    def _flat(option: str) -> RawData:
+        x, y = torch.zeros(4, 9), torch.zeros(4, dtype=torch.int64)
+        return RawData(x, y, x, y, num_classes=1)
+
+    with pytest.raises(DatasetError) as info:
+        load_data("flat")
+    assert str(info.value) == (
+        "dataset 'flat': train images must be (N, C, H, W) with N labels; "
+        "got images (4, 9) and labels (4,)"
+    )
+
 
 # ---------------------------------------------------------------- synthetic
 

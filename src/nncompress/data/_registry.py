@@ -35,7 +35,7 @@ class DatasetNotFoundError(DatasetError, FileNotFoundError):
     """A data set's files or package are not installed or not where the spec says."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors: compare fields explicitly
 class RawData:
     """What a loader returns: images ``(N, C, H, W)`` and int64 labels ``(N,)``.
 
@@ -50,7 +50,7 @@ class RawData:
     num_classes: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors: compare fields explicitly
 class Splits:
     """Train, validation and test tensors on the CPU.
 
@@ -157,7 +157,22 @@ def load_data(spec: str, *, scale: float = 1 / 256, validation: int = 0, seed: i
     return _split(raw, name=spec, scale=float(scale), validation=validation, seed=seed)
 
 
+def _check_raw(raw: RawData, name: str) -> None:
+    for what, x, y in (("train", raw.train_x, raw.train_y), ("test", raw.test_x, raw.test_y)):
+        if x.dim() != 4 or y.dim() != 1 or x.shape[0] != y.shape[0]:
+            raise DatasetError(
+                f"dataset {name!r}: {what} images must be (N, C, H, W) with N labels; "
+                f"got images {tuple(x.shape)} and labels {tuple(y.shape)}"
+            )
+    if raw.train_x.shape[1:] != raw.test_x.shape[1:]:
+        raise DatasetError(
+            f"dataset {name!r}: train images are {tuple(raw.train_x.shape[1:])} "
+            f"but test images are {tuple(raw.test_x.shape[1:])}"
+        )
+
+
 def _split(raw: RawData, *, name: str, scale: float, validation: int, seed: int) -> Splits:
+    _check_raw(raw, name)
     n_train = raw.train_x.shape[0]
     if not (isinstance(validation, int) and 0 <= validation < n_train):
         raise ConfigError(
