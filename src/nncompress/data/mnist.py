@@ -48,7 +48,7 @@ class ArrayUnpickler(pickle.Unpickler):
 
     Example:
         >>> import io, pickle
-        >>> blob = pickle.dumps((np.arange(3), 7), protocol=2)
+        >>> blob = pickle.dumps((np.arange(3), 7), protocol=4)
         >>> ArrayUnpickler(io.BytesIO(blob)).load()[0].tolist()
         [0, 1, 2]
     """

@@ -30,7 +30,7 @@ def caffe_xavier_(module: nn.Module) -> nn.Module:
 
     Example:
         >>> layer = caffe_xavier_(nn.Linear(300, 10))
-        >>> bool(layer.weight.abs().max() <= (3 / 300) ** 0.5), float(layer.bias.abs().sum())
+        >>> bool(layer.weight.abs().max() <= (3 / 300) ** 0.5), layer.bias.abs().sum().item()
         (True, 0.0)
     """
     for sub in module.modules():
