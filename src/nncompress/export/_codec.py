@@ -19,7 +19,13 @@ import torch
 
 from nncompress.errors import FormatError
 from nncompress.export._entropy import RansDecoder, RansEncoder, StaticModel
-from nncompress.export._positions import best_gaps, factorings, positions_stream, read_layout
+from nncompress.export._positions import (
+    GapCode,
+    best_gaps,
+    factorings,
+    positions_stream,
+    read_layout,
+)
 from nncompress.export._streams import (
     RANS,
     RANS_MAX_SYMBOLS,
@@ -166,11 +172,11 @@ def encode_tensor(name: str, tensor: torch.Tensor, float_dtype: str) -> EncodedT
                           _bytes_stream(_to_bytes(stored), stored.element_size()))
     if nonzero.size == stored.numel():
         return dense
-    best = min(factorings(nonzero, shape), key=lambda f: f.sets_bits + best_gaps(
-        f.kept_sub).cost_bits())
+    options = [(f, best_gaps(f.kept_sub)) for f in factorings(nonzero, shape)]
+    best, kept_code = min(options, key=lambda o: o[0].sets_bits + o[1].bits)
     sparse = EncodedTensor(
         meta | {"layout": "sparse"} | best.extra,
-        positions_stream([*best.sets, best.kept_sub]),
+        positions_stream([*best.sets, kept_code]),
         _bytes_stream(_to_bytes(stored[torch.from_numpy(nonzero)]), stored.element_size()))
     return min((dense, sparse), key=lambda e: len(e.positions) + len(e.values))
 
@@ -178,16 +184,16 @@ def encode_tensor(name: str, tensor: torch.Tensor, float_dtype: str) -> EncodedT
 def _encode_pow2(meta: dict[str, Any], codes: np.ndarray, alphabet: int, nonzero: np.ndarray,
                  shape: tuple[int, ...]) -> EncodedTensor:
     """Pick the cheapest (factoring, dense or sparse) by estimated size, then code it."""
-    options: list[tuple[float, dict[str, Any], list[np.ndarray], np.ndarray]] = []
+    options: list[tuple[float, dict[str, Any], list[GapCode], np.ndarray]] = []
+    kept_codes = codes[nonzero]
+    kept_bits = StaticModel.fit(kept_codes, alphabet).cost_bits(kept_codes)
     for f in factorings(nonzero, shape):
         sub_codes = codes[f.sub_flat]
         dense_bits = f.sets_bits + StaticModel.fit(sub_codes, alphabet).cost_bits(sub_codes)
         options.append((dense_bits, f.extra | {"layout": "dense"}, f.sets, sub_codes))
-        kept_codes = codes[nonzero]
-        sparse_bits = (f.sets_bits + best_gaps(f.kept_sub).cost_bits()
-                       + StaticModel.fit(kept_codes, alphabet).cost_bits(kept_codes))
-        options.append((sparse_bits, f.extra | {"layout": "sparse"},
-                        [*f.sets, f.kept_sub], kept_codes))
+        kept_code = best_gaps(f.kept_sub)
+        options.append((f.sets_bits + kept_code.bits + kept_bits, f.extra | {"layout": "sparse"},
+                        [*f.sets, kept_code], kept_codes))
     _, extra, sets, values = min(options, key=lambda o: o[0])
     positions = positions_stream(sets) if sets else b""
     return EncodedTensor(meta | extra, positions, _codes_stream(values, alphabet))
@@ -198,7 +204,10 @@ def decode_tensor(meta: dict[str, Any], positions: bytes, values: bytes,
     """Rebuild a tensor from :func:`encode_tensor`'s metadata and streams.
 
     The metadata must already be checked for types and a bounded shape; every count and
-    stream is checked here; ``source`` (the file name) starts error messages. Raises :class:`~nncompress.errors.FormatError` on bad data.
+    stream is checked here. ``source`` (the file name) starts error messages.
+
+    Raises:
+        FormatError: the streams do not decode to what the metadata describes.
 
     Example:
         >>> enc = encode_tensor("w", torch.tensor([0.0, 0.5, 0.0, -2.0]), "float32")

@@ -30,7 +30,7 @@ from typing import Any
 from nncompress.errors import FormatError
 from nncompress.export._streams import RAW, smallest, unwrap, zstd_stream
 
-__all__ = ["FORMAT_NAME", "HEADER_SIZE", "MAGIC", "VERSION", "pack", "unpack"]
+__all__ = ["FORMAT_NAME", "HEADER_SIZE", "MAGIC", "VERSION", "pack", "parse", "unpack"]
 
 MAGIC = b"\x89NCZ"
 VERSION = 1
@@ -73,11 +73,11 @@ def pack(meta: dict[str, Any], streams: list[bytes]) -> bytes:
     return _HEADER.pack(MAGIC, VERSION, 0, len(body), zlib.crc32(body)) + body
 
 
-def unpack(path: str | Path) -> tuple[dict[str, Any], bytes, int]:
+def unpack(path: str | Path) -> tuple[tuple[dict[str, Any], bytes], int]:
     """Read and verify a .ncz file.
 
     Returns:
-        (metadata, the tensor-stream bytes, the file size).
+        ((metadata, the tensor-stream bytes), the file size).
 
     Raises:
         FormatError: not a .ncz file, a newer version, truncated, corrupted, or bad metadata.
@@ -86,8 +86,8 @@ def unpack(path: str | Path) -> tuple[dict[str, Any], bytes, int]:
         >>> import tempfile, pathlib
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.ncz"
         >>> _ = p.write_bytes(pack({"tensors": []}, []))
-        >>> unpack(p)[0]
-        {'tensors': []}
+        >>> unpack(p)
+        (({'tensors': []}, b''), 36)
     """
     what = str(path)
     try:
@@ -96,16 +96,36 @@ def unpack(path: str | Path) -> tuple[dict[str, Any], bytes, int]:
             header = handle.read(HEADER_SIZE)
             _check_header(header, what)
             _, _, _, body_len, crc = _HEADER.unpack(header)
-            # compare with the real size before reading: a corrupted length allocates nothing
-            if body_len > size - HEADER_SIZE:
-                raise FormatError(
-                    f"{what}: file is truncated: the header announces {body_len} bytes of data "
-                    f"after it, the file has {size - HEADER_SIZE}")
-            if body_len < size - HEADER_SIZE:
-                raise FormatError(f"{what}: unexpected bytes after the end of the data")
+            # compared with the real size before reading: a corrupted length allocates nothing
+            _check_length(body_len, size - HEADER_SIZE, what)
             body = handle.read(body_len)
     except OSError as exc:
         raise FormatError(f"{what}: cannot read the file: {exc.strerror or exc}") from None
+    return _parse_body(body, crc, what), HEADER_SIZE + body_len
+
+
+def parse(data: bytes, what: str = "data") -> tuple[dict[str, Any], bytes]:
+    """Verify the bytes of a whole .ncz file; returns (metadata, tensor-stream bytes).
+
+    Example:
+        >>> parse(pack({"tensors": []}, []))
+        ({'tensors': []}, b'')
+    """
+    _check_header(data[:HEADER_SIZE], what)
+    _, _, _, body_len, crc = _HEADER.unpack(data[:HEADER_SIZE])
+    _check_length(body_len, len(data) - HEADER_SIZE, what)
+    return _parse_body(data[HEADER_SIZE:], crc, what)
+
+
+def _check_length(body_len: int, available: int, what: str) -> None:
+    if body_len > available:
+        raise FormatError(f"{what}: file is truncated: the header announces {body_len} bytes "
+                          f"of data after it, the file has {available}")
+    if body_len < available:
+        raise FormatError(f"{what}: unexpected bytes after the end of the data")
+
+
+def _parse_body(body: bytes, crc: int, what: str) -> tuple[dict[str, Any], bytes]:
     if zlib.crc32(body) != crc:
         raise FormatError(f"{what}: file is corrupted (checksum mismatch)")
     meta_len, offset = _read_varint(body, what)
@@ -118,7 +138,7 @@ def unpack(path: str | Path) -> tuple[dict[str, Any], bytes, int]:
         raise FormatError(f"{what}: metadata is not valid JSON ({exc})") from None
     if not isinstance(meta, dict):
         raise FormatError(f"{what}: metadata is not a JSON object")
-    return meta, body[offset + meta_len:], size
+    return meta, body[offset + meta_len:]
 
 
 def _check_header(header: bytes, what: str) -> None:

@@ -58,7 +58,9 @@ class StaticModel:
         used = int(np.count_nonzero(counts))
         best: tuple[float, StaticModel] | None = None
         lowest = max(1, math.ceil(math.log2(max(used, 1))))
-        for scale in range(lowest, _MAX_SCALE + 1):
+        # precision beyond the counts' own resolution (about 1/n) buys nothing
+        highest = max(lowest, min(_MAX_SCALE, int(symbols.size).bit_length() + 1))
+        for scale in range(lowest, highest + 1):
             freqs = _quantise(counts, scale)
             cost = _table_bits(freqs) + _payload_bits(counts, freqs, scale)
             if best is None or cost < best[0]:

@@ -27,7 +27,7 @@ from nncompress.export._streams import (
     zstd_stream,
 )
 
-__all__ = ["Factoring", "best_gaps", "factorings", "positions_stream", "read_layout"]
+__all__ = ["Factoring", "GapCode", "best_gaps", "factorings", "positions_stream", "read_layout"]
 
 _MAX_EXTRA_BITS = 62
 
@@ -42,33 +42,44 @@ def _bit_length(values: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class _Gaps:
+class GapCode:
+    """An index set as gap symbols (parameter ``d``), escape bits, its model and its cost."""
+
     d: int
     symbols: np.ndarray
     nextra: np.ndarray
     extra: np.ndarray
+    model: StaticModel
+    bits: float
 
     @property
-    def alphabet(self) -> int:
-        return int(self.symbols.max()) + 1 if self.symbols.size else 1
-
-    def cost_bits(self) -> float:
-        model = StaticModel.fit(self.symbols, self.alphabet)
-        return 3 + model.cost_bits(self.symbols) + float(self.nextra.sum())
+    def count(self) -> int:
+        """Number of indices."""
+        return int(self.symbols.size)
 
 
-def _gaps(indices: np.ndarray, d: int) -> _Gaps:
+def _gaps(indices: np.ndarray, d: int) -> GapCode:
     gaps = np.diff(indices.astype(np.int64), prepend=-1) - 1
     small = gaps < (1 << d)
     b = _bit_length(gaps)
     symbols = np.where(small, gaps, (1 << d) + b - d - 1)
     nextra = np.where(small, 0, b - 1)
     extra = np.where(small, 0, gaps - (np.int64(1) << np.maximum(b - 1, 0)))
-    return _Gaps(d, symbols, nextra, extra)
+    alphabet = int(symbols.max()) + 1 if symbols.size else 1
+    model = StaticModel.fit(symbols, alphabet)
+    bits = 3 + model.cost_bits(symbols) + float(nextra.sum())
+    return GapCode(d, symbols, nextra, extra, model, bits)
 
 
-def best_gaps(indices: np.ndarray) -> _Gaps:
-    return min((_gaps(indices, d) for d in range(8)), key=lambda g: g.cost_bits())
+def best_gaps(indices: np.ndarray) -> GapCode:
+    """The cheapest gap code of a sorted index set (``d`` up to the largest gap's length).
+
+    Example:
+        >>> best_gaps(np.array([3, 4, 9])).symbols.tolist()
+        [3, 0, 4]
+    """
+    top = int(np.diff(indices, prepend=-1).max()).bit_length() if indices.size else 0
+    return min((_gaps(indices, d) for d in range(min(7, top) + 1)), key=lambda g: g.bits)
 
 
 def _indices_from_gaps(d: int, symbols: np.ndarray, extras: np.ndarray, limit: int,
@@ -117,9 +128,8 @@ def _unpack_bits(data: bytes, nbits: np.ndarray, what: str) -> np.ndarray:
     return np.asarray((picked << j[None, :]).sum(axis=1), dtype=np.int64)
 
 
-def positions_stream(sets: list[np.ndarray]) -> bytes:
-    """Code sorted index sets; returns the smallest of the raw, zstd and rANS forms."""
-    coded = [best_gaps(s) for s in sets]
+def positions_stream(coded: list[GapCode]) -> bytes:
+    """Code index sets; returns the smallest of the raw, zstd and rANS forms."""
     plain = bytearray()
     for g in coded:
         plain.append(g.d)
@@ -127,13 +137,12 @@ def positions_stream(sets: list[np.ndarray]) -> bytes:
     plain.extend(_pack_bits(np.concatenate([g.extra for g in coded]),
                             np.concatenate([g.nextra for g in coded])))
     candidates = [bytes([RAW]) + bytes(plain), zstd_stream(bytes(plain))]
-    if sum(s.size for s in sets) <= RANS_MAX_SYMBOLS:
+    if sum(g.count for g in coded) <= RANS_MAX_SYMBOLS:
         enc = RansEncoder()
         for g in coded:
-            model = StaticModel.fit(g.symbols, g.alphabet)
             enc.put_bits(g.d, 3)
-            enc.put_model(model)
-            enc.put_symbols(g.symbols, model)
+            enc.put_model(g.model)
+            enc.put_symbols(g.symbols, g.model)
             for value, n in zip(g.extra[g.nextra > 0].tolist(), g.nextra[g.nextra > 0].tolist(),
                                 strict=True):
                 enc.put_bits(value, n)
@@ -185,31 +194,36 @@ class Factoring:
     """A view of the tensor as its live sub-matrix: which rows/columns are coded as sets."""
 
     extra: dict[str, int]
-    sets: list[np.ndarray]
+    sets: list[GapCode]
     sub_flat: np.ndarray  # flat index in the full tensor of every sub-matrix entry
     kept_sub: np.ndarray  # position of each non-zero inside the sub-matrix
-    sets_bits: float
+
+    @property
+    def sets_bits(self) -> float:
+        """Estimated size of the row and column sets."""
+        return sum(g.bits for g in self.sets)
 
 
 def factorings(nonzero: np.ndarray, shape: tuple[int, ...]) -> list[Factoring]:
+    """Every way to code the live rows / live columns of ``shape`` viewed as a matrix."""
     nrows, ncols = _split(shape)
     r, c = np.divmod(nonzero, max(ncols, 1))
     live_rows, live_cols = np.unique(r), np.unique(c)
+    choices = [(False, False)]
+    if nrows > 1:
+        choices += [(True, False), (False, True), (True, True)]
+        row_code, col_code = best_gaps(live_rows), best_gaps(live_cols)
     out = []
-    for use_rows in (False, True):
-        for use_cols in (False, True):
-            if (use_rows or use_cols) and nrows <= 1:
-                continue
-            rows = live_rows if use_rows else np.arange(nrows)
-            cols = live_cols if use_cols else np.arange(ncols)
-            rr = np.searchsorted(live_rows, r) if use_rows else r
-            cc = np.searchsorted(live_cols, c) if use_cols else c
-            sets = ([live_rows] if use_rows else []) + ([live_cols] if use_cols else [])
-            extra = ({"rows": int(live_rows.size)} if use_rows else {}) | (
-                {"cols": int(live_cols.size)} if use_cols else {})
-            out.append(Factoring(
-                extra, sets, (rows[:, None] * ncols + cols[None, :]).reshape(-1),
-                rr * cols.size + cc, sum(best_gaps(x).cost_bits() for x in sets)))
+    for use_rows, use_cols in choices:
+        rows = live_rows if use_rows else np.arange(nrows)
+        cols = live_cols if use_cols else np.arange(ncols)
+        rr = np.searchsorted(live_rows, r) if use_rows else r
+        cc = np.searchsorted(live_cols, c) if use_cols else c
+        sets = ([row_code] if use_rows else []) + ([col_code] if use_cols else [])
+        extra = ({"rows": int(live_rows.size)} if use_rows else {}) | (
+            {"cols": int(live_cols.size)} if use_cols else {})
+        out.append(Factoring(extra, sets, (rows[:, None] * ncols + cols[None, :]).reshape(-1),
+                             rr * cols.size + cc))
     return out
 
 

@@ -169,10 +169,13 @@ def load_compact(path: str | Path, *, allow_import: bool = False) -> nn.Module:
         >>> target = pathlib.Path(tempfile.mkdtemp()) / "m.ncz"
         >>> _ = save_compact(build_model("tiny_mlp"), target)
         >>> type(load_compact(target)).__name__
-        'Sequential'
+        'TinyMLP'
     """
-    meta, data, _ = unpack(path)
-    what = str(path)
+    (meta, data), _ = unpack(path)
+    return _load(meta, data, str(path), allow_import)
+
+
+def _load(meta: dict[str, Any], data: bytes, what: str, allow_import: bool) -> nn.Module:
     tensors = _check_meta(meta, len(data), what)
     model = _rebuild(meta["arch"], allow_import, what)
     expected = model.state_dict()
@@ -199,9 +202,9 @@ def inspect_compact(path: str | Path) -> CompactInfo:
         >>> target = pathlib.Path(tempfile.mkdtemp()) / "m.ncz"
         >>> _ = save_compact(build_model("tiny_mlp"), target)
         >>> inspect_compact(target).tensors[0].name
-        '0.weight'
+        'fc1.weight'
     """
-    meta, data, size = unpack(path)
+    (meta, data), size = unpack(path)
     _check_meta(meta, len(data), str(path))
     return _info(str(path), meta, size)
 
@@ -288,7 +291,8 @@ def _check_meta(meta: dict[str, Any], data_len: int, what: str) -> list[dict[str
 
 
 def _check_tensor_meta(t: dict[str, Any], what: str) -> None:
-    shape, lengths, kept = t.get("shape"), t.get("bytes"), t.get("kept", 0)
+    shape: Any = t.get("shape")
+    lengths, kept = t.get("bytes"), t.get("kept", 0)
     ok = (isinstance(t.get("name"), str) and t.get("dtype") in DTYPES
           and isinstance(t.get("values"), str) and t.get("layout") in ("dense", "sparse")
           and isinstance(shape, list) and len(shape) <= _MAX_DIMS
