@@ -1,0 +1,7 @@
+"""Test session set-up: tiny models run fastest, and steadiest on a shared machine, on one thread."""
+
+from __future__ import annotations
+
+import torch
+
+torch.set_num_threads(1)
