@@ -31,9 +31,9 @@ from nncompress.interop.caffe_spec import (
     module_key,
     phase_included,
 )
-from nncompress.interop.prototxt import Message, PrototxtError, parse_file
+from nncompress.interop.prototxt import Message, PrototxtError, parse_file, parse_text
 
-__all__ = ["PHASES", "CaffeNet", "Step", "from_prototxt", "supported_types"]
+__all__ = ["PHASES", "CaffeNet", "Step", "from_prototxt", "from_text", "supported_types"]
 
 PHASES = ("TRAIN", "TEST")
 
@@ -313,3 +313,16 @@ def from_prototxt(path: str | Path, input_shape: Sequence[int] | None = None,
         >>> net = from_prototxt("lenet.prototxt", input_shape=(1, 28, 28))  # doctest: +SKIP
     """
     return CaffeNet(parse_file(path, "net prototxt"), input_shape=input_shape, seed=seed)
+
+
+def from_text(text: str, input_shape: Sequence[int] | None = None, seed: int = 0) -> CaffeNet:
+    """Build a :class:`CaffeNet` from net prototxt text (how compact files record a Caffe net).
+
+    Example:
+        >>> net = from_text('input: "x" input_shape { dim: 1 dim: 3 } '
+        ...                 'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y" '
+        ...                 'inner_product_param { num_output: 2 } }')
+        >>> net(torch.zeros(4, 3)).shape
+        torch.Size([4, 2])
+    """
+    return CaffeNet(parse_text(text, "<net text>"), input_shape=input_shape, seed=seed)

@@ -16,7 +16,7 @@ from typing import Any
 from nncompress.dns import DNSConfig
 from nncompress.errors import ConfigError
 from nncompress.inq import INQConfig
-from nncompress.interop.prototxt import Message, PrototxtError
+from nncompress.interop.prototxt import Field, Message, PrototxtError
 
 __all__ = ["COMPRESSION_TYPES", "Compression", "LayerSpec", "ParamSpec", "layer_specs",
            "module_key", "phase_included"]
@@ -147,9 +147,31 @@ def layer_specs(net: Message) -> list[LayerSpec]:
     if net.has("layer") and net.has("layers"):
         where = net.all("layers")[0].where
         raise PrototxtError(where, "the net mixes 'layer' and the legacy 'layers'; use one")
-    specs = [_spec(m) for m in net.messages("layer")]
+    specs = _net_inputs(net)
+    specs += [_spec(m) for m in net.messages("layer")]
     specs += [_legacy_spec(m) for m in net.messages("layers")]
     return specs
+
+
+def _net_inputs(net: Message) -> list[LayerSpec]:
+    """The deprecated net-level ``input`` / ``input_shape`` / ``input_dim`` as one Input layer."""
+    names = net.strs("input")
+    if not names:
+        return []
+    shapes = [m.ints("dim") for m in net.messages("input_shape")]
+    dims = net.ints("input_dim")
+    if not shapes and dims:
+        shapes = [dims[i:i + 4] for i in range(0, len(dims), 4)]
+    if len(shapes) not in (1, len(names)):
+        raise PrototxtError(net.where, f"the net has {len(names)} inputs and {len(shapes)} "
+                            "input shapes")
+    where = net.all("input")[0].where
+    param = Message(where=where, fields=[
+        Field("shape", Message(where=where, fields=[Field("dim", d, where) for d in shape]),
+              where) for shape in shapes])
+    msg = Message(where=where, fields=[Field("input_param", param, where)])
+    return [LayerSpec(name="input", type="Input", bottoms=[], tops=names, msg=msg, where=where,
+                      written_type="Input")]
 
 
 def _spec(msg: Message) -> LayerSpec:
