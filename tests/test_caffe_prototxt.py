@@ -29,7 +29,7 @@ def test_values_nesting_and_repeats() -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ("a: 1\nb {\n c: 2\n", "f.prototxt:4:1: missing '}' to close the message opened at "
-                          "f.prototxt:2:3"),
+                          "f.prototxt:2:1"),
     ("a 1", "f.prototxt:1:3: expected ':' or '{' after field name 'a', found '1'"),
     ('a: "x', "f.prototxt:1:4: unterminated string (add the closing quote)"),
     ("a: 1\n  b: @", "f.prototxt:2:6: unexpected character '@'"),

@@ -305,7 +305,7 @@ class _Parser:
         tok = self.peek()
         if tok.kind == "punct" and tok.text in "{<":
             self.take()
-            sub = Message(where=self.where(tok))
+            sub = Message(where=where)
             self.parse_body(sub, "}" if tok.text == "{" else ">")
             msg.fields.append(Field(name_tok.text, sub, where))
             return
