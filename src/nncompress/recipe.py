@@ -193,8 +193,8 @@ class FinalizeStage(_StageBase):
 class ExportStage(_StageBase):
     """Write the compact model file into the run folder."""
 
-    file: str = "model.ncz"
-    float_dtype: str = "float32"
+    file: str = "model.ncz"  # relative to the run folder
+    float_dtype: Literal["float32", "float16"] = "float32"  # of tensors that are not INQ levels
 
 
 Stage = Union[TrainStage, DNSStage, INQStage, FinalizeStage, ExportStage]  # noqa: UP007
@@ -428,6 +428,9 @@ def _resolve_optimizer(spec: OptimizerSpec, path: str) -> OptimizerSpec:
     for key in ("momentum", "weight_decay", "eps", "local_gw_ratio"):
         if key in filled:
             _require(filled[key] >= 0, _join(path, key), f"must be >= 0, got {filled[key]!r}")
+    if filled.get("nesterov"):
+        _require(filled["momentum"] > 0, _join(path, "nesterov"),
+                 "nesterov needs momentum > 0")
     return dataclasses.replace(spec, **filled)
 
 
@@ -472,6 +475,10 @@ def _build_stage(value: Any, path: str, seed: int) -> Stage:
     stage = _build_dataclass(cls, value, path)
     if isinstance(stage, _TrainingStage):
         stage = _check_training(stage, path)
+    if isinstance(stage, ExportStage):
+        parts = Path(stage.file).parts
+        _require(bool(parts) and not Path(stage.file).is_absolute() and ".." not in parts,
+                 _join(path, "file"), f"{stage.file!r} must be a file name inside the run folder")
     if isinstance(stage, (DNSStage, INQStage)):
         stage = dataclasses.replace(stage, **_resolve_layer_configs(kind, stage, path, seed))
     return typing.cast(Stage, stage)

@@ -40,6 +40,8 @@ __all__ = [
 CHECKPOINT_FORMAT = "nncompress-checkpoint"
 CHECKPOINT_VERSION = 1
 _HEADER_KEY = "nncompress"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -57,6 +59,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -1,0 +1,54 @@
+"""``nncompress eval PATH``: loss and accuracy of a run's model on a data set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from nncompress.errors import ConfigError
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    """Register the arguments of ``eval``."""
+    parser.add_argument("path", type=Path,
+                        help="run folder, model.safetensors, checkpoint or .ncz file")
+    parser.add_argument("--data", default=None,
+                        help="data spec (default: the run's recipe data), e.g. mnist")
+    parser.add_argument("--split", choices=("test", "val", "train"), default="test",
+                        help="which split to evaluate (default: test)")
+    parser.add_argument("--allow-import", action="store_true",
+                        help="allow package.module:callable models (runs their code)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print ``accuracy``, ``error`` and ``loss``; 0 on success."""
+    from nncompress.data import load_data
+    from nncompress.pipeline import load_run_model
+    from nncompress.train.loop import evaluate
+
+    model, recipe = load_run_model(args.path, allow_import=args.allow_import)
+    if args.data is None and recipe is None:
+        raise ConfigError(f"{args.path}: no run recipe beside it to take the data from; "
+                          "give --data, e.g. --data mnist")
+    spec = args.data if args.data is not None else recipe.data.spec  # type: ignore[union-attr]
+    scale = recipe.data.scale if recipe is not None else 1 / 256
+    validation = recipe.data.validation if recipe is not None else 0
+    seed = recipe.seed if recipe is not None else 0
+    if args.split == "val" and validation == 0:
+        raise ConfigError("--split val: the run held out no validation set (data.validation 0)")
+    splits = load_data(spec, scale=scale, validation=validation, seed=seed)
+    x, y = {"test": (splits.test_x, splits.test_y), "val": (splits.val_x, splits.val_y),
+            "train": (splits.train_x, splits.train_y)}[args.split]
+    loss, accuracy = evaluate(model, x, y)
+    result = {"data": spec, "split": args.split, "examples": len(y), "loss": loss,
+              "accuracy": accuracy, "error": 1.0 - accuracy}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{spec} {args.split} ({len(y):,} examples): accuracy {100 * accuracy:.2f}%, "
+              f"error {100 * (1 - accuracy):.2f}%, loss {loss:.4f}")
+    return 0
