@@ -175,5 +175,5 @@ def test_eval_of_caffemodel_matches_the_pytorch_checkpoint(tmp_path: Path) -> No
     with torch.no_grad():
         assert torch.equal(rebuilt(x), net(x))
         assert torch.equal(loaded(x), net(x))
-    with pytest.raises(ConfigError, match="unknown suffix; use one of .ncz, .safetensors"):
+    with pytest.raises(ConfigError, match=r"unknown suffix; use one of \.ncz, \.safetensors"):
         convert(loaded, text, tmp_path / "m.onnx")

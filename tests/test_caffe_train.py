@@ -97,3 +97,16 @@ def test_caffe_sgd_and_nesterov_match_the_reference() -> None:
             ref = ref - (new_hist if kind == "SGD" else 1.9 * new_hist - 0.9 * hist)
             hist = new_hist
         torch.testing.assert_close(w.detach(), ref)
+
+
+def test_cli_reports_a_missing_file_by_path(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from nncompress.cli import main
+
+    net = tmp_path / "net.prototxt"
+    net.write_text('input: "x" input_shape { dim: 1 dim: 3 }\n'
+                   'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y" '
+                   'inner_product_param { num_output: 2 } }')
+    missing = tmp_path / "nope.caffemodel"
+    assert main(["caffe", "convert", str(net), str(missing), "-o", str(tmp_path / "o.ncz")]) == 1
+    assert capsys.readouterr().err.strip() == f"nncompress: error: caffemodel not found: {missing}"
