@@ -11,7 +11,7 @@ Layout (all integers little-endian)::
     20      ...   body
 
     body = varint(len(meta stream)) + meta stream + tensor streams
-    meta stream = method byte (raw or zstd) + UTF-8 JSON object
+    meta stream = method byte (raw, or zstd with a built-in dictionary) + UTF-8 JSON object
 
 The JSON lists every tensor with the byte lengths of its position and value streams, which
 follow in order; their sum must equal the rest of the body. Every length is checked against the
@@ -38,6 +38,19 @@ FORMAT_NAME = "nncompress-compact"
 _HEADER = struct.Struct("<4sHHQI")
 HEADER_SIZE = _HEADER.size
 _MAX_META_BYTES = 64 << 20  # decompressed metadata bound: far above any real model's table
+# zstd codes the metadata with this fixed raw-content dictionary: the JSON keys and typical
+# values cost almost nothing. Part of format version 1: never change it.
+_META_DICTIONARY = (
+    b'{"format":"nncompress-compact","arch":{"ref":"lenet5","kwargs":{}},"float_dtype":'
+    b'"float32","writer":"nncompress 0.1.0","tensors":[{"name":"conv1.weight","dtype":"float32",'
+    b'"shape":[20,1,5,5],"values":"pow2","exp_min":-8,"levels":8,"kept":72,"layout":"sparse",'
+    b'"rows":20,"cols":25,"bytes":[0,87]},{"name":"conv1.bias","dtype":"float32","shape":[20],'
+    b'"values":"float32","kept":0,"layout":"dense","bytes":[2,1]},{"name":"features.0.weight",'
+    b'"dtype":"float16","shape":[64,3,3,3],"values":"raw","layout":"dense","bytes":[0,1]},'
+    b'{"name":"fc.running_mean","dtype":"int64","shape":[],"values":"bfloat16","kept":0,'
+    b'"layout":"dense","bytes":[0,1]},{"name":"num_batches_tracked","dtype":"float64","shape":'
+    b'[500,800],"values":"pow2","exp_min":-8,"levels":7,"kept":72,"layout":"dense","bytes":[0,87]}'
+    b']}')
 
 
 def _varint(value: int) -> bytes:
@@ -68,7 +81,7 @@ def pack(meta: dict[str, Any], streams: list[bytes]) -> bytes:
         (b'\\x89NCZ', True)
     """
     text = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    meta_stream = smallest(bytes([RAW]) + text, zstd_stream(text))
+    meta_stream = smallest(bytes([RAW]) + text, zstd_stream(text, _META_DICTIONARY))
     body = _varint(len(meta_stream)) + meta_stream + b"".join(streams)
     return _HEADER.pack(MAGIC, VERSION, 0, len(body), zlib.crc32(body)) + body
 
@@ -131,7 +144,8 @@ def _parse_body(body: bytes, crc: int, what: str) -> tuple[dict[str, Any], bytes
     meta_len, offset = _read_varint(body, what)
     if meta_len > len(body) - offset:
         raise FormatError(f"{what}: metadata length {meta_len} exceeds the file")
-    _, text = unwrap(body[offset:offset + meta_len], _MAX_META_BYTES, f"{what}: metadata")
+    _, text = unwrap(body[offset:offset + meta_len], _MAX_META_BYTES, f"{what}: metadata",
+                     _META_DICTIONARY)
     try:
         meta = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:

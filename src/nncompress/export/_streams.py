@@ -18,9 +18,29 @@ _ZSTD_LEVEL = 22
 RANS_MAX_SYMBOLS = 1 << 21
 
 
-def zstd_stream(data: bytes) -> bytes:
-    """``data`` compressed with zstd at its maximum level, behind the zstd method byte."""
-    return bytes([ZSTD]) + zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(data)
+# Frames without the 4-byte zstd magic (the method byte says what follows), always with the
+# content size (checked before decompressing), no checksum (the file has one).
+_FORMAT = zstandard.FORMAT_ZSTD1_MAGICLESS
+
+
+def _dictionary(content: bytes | None) -> zstandard.ZstdCompressionDict | None:
+    if content is None:
+        return None
+    return zstandard.ZstdCompressionDict(content, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+
+
+def zstd_stream(data: bytes, dictionary: bytes | None = None) -> bytes:
+    """``data`` compressed with zstd at its maximum level, behind the zstd method byte.
+
+    Example:
+        >>> unwrap(zstd_stream(b"abc" * 100), 300, "x") == (ZSTD, b"abc" * 100)
+        True
+    """
+    params = zstandard.ZstdCompressionParameters.from_level(
+        _ZSTD_LEVEL, source_size=len(data), format=_FORMAT, write_content_size=1,
+        write_checksum=0, write_dict_id=0)
+    ctx = zstandard.ZstdCompressor(compression_params=params, dict_data=_dictionary(dictionary))
+    return bytes([ZSTD]) + ctx.compress(data)
 
 
 def smallest(*candidates: bytes) -> bytes:
@@ -28,8 +48,9 @@ def smallest(*candidates: bytes) -> bytes:
     return min(candidates, key=len)
 
 
-def unwrap(stream: bytes, max_size: int, what: str) -> tuple[int, bytes]:
-    """Return (method, payload); zstd payloads are decompressed with an output bound."""
+def unwrap(stream: bytes, max_size: int, what: str,
+           dictionary: bytes | None = None) -> tuple[int, bytes]:
+    """Return (method, payload); zstd payloads are decompressed, at most ``max_size`` bytes."""
     if not stream:
         raise FormatError(f"{what}: empty stream")
     method, body = stream[0], stream[1:]
@@ -37,7 +58,13 @@ def unwrap(stream: bytes, max_size: int, what: str) -> tuple[int, bytes]:
         return method, body
     if method == ZSTD:
         try:
-            out = zstandard.ZstdDecompressor().decompress(body, max_output_size=max_size)
+            # the frame's declared size is checked first: decompress() allocates that much
+            size = zstandard.get_frame_parameters(body, format=_FORMAT).content_size
+            if size > max_size:
+                raise FormatError(f"{what}: zstd data declares {size} bytes, more than the "
+                                  f"{max_size} possible")
+            ctx = zstandard.ZstdDecompressor(dict_data=_dictionary(dictionary), format=_FORMAT)
+            out = ctx.decompress(body, max_output_size=max_size)
         except zstandard.ZstdError as exc:
             raise FormatError(f"{what}: zstd data is corrupted or too large ({exc})") from None
         return method, out

@@ -1,0 +1,100 @@
+"""Mutated .ncz files: every one loads or raises an NNCompressError; nothing else escapes."""
+
+from __future__ import annotations
+
+import random
+import resource
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+import nncompress as nnc
+from nncompress.errors import NNCompressError
+from nncompress.export import save_compact
+from nncompress.export._container import HEADER_SIZE, parse
+from nncompress.export.compact import _load
+from nncompress.models import build_model
+
+
+def _base_files(tmp_path: Path) -> list[bytes]:
+    torch.manual_seed(0)
+    cnn = build_model("tiny_cnn", width=4)
+    with torch.no_grad():
+        for p in cnn.parameters():
+            p.mul_(torch.rand_like(p) < 0.3)
+    nnc.prepare(cnn, nnc.INQConfig(num_quantum_values=4))
+    nnc.quantize_step(cnn, 1.0)
+    mlp = build_model("tiny_mlp", input_size=4, hidden=6)
+    with torch.no_grad():
+        mlp.fc1.weight.mul_(torch.rand_like(mlp.fc1.weight) < 0.2)
+    save_compact(cnn, tmp_path / "a.ncz")
+    save_compact(mlp, tmp_path / "b.ncz", float_dtype="float16")
+    return [(tmp_path / "a.ncz").read_bytes(), (tmp_path / "b.ncz").read_bytes()]
+
+
+def _flip_bits(data: bytearray, rng: random.Random) -> bytearray:
+    for _ in range(rng.randint(1, 3)):
+        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+    return data
+
+
+def _truncate(data: bytearray, rng: random.Random) -> bytearray:
+    return data[: rng.randrange(len(data))]
+
+
+def _splice(data: bytearray, rng: random.Random) -> bytearray:
+    at = rng.randrange(len(data))
+    if rng.random() < 0.5:
+        return data[:at] + bytearray(rng.randbytes(rng.randint(1, 8))) + data[at:]
+    return data[:at] + data[at + rng.randint(1, 8):]
+
+
+def _body_with_valid_checksum(data: bytearray, rng: random.Random) -> bytearray:
+    """Corrupt the body and fix length and CRC, so the decoders themselves are exercised."""
+    body = data[HEADER_SIZE:]
+    for _ in range(rng.randint(1, 4)):
+        at = rng.randrange(len(body))
+        body[at] = rng.randrange(256) if rng.random() < 0.5 else body[at] ^ (1 << rng.randrange(8))
+    if rng.random() < 0.2:
+        body = _splice(body, rng)
+    return (data[:8] + len(body).to_bytes(8, "little") + zlib.crc32(body).to_bytes(4, "little")
+            + body)
+
+
+_MUTATIONS: list[Callable[[bytearray, random.Random], bytearray]] = [
+    _flip_bits, _truncate, _splice, _body_with_valid_checksum, _body_with_valid_checksum]
+
+
+def test_thousands_of_mutations_raise_only_nncompress_errors(tmp_path: Path) -> None:
+    bases = _base_files(tmp_path)
+    rng = random.Random(1234)
+    outcomes: Counter[str] = Counter()
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for i in range(3000):
+        base = bases[i % len(bases)]
+        mutate = _MUTATIONS[i % len(_MUTATIONS)]
+        data = bytes(mutate(bytearray(base), rng))
+        try:
+            meta, streams = parse(data, "fuzz")
+            _load(meta, streams, "fuzz", allow_import=False)
+            outcomes["loaded"] += 1
+        except NNCompressError as exc:
+            assert str(exc)
+            outcomes[type(exc).__name__] += 1
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before
+    assert grown_kib < 200_000, f"peak memory grew by {grown_kib} KiB"
+    assert outcomes["FormatError"] > 2500
+    # a mutated value code or float byte can still decode into a valid (different) model
+    assert outcomes["loaded"] < 300
+
+
+@pytest.mark.parametrize("version", [0, 2, 65535])
+def test_other_versions_are_rejected(tmp_path: Path, version: int) -> None:
+    data = bytearray(_base_files(tmp_path)[1])
+    data[4:6] = version.to_bytes(2, "little")
+    with pytest.raises(NNCompressError, match="version"):
+        parse(bytes(data), "x")
