@@ -115,7 +115,9 @@ def quantize(values: torch.Tensor, n1: int, n2: int) -> torch.Tensor:
     # 2^(exponent-1) <= |w| < 2^exponent; round up once |w| >= 1.5 * 2^(exponent-1).
     level = (exponent - 1 + (mantissa >= 0.75).to(exponent.dtype)).clamp(n2, n1)
     rounded = torch.ldexp(torch.ones_like(magnitude), level).copysign(values)
-    return torch.where(magnitude < math.ldexp(1.0, n2 - 1), torch.zeros_like(values), rounded)
+    # In float64, where 2^(n2-1) cannot underflow to 0 as it may in the values' own dtype.
+    below = magnitude.double() < math.ldexp(1.0, n2 - 1)
+    return torch.where(below, torch.zeros_like(values), rounded)
 
 
 def _quantize_float32_bits(values: torch.Tensor, n1: int, n2: int) -> torch.Tensor:
