@@ -530,6 +530,9 @@ def load_run_model(path: str | Path, *, allow_import: bool = False) -> tuple[nn.
         target = newest[-1]
     if not target.is_file():
         raise ConfigError(f"{str(target)!r} does not exist")
+    if target.suffix not in (".ncz", ".safetensors"):
+        raise ConfigError(f"{str(target)!r} is neither a run folder nor a .safetensors or .ncz "
+                          "file")
     if target.suffix == ".ncz":
         from nncompress.export import load_compact
 

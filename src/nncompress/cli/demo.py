@@ -2,6 +2,7 @@
 
 Runs the shipped recipe ``demo_lenet300_100`` into ``runs/demo`` under the current folder
 (``runs/demo-2``, ``-3``... when that exists) and prints the per-layer table and the totals.
+It uses one CPU thread unless ``--threads`` says otherwise.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="run folder (default: runs/demo, or runs/demo-N if it exists)")
     add_set_argument(parser)
     add_progress_arguments(parser)
+    # One thread by default: LeNet-300-100's small matrices gain little from a second thread,
+    # and on a busy machine two threads can make every step many times slower.
+    parser.set_defaults(threads=1)
 
 
 def _free_folder(base: Path) -> Path:
