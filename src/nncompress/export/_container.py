@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from nncompress.errors import FormatError
-from nncompress.export._streams import RAW, smallest, unwrap, zstd_stream
+from nncompress.export._streams import RAW, unwrap, zstd_stream
 
 __all__ = ["FORMAT_NAME", "HEADER_SIZE", "MAGIC", "VERSION", "pack", "parse", "unpack"]
 
@@ -81,7 +81,7 @@ def pack(meta: dict[str, Any], streams: list[bytes]) -> bytes:
         (b'\\x89NCZ', True)
     """
     text = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    meta_stream = smallest(bytes([RAW]) + text, zstd_stream(text, _META_DICTIONARY))
+    meta_stream = min(bytes([RAW]) + text, zstd_stream(text, _META_DICTIONARY), key=len)
     body = _varint(len(meta_stream)) + meta_stream + b"".join(streams)
     return _HEADER.pack(MAGIC, VERSION, 0, len(body), zlib.crc32(body)) + body
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import zstandard
 
 from nncompress.errors import FormatError
 
-__all__ = ["METHOD_NAMES", "RANS", "RANS_MAX_SYMBOLS", "RAW", "ZSTD", "read_int", "smallest",
-           "unwrap", "zstd_stream"]
+__all__ = ["METHOD_NAMES", "RANS", "RANS_MAX_SYMBOLS", "RAW", "ZSTD", "read_int",
+           "restrict_methods", "smallest", "unwrap", "zstd_stream"]
 
 RAW, ZSTD, RANS = 0, 1, 2
 METHOD_NAMES = {RAW: "raw", ZSTD: "zstd", RANS: "rans"}
@@ -43,9 +45,30 @@ def zstd_stream(data: bytes, dictionary: bytes | None = None) -> bytes:
     return bytes([ZSTD]) + ctx.compress(data)
 
 
+_allowed_methods = {RAW, ZSTD, RANS}
+
+
+@contextmanager
+def restrict_methods(*methods: int) -> Iterator[None]:
+    """Within the block, :func:`smallest` prefers only ``methods`` (to measure coders apart).
+
+    Example:
+        >>> with restrict_methods(RAW, ZSTD):
+        ...     smallest(bytes([RANS, 1]), bytes([RAW, 1, 2]))
+        b'\\x00\\x01\\x02'
+    """
+    global _allowed_methods
+    saved, _allowed_methods = _allowed_methods, set(methods)
+    try:
+        yield
+    finally:
+        _allowed_methods = saved
+
+
 def smallest(*candidates: bytes) -> bytes:
-    """The shortest of several encodings of the same stream."""
-    return min(candidates, key=len)
+    """The shortest of several encodings of the same stream (among the allowed methods)."""
+    allowed = [c for c in candidates if c[0] in _allowed_methods]
+    return min(allowed or candidates, key=len)
 
 
 def unwrap(stream: bytes, max_size: int, what: str,
