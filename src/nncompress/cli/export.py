@@ -1,0 +1,71 @@
+"""``nncompress export PATH -o model.ncz [--onnx model.onnx]``: write a run's final model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nncompress.errors import ConfigError
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    """Register the arguments of ``export``."""
+    parser.add_argument("path", type=Path,
+                        help="run folder, model.safetensors, checkpoint or .ncz file")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="compact model file to write (.ncz)")
+    parser.add_argument("--onnx", type=Path, default=None, help="ONNX file to write")
+    floats = parser.add_mutually_exclusive_group()
+    floats.add_argument("--float32", dest="float_dtype", action="store_const", const="float32",
+                        help="store non-INQ floats in their own precision (default, lossless)")
+    floats.add_argument("--float16", dest="float_dtype", action="store_const", const="float16",
+                        help="store non-INQ floats as float16 (smaller, rounded)")
+    parser.set_defaults(float_dtype="float32")
+    parser.add_argument("--input-shape", default=None, metavar="C,H,W",
+                        help="ONNX input shape of one example (default: from the model's "
+                             "in_channels and input_size, else 1,28,28)")
+    parser.add_argument("--allow-import", action="store_true",
+                        help="allow package.module:callable models (runs their code)")
+
+
+def _input_shape(text: str | None, kwargs: dict[str, object]) -> tuple[int, ...]:
+    if text is None:
+        channels, size = kwargs.get("in_channels", 1), kwargs.get("input_size", 28)
+        if isinstance(channels, int) and isinstance(size, int):
+            return (channels, size, size)
+        return (1, 28, 28)
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(d < 1 for d in shape):
+        raise ConfigError(f"--input-shape {text!r} must be positive integers separated by "
+                          "commas, e.g. 1,28,28")
+    return shape
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the requested files and print their sizes; 0 on success."""
+    from nncompress.models import architecture
+    from nncompress.pipeline import load_run_model
+
+    if args.output is None and args.onnx is None:
+        raise ConfigError("nothing to write: give -o model.ncz and/or --onnx model.onnx")
+    model, _ = load_run_model(args.path, allow_import=args.allow_import)
+    if args.output is not None:
+        from nncompress.export import save_compact
+
+        info = save_compact(model, args.output, float_dtype=args.float_dtype)
+        print(f"wrote {args.output}: {info.file_bytes:,} bytes, {info.ratio:.1f}x smaller than "
+              f"its fp32 weights ({info.fp32_bytes:,} bytes)")
+    if args.onnx is not None:
+        from nncompress.export.onnx import export_onnx
+
+        arch = architecture(model) or {"kwargs": {}}
+        shape = _input_shape(args.input_shape, arch["kwargs"])
+        export_onnx(model, args.onnx, shape)
+        print(f"wrote {args.onnx}: {Path(args.onnx).stat().st_size:,} bytes, input "
+              f"(batch, {', '.join(map(str, shape))})")
+    return 0
