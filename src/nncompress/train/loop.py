@@ -85,7 +85,7 @@ def build_optimizer(model: nn.Module, spec: OptimizerSpec,
 
     Example:
         >>> opt = build_optimizer(nn.Linear(2, 2), OptimizerSpec(name="sgd", momentum=0.9,
-        ...                       weight_decay=1e-3, nesterov=False), BiasSpec(lr_mult=2))
+        ...                       weight_decay=1e-3, nesterov=False), BiasSpec(lr_mult=2.0))
         >>> [(g["lr_mult"], g["weight_decay"]) for g in opt.param_groups]
         [(1.0, 0.001), (2.0, 0.001)]
     """
@@ -215,6 +215,7 @@ class TrainingLoop:
     on_eval: EvalHook | None = None
     on_checkpoint: StateHook | None = None
     after_iteration: Callable[[], None] | None = None
+    _last_eval: str = ""
 
     def run(self, state: TrainState) -> None:
         """Train from ``state.iteration`` to ``iterations``, updating ``state`` in place.
@@ -235,8 +236,9 @@ class TrainingLoop:
                 lr = self._step(state)
                 if bar is not None:
                     bar.update(1)
-                    if state.iteration % 20 == 0:
-                        bar.set_postfix_str(f"loss {state.loss_sum / state.loss_count:.4f}")
+                    if state.iteration % 20 == 0:  # running loss, then the last evaluation
+                        bar.set_postfix_str(f"loss {state.loss_sum / state.loss_count:.4f} "
+                                            f"{self._last_eval}".rstrip())
                 last = state.iteration == self.iterations
                 if last or (self.eval_interval and state.iteration % self.eval_interval == 0):
                     self._evaluate(state, lr, bar)
@@ -279,8 +281,10 @@ class TrainingLoop:
             "kept_fraction": kept_fraction(self.model),
         }
         state.loss_sum, state.loss_count = 0.0, 0
+        shown = _postfix(record)
+        self._last_eval = "| " + shown.split(" ", 2)[-1] if record["loss"] is not None else shown
         if bar is not None:
-            bar.set_postfix_str(_postfix(record))
+            bar.set_postfix_str(shown)
         elif self.progress == "log":
             print(f"{self.description}: iteration {state.iteration}/{self.iterations} "
                   f"{_postfix(record)} lr {lr:.3g}", file=sys.stderr, flush=True)
