@@ -59,7 +59,8 @@ def make_step(model: nn.Module) -> Callable[[], None]:
     return step
 
 
-def time_steps(variants: dict[str, Callable[[], None]], steps: int, rounds: int) -> dict[str, float]:
+def time_steps(variants: dict[str, Callable[[], None]], steps: int,
+               rounds: int) -> dict[str, float]:
     """Median milliseconds per step; variants run in turn, ``rounds`` times ``steps`` each."""
     samples: dict[str, list[float]] = {k: [] for k in variants}
     for step in variants.values():

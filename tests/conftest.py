@@ -1,4 +1,4 @@
-"""Test session set-up: tiny models run fastest, and steadiest on a shared machine, on one thread."""
+"""Test session set-up: tiny models run fastest, and steadiest on a busy machine, on one thread."""
 
 from __future__ import annotations
 

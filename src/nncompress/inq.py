@@ -108,7 +108,7 @@ def quantize(values: torch.Tensor, n1: int, n2: int) -> torch.Tensor:
         >>> quantize(torch.tensor([0.74, 0.75, -1.49, 1.5, 9.0, 0.004]), 1, -6).tolist()
         [0.5, 1.0, -1.0, 2.0, 2.0, 0.0]
     """
-    if values.dtype == torch.float32 and -125 <= n2 and n1 <= 127:
+    if values.dtype == torch.float32 and n2 >= -125 and n1 <= 127:
         return _quantize_float32_bits(values, n1, n2)
     magnitude = values.abs()
     mantissa, exponent = torch.frexp(magnitude)  # magnitude = mantissa * 2^exponent
