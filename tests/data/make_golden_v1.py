@@ -1,0 +1,92 @@
+"""How tests/data/golden_v1_*.ncz were made (format version 1). Do not regenerate them.
+
+The golden files stay as committed: every later nncompress must keep loading them
+(tests/test_compact_golden.py). This script documents their content; running it writes the
+files and the expected tensor digests into a folder given on the command line::
+
+    python tests/data/make_golden_v1.py /tmp/golden
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import nncompress as nnc
+from nncompress.export import save_compact
+from nncompress.models import build_model
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """sha256 of a tensor's raw little-endian bytes."""
+    return hashlib.sha256(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+                          ).hexdigest()
+
+
+def cnn() -> nn.Module:
+    """tiny_cnn(width=4): INQ level codes (sparse and dense) and float32 (sparse and dense)."""
+    torch.manual_seed(0)
+    model = build_model("tiny_cnn", width=4)
+    keep = {"conv1": 0.5, "conv2": 0.3, "conv3": 0.4, "fc": 0.08}
+    with torch.no_grad():
+        model.conv1.bias.normal_()
+        for name, p in model.named_parameters():
+            p.mul_(torch.rand_like(p) < keep[name.split(".")[0]])
+    nnc.prepare(model, nnc.INQConfig(num_quantum_values=4), layers={"conv3": None})
+    nnc.quantize_step(model, 1.0)
+    return nnc.finalize(model)
+
+
+def mlp() -> nn.Module:
+    """tiny_mlp(input_size=8, hidden=24): very sparse INQ fc1 with dead rows and columns."""
+    torch.manual_seed(2)
+    model = build_model("tiny_mlp", input_size=8, hidden=24)
+    with torch.no_grad():
+        model.fc1.weight.mul_(torch.rand_like(model.fc1.weight) < 0.1)
+        model.fc1.weight[::2] = 0  # dead neurons
+        model.fc1.weight[:, 40:] = 0  # dead inputs
+        model.fc2.weight.mul_(torch.rand_like(model.fc2.weight) < 0.2)
+        model.fc2.bias.normal_()
+    nnc.prepare(model, nnc.INQConfig(num_quantum_values=8), layers={"fc2": None})
+    nnc.quantize_step(model, 1.0)
+    return nnc.finalize(model)
+
+
+def batch_norm() -> nn.Module:
+    """BatchNorm1d(3) after two training batches: float16 storage and an int64 counter."""
+    torch.manual_seed(1)
+    model = nn.BatchNorm1d(3)
+    for _ in range(2):
+        model(torch.randn(8, 3))
+    return model
+
+
+def main(folder: Path) -> None:
+    """Write both golden files and ``golden_v1_expected.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    expected = {}
+    for name, model, kwargs in [
+        ("golden_v1_cnn.ncz", cnn(), {}),
+        ("golden_v1_mlp.ncz", mlp(), {}),
+        ("golden_v1_bn.ncz", batch_norm(),
+         {"arch": {"ref": "torch.nn:BatchNorm1d", "kwargs": {"num_features": 3}},
+          "float_dtype": "float16"}),
+    ]:
+        save_compact(model, folder / name, **kwargs)
+        state = model.state_dict()
+        if kwargs.get("float_dtype") == "float16":  # what a float16 file gives back
+            state = {k: v.half().to(v.dtype) if v.is_floating_point() else v
+                     for k, v in state.items()}
+        # zeros are stored without their sign: -0.0 (a pruned negative weight) loads as 0.0
+        state = {k: torch.where(v == 0, torch.zeros_like(v), v) for k, v in state.items()}
+        expected[name] = {k: tensor_digest(v) for k, v in state.items()}
+    (folder / "golden_v1_expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
