@@ -101,13 +101,15 @@ def _escape_bits(d: int, symbols: np.ndarray) -> np.ndarray:
 
 def _pack_bits(values: np.ndarray, nbits: np.ndarray) -> bytes:
     """Concatenate ``nbits[i]`` low bits of each value, most significant first."""
-    if values.size == 0 or int(nbits.max(initial=0)) == 0:
+    total = int(nbits.sum())
+    if total == 0:
         return b""
-    width = int(nbits.max())
-    shifts = np.arange(width - 1, -1, -1)
-    bits = (values[:, None] >> shifts[None, :]) & 1
-    keep = shifts[None, :] < nbits[:, None]
-    return np.packbits(bits[keep].astype(np.uint8)).tobytes()
+    starts = np.cumsum(nbits) - nbits
+    bits = np.zeros(total, dtype=np.uint8)
+    for j in range(int(nbits.max())):  # bit j from the top of each value; memory O(total)
+        has = nbits > j
+        bits[starts[has] + j] = (values[has] >> (nbits[has] - 1 - j)) & 1
+    return np.packbits(bits).tobytes()
 
 
 def _unpack_bits(data: bytes, nbits: np.ndarray, what: str) -> np.ndarray:
@@ -115,17 +117,26 @@ def _unpack_bits(data: bytes, nbits: np.ndarray, what: str) -> np.ndarray:
     total = int(nbits.sum())
     if total > 8 * len(data):
         raise FormatError(f"{what}: extra bits stream ended early")
+    out = np.zeros(nbits.size, dtype=np.int64)
     if total == 0:
-        return np.zeros(nbits.size, dtype=np.int64)
+        return out
     bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[:total].astype(np.int64)
-    width = int(nbits.max())
-    ends = np.cumsum(nbits)
-    # bit j (from the right) of value i sits at position ends[i] - 1 - j when j < nbits[i]
-    j = np.arange(width)
-    where = ends[:, None] - 1 - j[None, :]
-    valid = j[None, :] < nbits[:, None]
-    picked = np.where(valid, bits[np.clip(where, 0, total - 1)], 0)
-    return np.asarray((picked << j[None, :]).sum(axis=1), dtype=np.int64)
+    starts = np.cumsum(nbits) - nbits
+    for j in range(int(nbits.max())):
+        has = nbits > j
+        out[has] = (out[has] << 1) | bits[starts[has] + j]
+    return out
+
+
+def _check_escapes(nbits: np.ndarray, symbols: np.ndarray, d: int, limit: int,
+                   what: str) -> None:
+    """Before reading escape bits: each escaped gap is at least ``2**nbits``; they must fit."""
+    escaped = symbols >= (1 << d)
+    if not np.any(escaped):
+        return
+    if int(nbits.max()) > _MAX_EXTRA_BITS or float(
+            np.sum(np.ldexp(1.0, nbits[escaped]))) > limit:  # float: no overflow
+        raise FormatError(f"{what}: positions run beyond the tensor ({limit} entries)")
 
 
 def positions_stream(coded: list[GapCode]) -> bytes:
@@ -161,8 +172,9 @@ def _read_positions(stream: bytes, counts: list[int], limits: list[int],
             d = dec.get_bits(3)
             model = dec.get_model()
             symbols = np.array(dec.get_symbols(count, model), dtype=np.int64)
-            extras = np.array([dec.get_bits(n) for n in _escape_bits(d, symbols).tolist()],
-                              dtype=np.int64)
+            nbits = _escape_bits(d, symbols)
+            _check_escapes(nbits, symbols, d, limit, what)
+            extras = np.array([dec.get_bits(n) for n in nbits.tolist()], dtype=np.int64)
             out.append(_indices_from_gaps(d, symbols, extras, limit, what))
         dec.finish()
         return out
@@ -175,7 +187,9 @@ def _read_positions(stream: bytes, counts: list[int], limits: list[int],
             raise FormatError(f"{what}: bad gap parameter {d}")
         parsed.append((d, np.frombuffer(body, np.uint8, count, pos + 1).astype(np.int64)))
         pos += 1 + count
-    nbits = np.concatenate([_escape_bits(d, s) for d, s in parsed]) if parsed else np.zeros(0)
+    for (d, symbols), limit in zip(parsed, limits, strict=True):
+        _check_escapes(_escape_bits(d, symbols), symbols, d, limit, what)
+    nbits = np.concatenate([_escape_bits(d, s) for d, s in parsed])
     extras = _unpack_bits(body[pos:], nbits.astype(np.int64), what)
     out, start = [], 0
     for (d, symbols), limit in zip(parsed, limits, strict=True):
