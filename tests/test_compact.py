@@ -215,3 +215,17 @@ def test_valid_checksum_but_mismatched_tensors_is_a_format_error(tmp_path: Path)
     (tmp_path / "m.ncz").write_bytes(pack(meta, [data]))
     with pytest.raises(FormatError, match="cannot rebuild the model: unknown model"):
         load_compact(tmp_path / "m.ncz")
+
+
+def test_unsupported_state_entries_are_named(tmp_path: Path) -> None:
+    model = build_model("tiny_mlp", input_size=4, hidden=8)
+    model.register_buffer("phase", torch.zeros(2, dtype=torch.complex64))
+    arch = {"ref": "tiny_mlp", "kwargs": {"input_size": 4, "hidden": 8}}
+    with pytest.raises(ConfigError, match="builds a model whose tensors differ"):
+        save_compact(model, tmp_path / "m.ncz", arch=arch)
+    from nncompress.export._codec import encode_tensor
+
+    with pytest.raises(ConfigError) as err:
+        encode_tensor("phase", model.phase, "float32")
+    assert str(err.value).startswith("state_dict entry 'phase' is torch.complex64, which the "
+                                     "compact format does not store (allowed: float16, ")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nncompress.errors import FormatError
+from nncompress.errors import ConfigError, FormatError
 from nncompress.export._entropy import RansDecoder, RansEncoder, StaticModel
 from nncompress.export._positions import (
     GapCode,
@@ -144,13 +144,17 @@ def encode_tensor(name: str, tensor: torch.Tensor, float_dtype: str) -> EncodedT
     Returns:
         The metadata and streams.
 
+    Raises:
+        ConfigError: the entry is not a tensor, or of a dtype the format does not store.
+
     Example:
         >>> enc = encode_tensor("w", torch.tensor([0.0, 0.5, 0.0, -2.0]), "float32")
         >>> enc.meta["values"], enc.meta["layout"]
         ('pow2', 'dense')
     """
-    if tensor.dtype not in _DTYPE_NAMES:
-        raise FormatError(f"tensor {name!r} has dtype {tensor.dtype}, which the compact format "
+    if not isinstance(tensor, torch.Tensor) or tensor.dtype not in _DTYPE_NAMES:
+        kind = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise ConfigError(f"state_dict entry {name!r} is {kind}, which the compact format "
                           f"does not store (allowed: {', '.join(DTYPES)})")
     t = tensor.detach().cpu().contiguous()
     meta: dict[str, Any] = {"name": name, "dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape)}
