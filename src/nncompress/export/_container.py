@@ -1,6 +1,6 @@
 """The .ncz container: fixed header, checksummed body, JSON metadata, tensor streams.
 
-Layout (all integers little-endian)::
+Format version 1 (all integers little-endian)::
 
     offset  size  field
     0       4     magic b"\\x89NCZ" (the high byte catches 7-bit and text-mode damage)
@@ -13,9 +13,24 @@ Layout (all integers little-endian)::
     body = varint(len(meta stream)) + meta stream + tensor streams
     meta stream = method byte (raw, or zstd with a built-in dictionary) + UTF-8 JSON object
 
-The JSON lists every tensor with the byte lengths of its position and value streams, which
-follow in order; their sum must equal the rest of the body. Every length is checked against the
-bytes actually present before anything is allocated, and zstd output is bounded.
+The JSON object: ``format`` ("nncompress-compact"), ``arch`` ({"ref", "kwargs"}),
+``float_dtype``, ``writer`` and ``tensors``, a list in ``state_dict`` order of::
+
+    name, dtype, shape      the tensor
+    values                  "pow2" (codes 1 + 2 (e - exp_min) + sign, 0 = zero; with
+                            exp_min and levels), a float dtype name (byte planes of that
+                            dtype), or "raw" (the tensor's bytes, dense only)
+    kept                    number of non-zero entries (checked after decoding)
+    layout                  "dense": values of every entry of the live sub-matrix;
+                            "sparse": positions of the kept entries in it, then their values
+    rows, cols (optional)   the tensor as a (shape[0], rest) matrix: its live rows / columns
+                            are coded as index sets at the head of the position stream
+    bytes                   [position stream length, value stream length]
+
+Each stream is a method byte (0 raw, 1 zstd without its magic, 2 rANS) and its payload; the
+streams follow in tensor order and their lengths must add up to the rest of the body. Index
+sets are gap codes (see ``_positions``). Every length is checked against the bytes actually
+present before anything is allocated, and zstd output is bounded by what the metadata allows.
 """
 
 from __future__ import annotations
