@@ -6,6 +6,7 @@ the point is a real finalized model with DNS sparsity structure and INQ level st
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -48,10 +49,12 @@ def accuracy(model: nn.Module, data: object) -> float:
     return float((pred == data.test_y).float().mean()) * 100  # type: ignore[attr-defined]
 
 
-def compress(name: str, cache: Path, ref_iters: int = 2000, dns_iters: int = 4000,
-             inq_iters: int = 300) -> tuple[nn.Module, dict[str, float]]:
+def compress(name: str, cache: Path, ref_iters: int = 3000, dns_iters: int = 6000,
+             inq_iters: int = 500, c_scale: float = 0.6) -> tuple[nn.Module, dict[str, float]]:
     """Return a finalized model after DNS and 5-bit INQ, cached as safetensors.
 
+    ``c_scale`` multiplies Guo's c_rates: with this short schedule his values prune more
+    than his released model (a 2,000 + 4,000 iteration LeNet-5 kept 1,770 entries at 97.3%).
     Stats (accuracies, kept count, seconds) are returned only when the model was trained.
     """
     model = build_model(name)
@@ -63,7 +66,7 @@ def compress(name: str, cache: Path, ref_iters: int = 2000, dns_iters: int = 400
     start = time.time()
     _train(model, data, ref_iters, 0.01, 1)
     stats = {"reference_acc": accuracy(model, data)}
-    layers = {layer: {"c_rate": c} for layer, c in GUO_C_RATES[name].items()}
+    layers = {layer: {"c_rate": c * c_scale} for layer, c in GUO_C_RATES[name].items()}
     nnc.prepare(model, nnc.DNSConfig(gamma=1e-4, power=1.0, alpha_low=0.9, alpha_high=1.1),
                 layers=layers)
     _train(model, data, dns_iters, 0.01, 2)
@@ -84,5 +87,5 @@ def compress(name: str, cache: Path, ref_iters: int = 2000, dns_iters: int = 400
 
 if __name__ == "__main__":
     for model_name in GUO_C_RATES:
-        _, found = compress(model_name, Path(f"/tmp/nnc_bench/{model_name}_dns_inq.safetensors"))
-        print(model_name, found)
+        _, found = compress(model_name, Path(sys.argv[1]) / f"{model_name}_dns_inq.safetensors")
+        print(model_name, found, flush=True)

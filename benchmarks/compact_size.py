@@ -143,7 +143,8 @@ def main() -> None:
     """Print the size table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-train", action="store_true", help="skip the MNIST models")
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "nnc_bench")
+    parser.add_argument("--cache", type=Path,
+                        default=Path(tempfile.gettempdir()) / "nncompress-bench")
     args = parser.parse_args()
     torch.set_num_threads(1)
     models: list[tuple[str, nn.Module]] = []

@@ -81,6 +81,7 @@ def test_inspect_of_a_foreign_file_is_one_message(tmp_path: Path,
                                        "nncompress compact (.ncz) file (wrong magic bytes)\n")
 
 
+@pytest.mark.slow
 def test_export_onnx_from_a_compact_file(tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")

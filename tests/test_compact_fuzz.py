@@ -69,6 +69,7 @@ _MUTATIONS: list[Callable[[bytearray, random.Random], bytearray]] = [
     _flip_bits, _truncate, _splice, _body_with_valid_checksum, _body_with_valid_checksum]
 
 
+@pytest.mark.slow
 def test_thousands_of_mutations_raise_only_nncompress_errors(tmp_path: Path) -> None:
     bases = _base_files(tmp_path)
     rng = random.Random(1234)

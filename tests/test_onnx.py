@@ -15,6 +15,7 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 
+@pytest.mark.slow
 def test_onnx_outputs_match_pytorch(tmp_path: Path) -> None:
     from nncompress.export.onnx import export_onnx
 
