@@ -18,5 +18,7 @@ from nncompress.export.compact import (
     load_compact,
     save_compact,
 )
+from nncompress.export.onnx import export_onnx
 
-__all__ = ["CompactInfo", "TensorInfo", "inspect_compact", "load_compact", "save_compact"]
+__all__ = ["CompactInfo", "TensorInfo", "export_onnx", "inspect_compact", "load_compact",
+           "save_compact"]
