@@ -26,7 +26,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
 
 from nncompress import dns as _dns
 from nncompress import inq as _inq
@@ -54,18 +57,13 @@ class _StraightThroughMask(torch.autograd.Function):
         return grad, None
 
 
-class _FreeOnlyGradient(torch.autograd.Function):
-    """Identity forward; the gradient of fixed entries (non-NaN in ``fixed``) is zeroed."""
+def _free_as_ones(value: torch.Tensor) -> torch.Tensor:
+    """1 where ``value`` is NaN (a free entry), 0 elsewhere.
 
-    @staticmethod
-    def forward(ctx: Any, weight: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(fixed)
-        return weight.view_as(weight)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (fixed,) = ctx.saved_tensors
-        return torch.where(torch.isnan(fixed), grad, 0.0), None
+    Plain arithmetic on NaN (``NaN * 0`` is NaN, a finite ``v * 0`` is 0) replaces ``isnan``
+    and ``where``, which run element by element on the CPU; these ops are vectorised.
+    """
+    return value.mul(0).nan_to_num_(nan=1.0)
 
 
 def _masked(tensor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -73,33 +71,41 @@ def _masked(tensor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _frozen_where_fixed(tensor: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
-    out: torch.Tensor = _FreeOnlyGradient.apply(tensor, fixed)  # type: ignore[no-untyped-call]
-    return out
-
-
-# id(parameter) -> (layer, blob) for every INQ blob; read by the optimizer hook below.
+# id(parameter) -> (layer, blob) for every INQ blob; read by the optimizer hooks below.
 _INQ_PARAMS: dict[int, tuple[weakref.ref[CompressedLayer], str]] = {}
 _HOOK_INSTALLED = False
 
 
-def _restore_after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    """Global optimizer post-step hook: put fixed INQ entries back to their exact values."""
-    if not _INQ_PARAMS:
-        return
+def _inq_blobs(optimizer: torch.optim.Optimizer) -> list[tuple[CompressedLayer, str]]:
+    found = []
     for group in optimizer.param_groups:
         for param in group["params"]:
             entry = _INQ_PARAMS.get(id(param))
-            if entry is None:
-                continue
-            layer = entry[0]()
-            if layer is not None and getattr(layer, entry[1]) is param:
-                layer.restore_fixed(entry[1])
+            if entry is not None:
+                layer = entry[0]()
+                if layer is not None and layer._parameters.get(entry[1]) is param:
+                    found.append((layer, entry[1]))
+    return found
+
+
+def _mask_before_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    """Global optimizer pre-step hook: zero the gradients of fixed INQ entries."""
+    if _INQ_PARAMS:
+        for layer, blob in _inq_blobs(optimizer):
+            layer.mask_fixed_gradient(blob, keep_for_restore=True)
+
+
+def _restore_after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    """Global optimizer post-step hook: put fixed INQ entries back to their exact values."""
+    if _INQ_PARAMS:
+        for layer, blob in _inq_blobs(optimizer):
+            layer.restore_fixed(blob)
 
 
 def _install_hook() -> None:
     global _HOOK_INSTALLED
     if not _HOOK_INSTALLED:
+        register_optimizer_step_pre_hook(_mask_before_step)
         register_optimizer_step_post_hook(_restore_after_step)
         _HOOK_INSTALLED = True
 
@@ -116,6 +122,7 @@ class CompressedLayer(nn.Module):
     inq_portion: torch.Tensor
     inq_steps: torch.Tensor
     inq_seed: torch.Tensor
+    _step_keep: dict[str, torch.Tensor]  # between an optimizer's pre- and post-step hooks
 
     def param(self, blob: str) -> torch.Tensor:
         """The Parameter ``weight`` or ``bias``."""
@@ -140,6 +147,7 @@ class CompressedLayer(nn.Module):
         layer.layer_name = name
         layer.dns_config = None
         layer.inq_config = None
+        layer._step_keep = {}
         return layer
 
     def to_plain(self) -> nn.Module:
@@ -151,7 +159,7 @@ class CompressedLayer(nn.Module):
                                       if k not in _DNS_BUFFERS + _INQ_BUFFERS}
         plain.__dict__["_parameters"] = dict(self._parameters)
         plain.__dict__["_modules"] = dict(self._modules)
-        for key in ("layer_name", "dns_config", "inq_config"):
+        for key in ("layer_name", "dns_config", "inq_config", "_step_keep"):
             plain.__dict__.pop(key, None)
         return plain
 
@@ -275,14 +283,28 @@ class CompressedLayer(nn.Module):
         chosen = _inq.select_largest(keys, add)
         rounded = _inq.quantize(weights, n1, n2)
         fixed.copy_(torch.where(chosen, rounded.to(_inq.FIXED_DTYPE), fixed))
+        self._step_keep.pop(blob, None)  # the set of fixed entries changed
         self.restore_fixed(blob)
+
+    def mask_fixed_gradient(self, blob: str, keep_for_restore: bool = False) -> None:
+        """Zero the gradient of the fixed entries of ``blob`` (no-op without a gradient)."""
+        param = self.param(blob)
+        if param.grad is None:
+            return
+        keep = _free_as_ones(self.buffer(f"{blob}_fixed").to(param.dtype))
+        param.grad.mul_(keep)
+        if keep_for_restore:  # the post-step restore reuses it, then drops it
+            self._step_keep[blob] = keep
 
     def restore_fixed(self, blob: str) -> None:
         """Write the exact fixed values of ``blob`` back into its Parameter."""
         param = self.param(blob)
-        fixed = self.buffer(f"{blob}_fixed")
-        with torch.no_grad():
-            param.copy_(torch.where(torch.isnan(fixed), param, fixed))
+        value = self.buffer(f"{blob}_fixed").to(param.dtype)
+        keep = self._step_keep.pop(blob, None)
+        if keep is None:
+            keep = _free_as_ones(value)
+        with torch.no_grad():  # param = param * keep + value, in one pass
+            torch.addcmul(value.nan_to_num_(nan=0.0), param, keep, out=param)
 
     def forget_inq(self) -> None:
         """Restore fixed values and drop the INQ state."""
@@ -306,10 +328,6 @@ class CompressedLayer(nn.Module):
             weight = _masked(weight, self.buffer("weight_mask"))
             if bias is not None and dns_config.include_bias:
                 bias = _masked(bias, self.buffer("bias_mask"))
-        elif self.inq_config is not None and self.training:
-            weight = _frozen_where_fixed(weight, self.buffer("weight_fixed"))
-            if bias is not None and self.inq_config.include_bias:
-                bias = _frozen_where_fixed(bias, self.buffer("bias_fixed"))
         return weight, bias
 
     def extra_repr(self) -> str:

@@ -32,6 +32,7 @@ __all__ = [
     "compressed_layers",
     "finalize",
     "is_prepared",
+    "mask_fixed_gradients",
     "prepare",
     "quantize_step",
     "surgery_step",
@@ -220,6 +221,26 @@ def surgery_step(model: nn.Module) -> None:
     for _, layer in compressed_layers(model):
         if layer.dns_config is not None and layer.dns_config.advance == "manual":
             layer.surgery()
+
+
+def mask_fixed_gradients(model: nn.Module) -> None:
+    """Zero the gradients of fixed INQ entries now.
+
+    Every ``torch.optim`` optimizer step does this by itself just before it reads the
+    gradients; call it yourself when something reads them earlier, such as gradient clipping.
+
+    Example:
+        >>> net = prepare(nn.Linear(4, 4), INQConfig())
+        >>> quantize_step(net, 1.0)
+        >>> net(net.weight.new_ones(1, 4)).sum().backward()
+        >>> mask_fixed_gradients(net)
+        >>> float(net.weight.grad.abs().sum())
+        0.0
+    """
+    for _, layer in compressed_layers(model):
+        if layer.inq_config is not None:
+            for blob in layer.blobs(layer.inq_config.include_bias):
+                layer.mask_fixed_gradient(blob)
 
 
 def finalize(model: M) -> M:
