@@ -50,7 +50,7 @@ def test_shipped_recipe_by_name(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "lenet5_dns_inq"]) == 0
     assert capsys.readouterr().out == (
         "lenet5_dns_inq: valid recipe 'lenet5_dns_inq', 5 stages: reference (10,000 "
-        "iterations), dns (16,000 iterations), inq (120,001 iterations), finalize, export\n")
+        "iterations), dns (16,000 iterations), inq (12,001 iterations), finalize, export\n")
 
 
 @pytest.mark.parametrize(("text", "message"), [
