@@ -10,6 +10,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from nncompress.dns import DNSConfig
 from nncompress.errors import ConfigError, FormatError, NNCompressError, NonFiniteError
 from nncompress.inq import INQConfig
@@ -23,6 +25,9 @@ from nncompress.prepare import (
     surgery_step,
 )
 from nncompress.summary import LayerSummary, Summary, summarize
+
+if TYPE_CHECKING:
+    from nncompress.export import load_compact, save_compact
 
 __version__ = "0.1.0"
 __all__ = [
@@ -38,9 +43,20 @@ __all__ = [
     "compressed_layers",
     "finalize",
     "is_prepared",
+    "load_compact",
     "mask_fixed_gradients",
     "prepare",
     "quantize_step",
+    "save_compact",
     "summarize",
     "surgery_step",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The compact file format loads on first use, keeping ``import nncompress`` light.
+    if name in ("save_compact", "load_compact"):
+        from nncompress import export
+
+        return getattr(export, name)
+    raise AttributeError(f"module 'nncompress' has no attribute {name!r}")
