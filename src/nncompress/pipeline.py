@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 import nncompress as nnc
+from nncompress._io import atomic_write_bytes, atomic_write_text
 from nncompress.data import Splits, load_data
 from nncompress.errors import ConfigError, FormatError, NNCompressError
 from nncompress.models import build_model
@@ -50,8 +51,6 @@ from nncompress.recipe import (
 from nncompress.report import build_report, write_report
 from nncompress.train.checkpoint import (
     Checkpoint,
-    atomic_write_bytes,
-    atomic_write_text,
     list_checkpoints,
     load_checkpoint,
     restore_optimizer,

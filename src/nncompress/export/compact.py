@@ -138,7 +138,7 @@ def save_compact(model: nn.Module, path: str | Path, *, arch: dict[str, Any] | N
         metas.append(enc.meta | {"bytes": [len(enc.positions), len(enc.values)]})
         streams += [enc.positions, enc.values]
     from nncompress import __version__
-    from nncompress.train.checkpoint import atomic_write_bytes
+    from nncompress._io import atomic_write_bytes
 
     meta = {"format": FORMAT_NAME, "arch": arch, "float_dtype": float_dtype,
             "writer": f"nncompress {__version__}", "tensors": metas}

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from nncompress._io import atomic_path
 from nncompress.errors import ConfigError
 
 __all__ = ["export_onnx"]
@@ -47,13 +46,10 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
     was_training = plain.training
     plain.eval()
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        _export(plain, Path(tmp), torch.zeros(2, *input_shape), opset)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            _export(plain, tmp, torch.zeros(2, *input_shape), opset)
     finally:
-        Path(tmp).unlink(missing_ok=True)
         plain.train(was_training)
     return target
 

@@ -15,8 +15,6 @@ shape 7 (``BlobShape``: dim 1, packed int64), double_data 8 (packed double).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
+from nncompress._io import atomic_write_bytes
 from nncompress.errors import FormatError
 
 __all__ = ["CaffeLayerBlobs", "read_caffemodel", "write_caffemodel"]
@@ -209,16 +208,4 @@ def write_caffemodel(path: str | Path, layers: Sequence[CaffeLayerBlobs], net_na
             blob = layer.blobs.add()
             blob.shape.dim.extend(int(d) for d in arr.shape)
             blob.data.extend(np.ascontiguousarray(arr, dtype=np.float32).ravel().tolist())
-    _atomic_write(Path(path), net.SerializeToString())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(Path(path), net.SerializeToString())

@@ -7,14 +7,13 @@ caffemodel, masks baked in: turns the seed's four-blob DNS/INQ models into files
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from nncompress._io import atomic_path
 from nncompress.errors import ConfigError
 from nncompress.interop.caffe_net import CaffeNet
 from nncompress.interop.caffemodel import read_caffemodel, write_caffemodel
@@ -110,12 +109,5 @@ def _save_safetensors(net: CaffeNet, text: str, path: Path) -> None:
     state = {k: v.detach().contiguous().clone() for k, v in net.state_dict().items()}
     meta = {"format": "nncompress.caffe", "net_prototxt": text,
             "input_shape": ",".join(str(d) for d in _shape(net) or [])}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)

@@ -97,7 +97,7 @@ def write_report(path: str | Path, report: Mapping[str, Any]) -> None:
         >>> write_report(file, build_report([])); read_report(file)["version"]
         1
     """
-    from nncompress.train.checkpoint import atomic_write_text
+    from nncompress._io import atomic_write_text
 
     atomic_write_text(path, json.dumps(report, indent=2, allow_nan=False) + "\n")
 

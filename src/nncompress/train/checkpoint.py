@@ -11,8 +11,6 @@ either complete or absent: it is written to a temporary name and moved into plac
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +20,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as save_tensors
 
+from nncompress._io import atomic_write_bytes
 from nncompress.errors import FormatError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "Checkpoint",
-    "atomic_write_bytes",
-    "atomic_write_text",
     "list_checkpoints",
     "load_checkpoint",
     "optimizer_tensors",
@@ -40,46 +37,6 @@ __all__ = [
 CHECKPOINT_FORMAT = "nncompress-checkpoint"
 CHECKPOINT_VERSION = 1
 _HEADER_KEY = "nncompress"
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
-
-    A reader sees the old file or the new one, never a part; a crash leaves at most a
-    ``.tmp`` file behind.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
-        >>> atomic_write_bytes(target, b"hi"); target.read_bytes()
-        b'hi'
-    """
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write UTF-8 ``text`` atomically (see :func:`atomic_write_bytes`).
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.json"
-        >>> atomic_write_text(target, "{}"); target.read_text()
-        '{}'
-    """
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 @dataclass
