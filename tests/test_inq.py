@@ -284,3 +284,20 @@ def test_mask_fixed_gradients_before_clipping() -> None:
     fixed = ~_free(net[0])
     assert bool((net[0].weight.grad[fixed] == 0).all())
     assert torch.equal(net[0].weight.grad[~fixed], grad[~fixed])
+
+
+def test_bfloat16_layer_keeps_its_state_through_steps() -> None:
+    net = _net().to(torch.bfloat16)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    nnc.prepare(net, nnc.INQConfig())
+    nnc.quantize_step(net, 0.5)
+    fixed_state = net[0].buffer("weight_fixed").clone()
+    fixed = ~_free(net[0])
+    before = net[0].weight.detach().clone()
+    for _ in range(3):
+        optimizer.zero_grad()
+        net(torch.randn(4, 16, dtype=torch.bfloat16)).float().sum().backward()
+        optimizer.step()
+    bits = net[0].buffer("weight_fixed").view(torch.int16)
+    assert torch.equal(bits, fixed_state.view(torch.int16))  # NaN != NaN, so compare bits
+    assert torch.equal(net[0].weight[fixed], before[fixed])

@@ -58,12 +58,12 @@ class _StraightThroughMask(torch.autograd.Function):
 
 
 def _free_as_ones(value: torch.Tensor) -> torch.Tensor:
-    """1 where ``value`` is NaN (a free entry), 0 elsewhere.
+    """1 where ``value`` is NaN (a free entry), 0 elsewhere, computed in place in ``value``.
 
     Plain arithmetic on NaN (``NaN * 0`` is NaN, a finite ``v * 0`` is 0) replaces ``isnan``
     and ``where``, which run element by element on the CPU; these ops are vectorised.
     """
-    return value.mul(0).nan_to_num_(nan=1.0)
+    return value.mul_(0).nan_to_num_(nan=1.0)
 
 
 def _masked(tensor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -291,7 +291,7 @@ class CompressedLayer(nn.Module):
         param = self.param(blob)
         if param.grad is None:
             return
-        keep = _free_as_ones(self.buffer(f"{blob}_fixed").to(param.dtype))
+        keep = _free_as_ones(self.buffer(f"{blob}_fixed").to(param.dtype, copy=True))
         param.grad.mul_(keep)
         if keep_for_restore:  # the post-step restore reuses it, then drops it
             self._step_keep[blob] = keep
@@ -299,10 +299,11 @@ class CompressedLayer(nn.Module):
     def restore_fixed(self, blob: str) -> None:
         """Write the exact fixed values of ``blob`` back into its Parameter."""
         param = self.param(blob)
-        value = self.buffer(f"{blob}_fixed").to(param.dtype)
+        fixed = self.buffer(f"{blob}_fixed")
+        value = fixed.to(param.dtype, copy=True)
         keep = self._step_keep.pop(blob, None)
         if keep is None:
-            keep = _free_as_ones(value)
+            keep = _free_as_ones(fixed.to(param.dtype, copy=True))
         with torch.no_grad():  # param = param * keep + value, in one pass
             torch.addcmul(value.nan_to_num_(nan=0.0), param, keep, out=param)
 
