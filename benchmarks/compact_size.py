@@ -159,9 +159,17 @@ def main() -> None:
     parser.add_argument("--no-train", action="store_true", help="skip the MNIST models")
     parser.add_argument("--cache", type=Path,
                         default=Path(tempfile.gettempdir()) / "nncompress-bench")
+    parser.add_argument("--run", type=Path, action="append", default=[],
+                        help="also measure the final model of this run folder (repeatable), "
+                             "e.g. one of `nncompress run recipes/lenet5_dns_inq.yaml`")
     args = parser.parse_args()
     torch.set_num_threads(1)
     models: list[tuple[str, nn.Module]] = []
+    for folder in args.run:
+        from nncompress.pipeline import load_run_model
+
+        model, recipe = load_run_model(folder)
+        models.append((f"run {recipe.name if recipe else folder.name}", model))
     if not args.no_train:
         models += trained_models(args.cache)
     models += [("lenet5 SYNTHETIC Guo density, random exps", synthetic_lenet5()),

@@ -22,7 +22,6 @@ from torch import nn
 from torch.nn.utils import prune
 
 import nncompress as nnc
-from nncompress.layers import CompressedLayer
 from nncompress.models import build_model
 
 LAYERS = ("conv1", "conv2", "ip1", "ip2")
@@ -86,13 +85,20 @@ def inq_step_seconds(repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def state_bytes_per_weight(kind: str) -> float:
+def state_bytes(kind: str) -> tuple[float, float]:
+    """Bytes of compression state: per entry (masks, fixed values) and per layer (scalars)."""
     model = make_variant(kind)
-    weights = sum(m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
-                  for _, m in nnc.compressed_layers(model))
-    state = sum(b.numel() * b.element_size() for m in model.modules()
-                if isinstance(m, CompressedLayer) for b in m.buffers(recurse=False))
-    return state / weights
+    layers = [m for _, m in nnc.compressed_layers(model)]
+    entries = sum(p.numel() for m in layers for p in m.parameters(recurse=False))
+    per_entry = per_layer = 0
+    for m in layers:
+        for name, b in m.named_buffers(recurse=False):
+            size = b.numel() * b.element_size()
+            if name.endswith(("_mask", "_fixed")):
+                per_entry += size
+            else:
+                per_layer += size
+    return per_entry / entries, per_layer / len(layers)
 
 
 def main() -> None:
@@ -112,7 +118,9 @@ def main() -> None:
     print(f"dns / torch-prune: {ms['dns'] / ms['torch-prune']:.3f}")
     print(f"INQ quantize step on a 4,194,304-weight layer: {inq_step_seconds():.3f} s")
     for kind in ("dns", "inq"):
-        print(f"compression state, {kind}: {state_bytes_per_weight(kind):.3f} bytes per weight")
+        per_entry, per_layer = state_bytes(kind)
+        print(f"compression state, {kind}: {per_entry:.3f} bytes per weight "
+              f"+ {per_layer:.0f} bytes per layer")
 
 
 if __name__ == "__main__":
