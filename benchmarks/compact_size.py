@@ -169,7 +169,7 @@ def main() -> None:
         from nncompress.pipeline import load_run_model
 
         model, recipe = load_run_model(folder)
-        models.append((f"run {recipe.name if recipe else folder.name}", model))
+        models.append((f"run {folder.name} ({recipe.name if recipe else '?'})", model))
     if not args.no_train:
         models += trained_models(args.cache)
     models += [("lenet5 SYNTHETIC Guo density, random exps", synthetic_lenet5()),
