@@ -115,7 +115,8 @@ def main() -> None:
     print(f"{'variant':<14}{'ms/step':>10}{'vs plain':>10}")
     for kind in kinds:
         print(f"{kind:<14}{ms[kind]:>10.2f}{ms[kind] / ms['plain']:>10.3f}")
-    print(f"dns / torch-prune: {ms['dns'] / ms['torch-prune']:.3f}")
+    print(f"dns / torch-prune: {ms['dns'] / ms['torch-prune']:.3f}   "
+          f"inq / torch-prune: {ms['inq'] / ms['torch-prune']:.3f}")
     print(f"INQ quantize step on a 4,194,304-weight layer: {inq_step_seconds():.3f} s")
     for kind in ("dns", "inq"):
         per_entry, per_layer = state_bytes(kind)

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 import nncompress as nnc
 from nncompress.errors import ConfigError, FormatError
+from nncompress.export import load_compact
 from nncompress.interop.caffe_net import from_text
 from nncompress.interop.caffemodel import (
     CaffeLayerBlobs,
@@ -177,3 +178,7 @@ def test_eval_of_caffemodel_matches_the_pytorch_checkpoint(tmp_path: Path) -> No
         assert torch.equal(loaded(x), net(x))
     with pytest.raises(ConfigError, match=r"unknown suffix; use one of \.ncz, \.safetensors"):
         convert(loaded, text, tmp_path / "m.onnx")
+    # A converted .ncz rebuilds the net from its own text: no allow_import needed.
+    compact = load_compact(convert(loaded, text, tmp_path / "m.ncz"))
+    with torch.no_grad():
+        assert torch.equal(compact(x), net(x))

@@ -256,11 +256,16 @@ def _check_rebuilds(arch: dict[str, Any], state: dict[str, torch.Tensor]) -> Non
             "tensors differ from this model's (names or shapes); pass the matching arch=")
 
 
+# Import paths inside nncompress that build a model from data alone (a Caffe net's text);
+# loading them runs none of the file's code, so they need no allow_import.
+_TRUSTED_REFS = frozenset({"nncompress.interop.caffe_net:from_text"})
+
+
 def _rebuild(arch: dict[str, Any], allow_import: bool, what: str) -> nn.Module:
     from nncompress.models import build_model
 
     ref = arch["ref"]
-    if ":" in ref and not allow_import:
+    if ":" in ref and ref not in _TRUSTED_REFS and not allow_import:
         raise ConfigError(
             f"{what}: the architecture {ref!r} is an import path; loading it imports and runs "
             "that code. If you trust the file, pass allow_import=True (CLI: --allow-import)")
