@@ -119,8 +119,13 @@ def test_finalize_gives_plain_modules_and_same_outputs() -> None:
     assert nnc.summarize(net).total_kept == summary.total_kept < summary.total_entries
 
 
-def _train(net: nn.Module, optimizer: torch.optim.Optimizer, steps: int, seed: int) -> None:
+def _train(net: nn.Module, optimizer: torch.optim.Optimizer, steps: int, seed: int,
+           skip: int = 0) -> None:
+    """``steps`` SGD steps on a seeded stream of random batches, after skipping ``skip``."""
     gen = torch.Generator().manual_seed(seed)
+    for _ in range(skip):  # replay the data stream up to a stop
+        torch.randn(8, 1, 8, 8, generator=gen)
+        torch.randint(0, 3, (8,), generator=gen)
     for _ in range(steps):
         x = torch.randn(8, 1, 8, 8, generator=gen)
         y = torch.randint(0, 3, (8,), generator=gen)
@@ -151,8 +156,7 @@ def _pipeline(stop_at: int | None) -> dict[str, torch.Tensor]:
         net.load_state_dict(saved)
         optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
         optimizer.load_state_dict(saved_opt)
-        gen_steps = 30 - stop_at
-        _train_from(net, optimizer, stop_at, gen_steps)
+        _train(net, optimizer, 30 - stop_at, seed=1, skip=stop_at)
     inq_config = nnc.INQConfig(strategy="random")
     nnc.prepare(net, inq_config)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -165,19 +169,6 @@ def _pipeline(stop_at: int | None) -> dict[str, torch.Tensor]:
     optimizer.load_state_dict(saved_opt)
     nnc.quantize_step(net, 1.0)
     return {k: v.clone() for k, v in nnc.finalize(net).state_dict().items()}
-
-
-def _train_from(net: nn.Module, optimizer: torch.optim.Optimizer, done: int, steps: int) -> None:
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(done):  # replay the data stream up to the stop
-        torch.randn(8, 1, 8, 8, generator=gen)
-        torch.randint(0, 3, (8,), generator=gen)
-    for _ in range(steps):
-        x = torch.randn(8, 1, 8, 8, generator=gen)
-        y = torch.randint(0, 3, (8,), generator=gen)
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(net(x), y).backward()
-        optimizer.step()
 
 
 def test_save_load_continue_is_bit_identical() -> None:
