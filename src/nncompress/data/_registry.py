@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nncompress._registry import registrar
 from nncompress.errors import ConfigError, NNCompressError, did_you_mean
 
 __all__ = [
@@ -98,16 +99,7 @@ def register_dataset(name: str) -> Callable[[Loader], Loader]:
         >>> load_data("ones").train_x.shape
         torch.Size([4, 1, 2, 2])
     """
-    if not name or ":" in name:
-        raise ConfigError(f"dataset name {name!r} must be non-empty and contain no ':'")
-
-    def decorator(loader: Loader) -> Loader:
-        if name in _LOADERS:
-            raise ConfigError(f"dataset {name!r} is already registered; choose another name")
-        _LOADERS[name] = loader
-        return loader
-
-    return decorator
+    return registrar(_LOADERS, "dataset", name)
 
 
 def list_datasets() -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from nncompress._registry import registrar
 from nncompress.errors import ConfigError, did_you_mean
 
 __all__ = [
@@ -50,16 +51,7 @@ def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
         >>> build_model("doc_linear", features=3).in_features
         3
     """
-    if not name or ":" in name:
-        raise ConfigError(f"model name {name!r} must be non-empty and contain no ':'")
-
-    def decorator(factory: ModelFactory) -> ModelFactory:
-        if name in _MODELS:
-            raise ConfigError(f"model {name!r} is already registered; choose another name")
-        _MODELS[name] = factory
-        return factory
-
-    return decorator
+    return registrar(_MODELS, "model", name)
 
 
 def list_models() -> list[str]:
