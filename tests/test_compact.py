@@ -229,3 +229,35 @@ def test_unsupported_state_entries_are_named(tmp_path: Path) -> None:
         encode_tensor("phase", model.phase, "float32")
     assert str(err.value).startswith("state_dict entry 'phase' is torch.complex64, which the "
                                      "compact format does not store (allowed: float16, ")
+
+
+def test_float64_model_comes_back_float64(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("tiny_mlp").double()
+    save_compact(model, tmp_path / "m.ncz")
+    loaded = load_compact(tmp_path / "m.ncz")
+    for (name, want), got in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert got.dtype == torch.float64, name
+        assert torch.equal(got, want), name
+    assert all(p.requires_grad for p in loaded.parameters())
+
+
+def test_huge_architecture_is_rejected_before_it_is_built(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from nncompress.export._container import FORMAT_NAME, pack
+
+    path = tmp_path / "bomb.ncz"
+    path.write_bytes(pack({"format": FORMAT_NAME, "writer": "test", "float_dtype": "float32",
+                           "arch": {"ref": "tiny_mlp", "kwargs": {"hidden": 1 << 22}},
+                           "tensors": []}, []))
+    real_devices = []
+    original = torch.nn.Linear.__init__
+
+    def spy(self: nn.Linear, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        real_devices.append(self.weight.device.type)
+
+    monkeypatch.setattr(torch.nn.Linear, "__init__", spy)
+    with pytest.raises(FormatError, match="do not match the model built from its architecture"):
+        load_compact(path)
+    assert real_devices and set(real_devices) == {"meta"}  # never allocated for real

@@ -177,6 +177,17 @@ def load_compact(path: str | Path, *, allow_import: bool = False) -> nn.Module:
 
 def _load(meta: dict[str, Any], data: bytes, what: str, allow_import: bool) -> nn.Module:
     tensors = _check_meta(meta, len(data), what)
+    # Build a storage-free skeleton first: a corrupted or crafted architecture (say, a huge
+    # hidden size) is caught by the shape check before anything is allocated.
+    try:
+        with torch.device("meta"):
+            skeleton = _rebuild(meta["arch"], allow_import, what)
+    except NNCompressError:
+        raise
+    except Exception:  # a builder that cannot run on the meta device: check after building
+        skeleton = None
+    if skeleton is not None:
+        _check_matches(tensors, skeleton.state_dict(), what)
     model = _rebuild(meta["arch"], allow_import, what)
     expected = model.state_dict()
     _check_matches(tensors, expected, what)
@@ -187,9 +198,9 @@ def _load(meta: dict[str, Any], data: bytes, what: str, allow_import: bool) -> n
         values = data[offset + pos_len:offset + pos_len + val_len]
         offset += pos_len + val_len
         state[t["name"]] = decode_tensor(t, positions, values, what)
-    with torch.no_grad():
-        for name, target in expected.items():
-            target.copy_(state[name])
+    # assign=True keeps each stored tensor as it is, dtype included (a float64 model stays
+    # float64), while the module's Parameters keep their requires_grad.
+    model.load_state_dict(state, assign=True)
     return model.eval()
 
 
