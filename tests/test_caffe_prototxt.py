@@ -55,3 +55,10 @@ def test_missing_file_names_its_path(tmp_path: Path) -> None:
     with pytest.raises(FormatError) as info:
         parse_file(tmp_path / "nope.prototxt", "net prototxt")
     assert str(info.value) == f"net prototxt not found: {tmp_path / 'nope.prototxt'}"
+
+
+def test_deep_nesting_is_a_clear_error_not_a_crash() -> None:
+    with pytest.raises(PrototxtError) as info:
+        parse_text("a {" * 5000 + "}" * 5000, "deep.prototxt")
+    assert str(info.value) == "deep.prototxt:1:301: messages nested more than 100 deep"
+    assert parse_text("a {" * 50 + "}" * 50).fields[0].name == "a"

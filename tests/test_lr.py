@@ -143,3 +143,12 @@ def test_apply_lr_multiplies_by_each_groups_lr_mult() -> None:
     assert [g["lr"] for g in opt.param_groups] == [0.005, 0.01, 0.0]
     apply_lr(opt, 0.1)
     assert [g["lr"] for g in opt.param_groups] == [0.1, 0.2, 0.0]
+
+
+def test_sigmoid_never_overflows() -> None:
+    far_below = LRSchedule(policy="sigmoid", base_lr=0.1, gamma=0.01, stepsize=100_000)
+    far_above = LRSchedule(policy="sigmoid", base_lr=0.1, gamma=-0.001, stepsize=1000)
+    assert far_below.lr_at(0) == pytest.approx(0.1 / (1 + math.exp(700)), abs=1e-300)
+    assert far_above.lr_at(800_000) == 0.0
+    assert LRSchedule(policy="sigmoid", base_lr=0.1, gamma=0.01, stepsize=100).lr_at(150) == \
+        pytest.approx(0.1 / (1 + math.exp(-0.5)), rel=1e-12)

@@ -117,6 +117,8 @@ def test_finalize_gives_plain_modules_and_same_outputs() -> None:
     assert set(net.state_dict()) == set(make_net().state_dict())
     assert torch.equal(net(x), out)
     assert nnc.summarize(net).total_kept == summary.total_kept < summary.total_entries
+    zeros = net.ip1.weight[net.ip1.weight == 0]
+    assert not bool(torch.signbit(zeros).any())  # pruned entries are +0.0, as a file keeps them
 
 
 def _train(net: nn.Module, optimizer: torch.optim.Optimizer, steps: int, seed: int,

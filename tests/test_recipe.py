@@ -113,7 +113,7 @@ def test_duplicate_stage_types_get_numbered_names() -> None:
      "dns, inq, finalize, export"),
     (_raw({"stage": "train", "iterations": 3, "lr": {"policy": "invv"}}),
      "r.yaml: stages[0].lr.policy: 'invv' is not allowed (did you mean 'inv'?); use one of "
-     "fixed, step, multistep, exp, inv, poly"),
+     "fixed, step, multistep, exp, inv, poly, sigmoid"),
     (_raw({"stage": "train", "iterations": 3, "optimizer": {"name": "adam", "momentum": 0.9}}),
      "r.yaml: stages[0].optimizer.momentum: not an option of optimizer 'adam'; its options: "
      "betas, eps, weight_decay"),

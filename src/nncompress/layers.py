@@ -206,12 +206,12 @@ class CompressedLayer(nn.Module):
         self.dns_iteration.add_(1)
 
     def bake_masks(self) -> None:
-        """Multiply the masks into the weights and drop the DNS state."""
+        """Zero the pruned entries (as +0.0, whatever their sign) and drop the DNS state."""
         with torch.no_grad():
             for blob in ("weight", "bias"):
                 mask = self._buffers.pop(f"{blob}_mask", None)
                 if mask is not None:
-                    self.param(blob).mul_(mask)
+                    self.param(blob).masked_fill_(~mask, 0.0)
         for key in _DNS_BUFFERS:
             self._buffers.pop(key, None)
         self.dns_config = None

@@ -57,7 +57,7 @@ __all__ = [
 RECIPE_VERSION = 1
 STAGE_TYPES = ("train", "dns", "inq", "finalize", "export")
 OPTIMIZERS = ("sgd", "adam", "adamw", "lars")
-LR_POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly")
+LR_POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid")
 
 # Options each optimizer takes, with their defaults. SGD and LARS follow the seed's solvers
 # (momentum 0.9, weight decay 5e-4); Adam and AdamW use PyTorch's defaults.
@@ -117,7 +117,7 @@ class OptimizerSpec:
 class LRSpec:
     """Learning-rate policy (Caffe's), with the seed's warm-up and floor."""
 
-    policy: Literal["fixed", "step", "multistep", "exp", "inv", "poly"] = "inv"
+    policy: Literal["fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid"] = "inv"
     base_lr: float = 0.01
     gamma: float = 1e-4
     power: float = 0.75

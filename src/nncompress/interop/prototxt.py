@@ -257,11 +257,15 @@ def _number(text: str) -> int | float:
 
 # --- parser --------------------------------------------------------------------------------------
 
+_MAX_DEPTH = 100  # Caffe nets nest 3 or 4 deep; the bound keeps recursion far from Python's
+
+
 class _Parser:
     def __init__(self, text: str, source: str) -> None:
         self.source = source
         self.toks = list(_tokens(text, source))
         self.i = 0
+        self.depth = 0
 
     def where(self, tok: _Token) -> str:
         return f"{self.source}:{tok.line}:{tok.col}"
@@ -279,6 +283,17 @@ class _Parser:
         return PrototxtError(self.where(tok), f"{message}, found {shown}")
 
     def parse_body(self, msg: Message, closing: str | None) -> None:
+        if closing is not None:
+            self.depth += 1
+            if self.depth > _MAX_DEPTH:
+                raise PrototxtError(msg.where, f"messages nested more than {_MAX_DEPTH} deep")
+        try:
+            self._parse_fields(msg, closing)
+        finally:
+            if closing is not None:
+                self.depth -= 1
+
+    def _parse_fields(self, msg: Message, closing: str | None) -> None:
         while True:
             tok = self.peek()
             if closing is None and tok.kind == "eof":

@@ -38,10 +38,10 @@ class SolverSettings:
     path: str
     net: str = ""
     type: str = "SGD"
-    base_lr: float = 0.01
+    base_lr: float = 0.0  # Caffe's SolverParameter gives these no default: unset is 0
     lr_policy: str = "fixed"
-    gamma: float = 0.1
-    power: float = 1.0
+    gamma: float = 0.0
+    power: float = 0.0
     stepsize: int = 1
     stepvalue: list[int] = field(default_factory=list)
     momentum: float = 0.0

@@ -218,8 +218,12 @@ class _Run:
             self.log(f"Iteration {it}, loss = {smoothed:.6g}, lr = {lr:.6g}")
         apply_lr(self.optimizer, lr)
         if self.s.clip_gradients >= 0:
+            # Caffe clips the gradient summed over iter_size before it divides by iter_size;
+            # ours is already divided, so the threshold is divided too. Fixed INQ entries are
+            # zeroed first, as the seed's backward did, so they do not count in the norm.
+            nnc.mask_fixed_gradients(self.net)
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.s.clip_gradients)
+            torch.nn.utils.clip_grad_norm_(params, self.s.clip_gradients / self.s.iter_size)
         self.optimizer.step()
 
     @torch.no_grad()

@@ -122,7 +122,8 @@ class LRSchedule:
             return base * math.pow(1.0 + gamma * it, -self.power)
         if self.policy == "poly":
             return base * math.pow(max(0.0, 1.0 - it / self.max_iter), self.power)
-        return base / (1.0 + math.exp(-gamma * (it - self.stepsize)))  # sigmoid
+        # sigmoid: 1 / (1 + exp(-x)) written with tanh, which cannot overflow for any x
+        return base * 0.5 * (1.0 + math.tanh(0.5 * gamma * (it - self.stepsize)))
 
 
 def _require(name: str, value: Any, kind: type, allowed: str, low: float = 0.0) -> None:
