@@ -17,8 +17,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import re
-import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +25,15 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from nncompress._typed import (
+    RecipeError,
+    build_dataclass,
+    check_keys,
+    convert,
+    join_path,
+    require,
+    shown,
+)
 from nncompress.errors import ConfigError, did_you_mean
 
 __all__ = [
@@ -69,13 +76,7 @@ _OPTIMIZER_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-class RecipeError(ConfigError):
-    """A recipe is malformed; ``path`` names the bad key, e.g. ``stages[1].defaults.gamma``."""
 
-    def __init__(self, path: str, problem: str, source: str = "") -> None:
-        self.path, self.problem, self.source = path, problem, source
-        where = f"{path}: " if path else ""
-        super().__init__(f"{source}: {where}{problem}" if source else f"{where}{problem}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -218,136 +219,6 @@ class Recipe:
 
 
 # ---------------------------------------------------------------------------------------------
-# Typed conversion of plain YAML data, with the path of every value.
-
-
-def _join(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else key
-
-
-def _describe(tp: Any) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args if a is not type(None))
-    if origin in (tuple, list):
-        return f"a list of {_describe(args[0])}s" if args else "a list"
-    if origin is dict:
-        return "a mapping"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
-        tp, "a value")
-
-
-def _shown(value: Any) -> str:
-    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a mapping", type(None): "null"}.get(type(value), "a value")
-    text = repr(value)
-    return f"{text if len(text) <= 40 else text[:37] + '...'} ({kind})"
-
-
-_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def _convert(tp: Any, value: Any, path: str) -> Any:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    wrong = RecipeError(path, f"expected {_describe(tp)}, got {_shown(value)}")
-    if tp is Any:
-        return value
-    if origin is Literal:
-        if value not in args:
-            hint = did_you_mean(value, [str(a) for a in args]) if isinstance(value, str) else ""
-            raise RecipeError(path, f"{value!r} is not allowed{hint}; use one of "
-                              + ", ".join(str(a) for a in args))
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _convert(option, value, path)
-            except RecipeError:
-                continue
-        raise wrong
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise wrong
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise RecipeError(path, f"expected a list of {len(args)} values, "
-                                  f"got {_shown(value)}")
-            pairs = enumerate(zip(args, value))
-            return tuple(_convert(a, v, _join(path, i)) for i, (a, v) in pairs)
-        items = [_convert(args[0] if args else Any, v, _join(path, i)) for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise wrong
-        for key in value:
-            if not isinstance(key, str):
-                raise RecipeError(path, f"keys must be strings, got {_shown(key)}")
-        return {k: _convert(args[1], v, _join(path, k)) for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return _build_dataclass(typing.cast(type, tp), value, path)
-    return _convert_scalar(tp, value, wrong)
-
-
-def _convert_scalar(tp: Any, value: Any, wrong: RecipeError) -> Any:
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        # YAML 1.1 reads 1e-4 (no dot) as a string; accept it as the number it plainly is.
-        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
-            return float(value)
-    elif tp is str and isinstance(value, str):
-        return value
-    raise wrong
-
-
-def _check_keys(value: Mapping[str, Any], allowed: Sequence[str], path: str,
-                hint: Mapping[str, str] | None = None) -> None:
-    for key in value:
-        if not isinstance(key, str):
-            raise RecipeError(path, f"keys must be strings, got {_shown(key)}")
-        if key not in allowed:
-            extra = (hint or {}).get(key, "")
-            raise RecipeError(_join(path, key), f"unknown key{did_you_mean(key, allowed)}{extra}; "
-                              f"allowed keys: {', '.join(allowed)}")
-
-
-def _build_dataclass(cls: type[Any], value: Any, path: str) -> Any:
-    if not isinstance(value, Mapping):
-        raise RecipeError(path, f"expected a mapping, got {_shown(value)}")
-    fields = [f for f in dataclasses.fields(cls) if f.init]
-    _check_keys(value, [f.name for f in fields], path)
-    hints = typing.get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
-    for f in fields:
-        if f.name in value:
-            kwargs[f.name] = _convert(hints[f.name], value[f.name], _join(path, f.name))
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise RecipeError(_join(path, f.name), "required key missing")
-    return cls(**kwargs)
-
-
-def _require(ok: bool, path: str, problem: str) -> None:
-    if not ok:
-        raise RecipeError(path, problem)
-
-
-# ---------------------------------------------------------------------------------------------
 # Stages and their checks.
 
 
@@ -373,11 +244,11 @@ def _layer_fields(kind: str) -> dict[str, dataclasses.Field[Any]]:
 def _partial_config(kind: str, value: Any, path: str) -> dict[str, Any]:
     """Convert a mapping of some DNSConfig/INQConfig fields, checking names and types."""
     if not isinstance(value, Mapping):
-        raise RecipeError(path, f"expected a mapping, got {_shown(value)}")
+        raise RecipeError(path, f"expected a mapping, got {shown(value)}")
     fields = _layer_fields(kind)
-    _check_keys(value, list(fields), path)
+    check_keys(value, list(fields), path)
     hints = typing.get_type_hints(_core_config_class(kind))
-    return {k: _convert(hints[k], v, _join(path, k)) for k, v in value.items()}
+    return {k: convert(hints[k], v, join_path(path, k)) for k, v in value.items()}
 
 
 def _instantiate(kind: str, values: Mapping[str, Any], path: str) -> None:
@@ -390,21 +261,21 @@ def _instantiate(kind: str, values: Mapping[str, Any], path: str) -> None:
             try:
                 cls(**{key: values[key]})
             except ConfigError:
-                raise RecipeError(_join(path, key), str(exc)) from None
+                raise RecipeError(join_path(path, key), str(exc)) from None
         raise RecipeError(path, str(exc)) from None
 
 
 def _resolve_layer_configs(kind: str, stage: Any, path: str, seed: int) -> dict[str, Any]:
     """Fill the stage's ``defaults`` (all fields, seed = recipe seed) and check every layer."""
-    given = _partial_config(kind, stage.defaults, _join(path, "defaults"))
+    given = _partial_config(kind, stage.defaults, join_path(path, "defaults"))
     resolved = {n: f.default for n, f in _layer_fields(kind).items()}
     resolved["seed"] = seed
     resolved.update(given)
     extra = {"portions": stage.portions} if kind == "inq" else {}
-    _instantiate(kind, {**extra, **resolved}, _join(path, "defaults"))
+    _instantiate(kind, {**extra, **resolved}, join_path(path, "defaults"))
     layers: dict[str, dict[str, Any] | None] = {}
     for selector, override in stage.layers.items():
-        where = _join(_join(path, "layers"), selector)
+        where = join_path(join_path(path, "layers"), selector)
         if override is None:
             layers[selector] = None
             continue
@@ -421,29 +292,29 @@ def _resolve_optimizer(spec: OptimizerSpec, path: str) -> OptimizerSpec:
         given = getattr(spec, f.name)
         if f.name == "name" or given is None:
             continue
-        _require(f.name in options, _join(path, f.name),
+        require(f.name in options, join_path(path, f.name),
                  f"not an option of optimizer {spec.name!r}; its options: {', '.join(options)}")
         values[f.name] = given
     filled = {k: values.get(k, default) for k, default in options.items()}
     for key in ("momentum", "weight_decay", "eps", "local_gw_ratio"):
         if key in filled:
-            _require(filled[key] >= 0, _join(path, key), f"must be >= 0, got {filled[key]!r}")
+            require(filled[key] >= 0, join_path(path, key), f"must be >= 0, got {filled[key]!r}")
     if filled.get("nesterov"):
-        _require(filled["momentum"] > 0, _join(path, "nesterov"),
+        require(filled["momentum"] > 0, join_path(path, "nesterov"),
                  "nesterov needs momentum > 0")
     return dataclasses.replace(spec, **filled)
 
 
 def _check_lr(stage: Any, path: str, max_iter: int) -> None:
     lr = stage.lr
-    where = _join(path, "lr")
-    _require(lr.base_lr > 0, _join(where, "base_lr"), f"must be > 0, got {lr.base_lr!r}")
-    _require(lr.stepsize >= 1, _join(where, "stepsize"), f"must be >= 1, got {lr.stepsize!r}")
-    _require(list(lr.stepvalues) == sorted(set(lr.stepvalues)), _join(where, "stepvalues"),
+    where = join_path(path, "lr")
+    require(lr.base_lr > 0, join_path(where, "base_lr"), f"must be > 0, got {lr.base_lr!r}")
+    require(lr.stepsize >= 1, join_path(where, "stepsize"), f"must be >= 1, got {lr.stepsize!r}")
+    require(list(lr.stepvalues) == sorted(set(lr.stepvalues)), join_path(where, "stepvalues"),
              f"must increase, got {list(lr.stepvalues)}")
-    _require(lr.rampup_interval >= 0, _join(where, "rampup_interval"),
+    require(lr.rampup_interval >= 0, join_path(where, "rampup_interval"),
              f"must be >= 0, got {lr.rampup_interval!r}")
-    _require(lr.min_lr >= 0, _join(where, "min_lr"), f"must be >= 0, got {lr.min_lr!r}")
+    require(lr.min_lr >= 0, join_path(where, "min_lr"), f"must be >= 0, got {lr.min_lr!r}")
     try:
         from nncompress.train.lr import LRSchedule
     except ImportError:  # pragma: no cover - the schedule module ships with the package
@@ -462,48 +333,49 @@ def _misplaced_hints(kind: str) -> dict[str, str]:
 
 def _build_stage(value: Any, path: str, seed: int) -> Stage:
     if not isinstance(value, Mapping):
-        raise RecipeError(path, f"expected a mapping with a 'stage' key, got {_shown(value)}")
+        raise RecipeError(path, f"expected a mapping with a 'stage' key, got {shown(value)}")
     kind = value.get("stage")
     if kind not in STAGE_TYPES:
         hint = did_you_mean(kind, STAGE_TYPES) if isinstance(kind, str) else ""
         problem = "required key missing" if kind is None else f"unknown stage {kind!r}{hint}"
-        raise RecipeError(_join(path, "stage"), f"{problem}; stages: {', '.join(STAGE_TYPES)}")
+        raise RecipeError(join_path(path, "stage"), f"{problem}; stages: {', '.join(STAGE_TYPES)}")
     cls = _STAGE_CLASSES[kind]
     if kind in ("dns", "inq"):
         names = [f.name for f in dataclasses.fields(cls)]
-        _check_keys(value, names, path, _misplaced_hints(kind))
-    stage = _build_dataclass(cls, value, path)
+        check_keys(value, names, path, _misplaced_hints(kind))
+    stage = build_dataclass(cls, value, path)
     if isinstance(stage, _TrainingStage):
         stage = _check_training(stage, path)
     if isinstance(stage, ExportStage):
         parts = Path(stage.file).parts
-        _require(bool(parts) and not Path(stage.file).is_absolute() and ".." not in parts,
-                 _join(path, "file"), f"{stage.file!r} must be a file name inside the run folder")
+        require(bool(parts) and not Path(stage.file).is_absolute() and ".." not in parts,
+                join_path(path, "file"),
+                f"{stage.file!r} must be a file name inside the run folder")
     if isinstance(stage, (DNSStage, INQStage)):
         stage = dataclasses.replace(stage, **_resolve_layer_configs(kind, stage, path, seed))
     return typing.cast(Stage, stage)
 
 
 def _check_training(stage: Any, path: str) -> Any:
-    _require(stage.batch_size >= 1, _join(path, "batch_size"),
+    require(stage.batch_size >= 1, join_path(path, "batch_size"),
              f"must be >= 1, got {stage.batch_size!r}")
     for key in ("eval_interval", "checkpoint_interval"):
-        _require(getattr(stage, key) >= 0, _join(path, key),
+        require(getattr(stage, key) >= 0, join_path(path, key),
                  f"must be >= 0 (0: only at stage ends), got {getattr(stage, key)!r}")
     if isinstance(stage, INQStage):
         steps = stage.step_iterations()
-        where = _join(path, "iterations_per_step")
-        _require(len(steps) == len(stage.portions), where,
+        where = join_path(path, "iterations_per_step")
+        require(len(steps) == len(stage.portions), where,
                  f"has {len(steps)} entries but there are {len(stage.portions)} portions; "
                  "give one count per portion or a single integer")
-        _require(all(n >= 0 for n in steps), where, f"counts must be >= 0, got {list(steps)}")
+        require(all(n >= 0 for n in steps), where, f"counts must be >= 0, got {list(steps)}")
         max_iter = max(steps)
     else:
-        _require(stage.iterations >= 0, _join(path, "iterations"),
+        require(stage.iterations >= 0, join_path(path, "iterations"),
                  f"must be >= 0, got {stage.iterations!r}")
         max_iter = stage.iterations
     _check_lr(stage, path, max_iter)
-    optimizer = _resolve_optimizer(stage.optimizer, _join(path, "optimizer"))
+    optimizer = _resolve_optimizer(stage.optimizer, join_path(path, "optimizer"))
     return dataclasses.replace(stage, optimizer=optimizer)
 
 
@@ -524,13 +396,13 @@ def _default_stage_names(stages: Sequence[Any]) -> list[str]:
 
 
 def _build_stages(value: Any, seed: int) -> tuple[Stage, ...]:
-    _require(isinstance(value, list) and len(value) > 0, "stages",
-             f"expected a non-empty list of stages, got {_shown(value)}")
+    require(isinstance(value, list) and len(value) > 0, "stages",
+             f"expected a non-empty list of stages, got {shown(value)}")
     names = _default_stage_names(value)
     stages = []
     for i, (item, name) in enumerate(zip(value, names)):
-        stage = _build_stage(item, _join("stages", i), seed)
-        _require(name not in names[:i], _join(_join("stages", i), "name"),
+        stage = _build_stage(item, join_path("stages", i), seed)
+        require(name not in names[:i], join_path(join_path("stages", i), "name"),
                  f"stage name {name!r} is used twice; give each stage its own name")
         stages.append(dataclasses.replace(stage, name=name))
     return tuple(stages)
@@ -559,32 +431,32 @@ def _check_registries(recipe: Recipe) -> None:
     ref = recipe.model.ref
     if ":" not in ref:
         models = list_models()
-        _require(ref in models, "model.ref", f"unknown model {ref!r}{did_you_mean(ref, models)}; "
+        require(ref in models, "model.ref", f"unknown model {ref!r}{did_you_mean(ref, models)}; "
                  f"registered: {', '.join(models)}; or give package.module:callable")
     data_name = recipe.data.spec.split(":", 1)[0]
     datasets = list_datasets()
-    _require(data_name in datasets, "data.spec",
+    require(data_name in datasets, "data.spec",
              f"unknown data set {data_name!r}{did_you_mean(data_name, datasets)}; "
              f"known: {', '.join(datasets)}")
 
 
 def _build_recipe(raw: Any, default_name: str, check_registries: bool) -> Recipe:
-    _require(isinstance(raw, Mapping), "", f"a recipe is a mapping of keys, got {_shown(raw)}")
-    _require("version" in raw, "version", f"required key missing; add 'version: {RECIPE_VERSION}'")
-    _require(raw["version"] == RECIPE_VERSION and not isinstance(raw["version"], bool), "version",
+    require(isinstance(raw, Mapping), "", f"a recipe is a mapping of keys, got {shown(raw)}")
+    require("version" in raw, "version", f"required key missing; add 'version: {RECIPE_VERSION}'")
+    require(raw["version"] == RECIPE_VERSION and not isinstance(raw["version"], bool), "version",
              f"unsupported recipe version {raw['version']!r}; this nncompress reads version "
              f"{RECIPE_VERSION}")
-    _check_keys(raw, _TOP_KEYS, "")
+    check_keys(raw, _TOP_KEYS, "")
     values = _normalized(raw)
-    seed = _convert(int, values.get("seed", 0), "seed")
+    seed = convert(int, values.get("seed", 0), "seed")
     stages = _build_stages(values.get("stages"), seed)
     rest = {k: v for k, v in values.items() if k != "stages"}
     rest.setdefault("name", default_name)
-    recipe: Recipe = _build_dataclass(Recipe, {**rest, "stages": [{"stage": "finalize"}]}, "")
+    recipe: Recipe = build_dataclass(Recipe, {**rest, "stages": [{"stage": "finalize"}]}, "")
     recipe = dataclasses.replace(recipe, stages=stages)
-    _require(recipe.data.validation >= 0, "data.validation",
+    require(recipe.data.validation >= 0, "data.validation",
              f"must be >= 0, got {recipe.data.validation!r}")
-    _require(recipe.data.scale > 0, "data.scale", f"must be > 0, got {recipe.data.scale!r}")
+    require(recipe.data.scale > 0, "data.scale", f"must be > 0, got {recipe.data.scale!r}")
     if check_registries:
         _check_registries(recipe)
     return recipe
@@ -673,7 +545,7 @@ def apply_overrides(raw: Any, overrides: Iterable[str]) -> dict[str, Any]:
                 continue
             if not isinstance(node, dict):
                 where = ".".join(parts[:depth])
-                raise RecipeError("", f"--set {text!r}: {where} is {_shown(node)}, not a mapping")
+                raise RecipeError("", f"--set {text!r}: {where} is {shown(node)}, not a mapping")
             if last:
                 node[part] = value
             else:
