@@ -6,13 +6,14 @@ Modules are imported only when their subcommand runs, so ``nncompress --help`` s
 and optional parts (Caffe, ONNX) load only when asked for.
 
 Exit codes: 0 success, 1 user error (one message on stderr, no traceback),
-3 internal error (a bug: traceback shown), 130 interrupted.
+3 internal error (a bug: traceback shown), 130 interrupted, 141 output pipe closed.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -88,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nncompress: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly, like a shell
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the final flush at exit cannot fail again
+        return 141
     except Exception:  # a bug: show everything
         traceback.print_exc()
         print("nncompress: internal error (exit 3); please report it with the traceback above",
