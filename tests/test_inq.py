@@ -301,3 +301,20 @@ def test_bfloat16_layer_keeps_its_state_through_steps() -> None:
     bits = net[0].buffer("weight_fixed").view(torch.int16)
     assert torch.equal(bits, fixed_state.view(torch.int16))  # NaN != NaN, so compare bits
     assert torch.equal(net[0].weight[fixed], before[fixed])
+
+
+def test_a_deep_copy_trains_with_its_own_fixed_entries_frozen() -> None:
+    import copy
+
+    original = nnc.prepare(_net(), nnc.INQConfig())
+    nnc.quantize_step(original, 0.5)
+    net = copy.deepcopy(original)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    fixed = ~_free(net[0])
+    before = net[0].weight.detach().clone()
+    for _ in range(3):
+        optimizer.zero_grad()
+        net(torch.randn(4, 16)).sum().backward()
+        optimizer.step()
+    assert torch.equal(net[0].weight[fixed], before[fixed])
+    assert not torch.equal(net[0].weight[~fixed], before[~fixed])

@@ -83,7 +83,9 @@ def _inq_blobs(optimizer: torch.optim.Optimizer) -> list[tuple[CompressedLayer, 
             entry = _INQ_PARAMS.get(id(param))
             if entry is not None:
                 layer = entry[0]()
-                if layer is not None and layer._parameters.get(entry[1]) is param:
+                if layer is None:  # the layer is gone; its id may be reused
+                    del _INQ_PARAMS[id(param)]
+                elif layer._parameters.get(entry[1]) is param:
                     found.append((layer, entry[1]))
     return found
 
@@ -248,7 +250,15 @@ class CompressedLayer(nn.Module):
         fixed = torch.where(participating, math.nan, 0.0).to(_inq.FIXED_DTYPE)
         self.register_buffer(f"{blob}_fixed", fixed)
         self.register_buffer(f"{blob}_levels", torch.tensor([n1, n2, count], dtype=torch.int64))
+        self._track(blob)
+
+    def _track(self, blob: str) -> None:
+        """Let the optimizer hooks find this blob's Parameter."""
         _INQ_PARAMS[id(self.param(blob))] = (weakref.ref(self), blob)
+
+    def _tracked(self, blob: str) -> bool:
+        entry = _INQ_PARAMS.get(id(self.param(blob)))
+        return entry is not None and entry[0]() is self and entry[1] == blob
 
     def quantize_to(self, portion: float) -> None:
         """Fix entries until ``round(portion * N0)`` of each blob's participating ones are fixed."""
@@ -329,6 +339,11 @@ class CompressedLayer(nn.Module):
             weight = _masked(weight, self.buffer("weight_mask"))
             if bias is not None and dns_config.include_bias:
                 bias = _masked(bias, self.buffer("bias_mask"))
+        elif self.inq_config is not None and self.training:
+            # A deep copy or a re-made Parameter is new to the hooks: track it before its step.
+            for blob in self.blobs(self.inq_config.include_bias):
+                if not self._tracked(blob):
+                    self._track(blob)
         return weight, bias
 
     def extra_repr(self) -> str:
