@@ -165,6 +165,51 @@ class CompressedLayer(nn.Module):
             plain.__dict__.pop(key, None)
         return plain
 
+    # -- state accessors: the only way other modules read or change compression state -------
+    def mask(self, blob: str) -> torch.Tensor | None:
+        """The DNS mask of ``blob`` (bool, 1 keeps the entry), or None when it has none."""
+        return self._buffers.get(f"{blob}_mask")
+
+    def set_mask(self, blob: str, mask: torch.Tensor) -> None:
+        """Copy ``mask`` (0/1 or bool, the blob's shape) into the DNS mask of ``blob``."""
+        current = self.mask(blob)
+        if current is None:
+            raise ConfigError(f"layer {self.layer_name!r}: {blob} has no DNS mask to set")
+        current.copy_(mask.to(torch.bool))
+
+    def fixed_values(self, blob: str) -> torch.Tensor | None:
+        """INQ values of ``blob``: each fixed entry's value, NaN while free; None if not INQ."""
+        return self._buffers.get(f"{blob}_fixed")
+
+    def free_entries(self, blob: str) -> torch.Tensor | None:
+        """Bool tensor, True where an INQ entry of ``blob`` is still free; None if not INQ."""
+        fixed = self.fixed_values(blob)
+        return None if fixed is None else torch.isnan(fixed)
+
+    def inq_levels(self, blob: str) -> tuple[int, int, int] | None:
+        """``(n1, n2, N0)`` of ``blob``'s INQ level set, or None if it is not under INQ."""
+        levels = self._buffers.get(f"{blob}_levels")
+        if levels is None:
+            return None
+        n1, n2, count = (int(v) for v in levels)
+        return n1, n2, count
+
+    def fix_entries(self, blob: str, chosen: torch.Tensor) -> None:
+        """Fix the free entries of ``blob`` selected by ``chosen`` at their rounded values.
+
+        Each chosen free entry takes the nearest value of the blob's level set (INQ's rounding)
+        and keeps it from then on; entries already fixed keep theirs.
+        """
+        fixed = self.fixed_values(blob)
+        levels = self.inq_levels(blob)
+        if fixed is None or levels is None:
+            raise ConfigError(f"layer {self.layer_name!r}: {blob} is not under INQ")
+        n1, n2, _ = levels
+        rounded = _inq.quantize(self.param(blob).detach(), n1, n2).to(fixed.dtype)
+        fixed.copy_(torch.where(chosen & torch.isnan(fixed), rounded, fixed))
+        self._step_keep.pop(blob, None)  # the set of fixed entries changed
+        self.restore_fixed(blob)
+
     def blobs(self, include_bias: bool) -> list[str]:
         """The blobs that take part: ``weight``, and ``bias`` if asked for and present."""
         return ["weight"] + (["bias"] if include_bias and self.bias is not None else [])
@@ -290,11 +335,7 @@ class CompressedLayer(nn.Module):
             generator = torch.Generator().manual_seed(
                 _dns.mix_seed(int(self.inq_seed) + int(self.inq_steps), f"{blob}:{index}"))
             keys = torch.where(free, torch.rand(weights.shape, generator=generator), -1.0)
-        chosen = _inq.select_largest(keys, add)
-        rounded = _inq.quantize(weights, n1, n2)
-        fixed.copy_(torch.where(chosen, rounded.to(_inq.FIXED_DTYPE), fixed))
-        self._step_keep.pop(blob, None)  # the set of fixed entries changed
-        self.restore_fixed(blob)
+        self.fix_entries(blob, _inq.select_largest(keys, add))
 
     def mask_fixed_gradient(self, blob: str, keep_for_restore: bool = False) -> None:
         """Zero the gradient of the fixed entries of ``blob`` (no-op without a gradient)."""
