@@ -11,7 +11,7 @@ import torch
 import nncompress as nnc
 from nncompress.interop.caffemodel import read_caffemodel
 from nncompress.interop.solver import CaffeSolver, read_solver
-from nncompress.interop.train import train_from_solver
+from nncompress.interop.solver_train import train_from_solver
 
 FIXTURES = Path(__file__).parents[1].parent / "shared" / "fixtures" / "caffe" / "mnist"
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared Caffe fixtures absent")

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from nncompress.interop.train import train_from_solver
+    from nncompress.interop.solver_train import train_from_solver
 
     result = train_from_solver(args.solver, net=args.net, weights=args.weights, data=args.data,
                                out_dir=args.out, max_iter=args.max_iter)
@@ -83,7 +83,7 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def _eval(args: argparse.Namespace) -> int:
     from nncompress.interop.convert import evaluate
-    from nncompress.interop.train import DataFeed
+    from nncompress.interop.solver_train import DataFeed
 
     if args.batch <= 0:
         raise ConfigError(f"--batch {args.batch} must be a positive number of examples")

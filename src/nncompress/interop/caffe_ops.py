@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nncompress.errors import ConfigError
+
 __all__ = [
     "CaffeBatchNorm",
     "CaffeScale",
@@ -119,8 +121,8 @@ def softmax_loss(logits: torch.Tensor, labels: torch.Tensor, axis: int, ignore_l
     flat = logits.log_softmax(axis).movedim(axis, -1).reshape(-1, classes)
     target = labels.reshape(-1).long()
     if target.numel() != flat.shape[0]:
-        raise ValueError(f"SoftmaxWithLoss: {target.numel()} labels for {flat.shape[0]} "
-                         "predictions")
+        raise ConfigError(f"SoftmaxWithLoss: {target.numel()} labels for {flat.shape[0]} "
+                          "predictions; the label blob must hold one class per prediction")
     valid = torch.ones_like(target, dtype=torch.bool) if ignore_label is None \
         else target != ignore_label
     picked = flat.gather(1, torch.where(valid, target, 0).unsqueeze(1)).squeeze(1)

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from nncompress import inq as _inq
 from nncompress.errors import ConfigError
 from nncompress.interop.caffe_net import CaffeNet
 from nncompress.interop.caffe_ops import CaffeBatchNorm, CaffeScale
@@ -149,8 +148,8 @@ def apply_masks(net: nn.Module, masks: dict[str, LoadedMasks], previous_portion:
         layer = module if isinstance(module, CompressedLayer) else None
         if loaded.kind == "dns" and layer is not None and layer.dns_config is not None:
             for blob, mask in loaded.masks.items():
-                if f"{blob}_mask" in layer._buffers:
-                    layer.buffer(f"{blob}_mask").copy_(mask)
+                if layer.mask(blob) is not None:
+                    layer.set_mask(blob, mask)
         elif loaded.kind == "inq" and layer is not None and layer.inq_config is not None:
             _fix_inq(layer, loaded.masks, previous_portion.get(key, 0.0))
         elif loaded.kind == "dns":
@@ -165,17 +164,11 @@ def bake_masks(module: nn.Module, masks: dict[str, torch.Tensor]) -> None:
 
 
 def _fix_inq(layer: CompressedLayer, masks: dict[str, torch.Tensor], portion: float) -> None:
+    """Fix, at their rounded values, the entries an INQ mask marks as quantized (0)."""
     assert layer.inq_config is not None
     for blob in layer.blobs(layer.inq_config.include_bias):
-        if blob not in masks:
-            continue
-        fixed = layer.buffer(f"{blob}_fixed")
-        n1, n2, _ = (int(v) for v in layer.buffer(f"{blob}_levels"))
-        param = layer.param(blob).detach()
-        chosen = (~masks[blob]) & torch.isnan(fixed)
-        rounded = _inq.quantize(param, n1, n2).to(fixed.dtype)
-        fixed.copy_(torch.where(chosen, rounded, fixed))
-        layer.restore_fixed(blob)
+        if blob in masks:
+            layer.fix_entries(blob, ~masks[blob])
     layer.inq_portion.fill_(portion)
 
 
@@ -216,12 +209,10 @@ def _masks(module: nn.Module) -> list[np.ndarray]:
         return []
     out = []
     for name, tensor in _targets(module):
-        if f"{name}_mask" in module._buffers:
-            out.append(module.buffer(f"{name}_mask"))
-        elif f"{name}_fixed" in module._buffers:
-            out.append(torch.isnan(module.buffer(f"{name}_fixed")))
-        else:
-            out.append(torch.ones_like(tensor, dtype=torch.bool))
+        mask = module.mask(name)
+        if mask is None:
+            mask = module.free_entries(name)
+        out.append(mask if mask is not None else torch.ones_like(tensor, dtype=torch.bool))
     return [m.to(torch.float32).cpu().numpy().copy() for m in out]
 
 
@@ -231,6 +222,7 @@ def _plain(tensor: torch.Tensor) -> np.ndarray:
 
 def _effective(module: nn.Module, name: str, tensor: torch.Tensor) -> np.ndarray:
     value = tensor.detach()
-    if isinstance(module, CompressedLayer) and f"{name}_mask" in module._buffers:
-        value = value * module.buffer(f"{name}_mask")
+    mask = module.mask(name) if isinstance(module, CompressedLayer) else None
+    if mask is not None:
+        value = value * mask
     return _plain(value)
