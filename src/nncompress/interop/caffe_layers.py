@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,78 +18,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from nncompress.interop import caffe_ops as ops
+from nncompress.interop._layer_base import (
+    Builder,
+    Built,
+    Op,
+    Shape,
+    axis_index,
+    fill,
+    opt_float,
+    sub,
+)
+from nncompress.interop.caffe_losses import LOSS_BUILDERS, LOSS_TYPES
 from nncompress.interop.caffe_spec import LayerSpec
 from nncompress.interop.prototxt import Message, PrototxtError
 
-__all__ = ["BUILDERS", "INPUT_TYPES", "LOSS_TYPES", "Built", "Op"]
-
-Shape = tuple[int, ...]
-# op(module, bottoms, training) -> tops
-Op = Callable[[nn.Module | None, list[torch.Tensor], bool], list[torch.Tensor]]
+__all__ = ["BUILDERS", "INPUT_TYPES", "LOSS_TYPES", "Built", "Op", "dummy_blob", "fill"]
 
 INPUT_TYPES = ("Data", "Input", "DummyData")
-LOSS_TYPES = ("SoftmaxWithLoss",)
-
-
-@dataclass
-class Built:
-    """What a builder returns."""
-
-    module: nn.Module | None
-    op: Op
-
-
-Builder = Callable[[LayerSpec, list[Shape], torch.Generator], Built]
-
-
-def _sub(spec: LayerSpec, name: str) -> Message:
-    return spec.msg.message(name) or Message(where=spec.where)
-
-
-def _axis(axis: int, ndim: int, spec: LayerSpec) -> int:
-    if not -ndim <= axis < ndim:
-        raise PrototxtError(spec.where, f"layer '{spec.name}': axis {axis} is outside the "
-                            f"{ndim} axes of its input")
-    return axis % ndim
-
-
-# -- fillers --------------------------------------------------------------------------------
-
-_FILLERS = ("constant", "gaussian", "uniform", "xavier", "msra")
-
-
-def fill(t: torch.Tensor, filler: Message | None, gen: torch.Generator, spec: LayerSpec) -> None:
-    """Fill ``t`` in place the way Caffe's filler does (default: constant 0)."""
-    kind = "constant" if filler is None else filler.get_str("type", "constant") or "constant"
-    f = filler or Message(where=spec.where)
-    count = t.numel()
-    fan_in = count // t.shape[0] if t.dim() > 0 and t.shape[0] else 1
-    fan_out = count // t.shape[1] if t.dim() > 1 and t.shape[1] else 1
-    norm = f.get_enum("variance_norm", ("FAN_IN", "FAN_OUT", "AVERAGE"), "FAN_IN")
-    n = {"FAN_IN": fan_in, "FAN_OUT": fan_out, "AVERAGE": (fan_in + fan_out) / 2}[norm]
-    with torch.no_grad():
-        if kind == "constant":
-            t.fill_(f.get_float("value", 0.0) or 0.0)
-        elif kind == "gaussian":
-            if (f.get_int("sparse", -1) or -1) >= 0:
-                raise PrototxtError(f.where, "the sparse gaussian filler is not supported")
-            t.normal_(f.get_float("mean", 0.0) or 0.0, _f(f, "std", 1.0), generator=gen)
-        elif kind == "uniform":
-            t.uniform_(f.get_float("min", 0.0) or 0.0, _f(f, "max", 1.0), generator=gen)
-        elif kind == "xavier":
-            bound = math.sqrt(3.0 / n)
-            t.uniform_(-bound, bound, generator=gen)
-        elif kind == "msra":
-            t.normal_(0.0, math.sqrt(2.0 / n), generator=gen)
-        else:
-            raise PrototxtError(f.where, f"layer '{spec.name}': filler type {kind!r} is not "
-                                f"supported; supported: {', '.join(_FILLERS)}")
-
-
-def _f(m: Message, name: str, default: float) -> float:
-    value = m.get_float(name)
-    return default if value is None else value
-
 
 # -- parameterized layers -------------------------------------------------------------------
 
@@ -112,9 +56,9 @@ def _per_axis(m: Message, name: str, n: int, default: int, spec: LayerSpec) -> l
 
 
 def _convolution(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Built:
-    p = _sub(spec, "convolution_param")
+    p = sub(spec, "convolution_param")
     shape = shapes[0]
-    if _axis(p.get_int("axis", 1) or 1, len(shape), spec) != 1:
+    if axis_index(p.get_int("axis", 1) or 1, len(shape), spec) != 1:
         raise PrototxtError(p.where, f"layer '{spec.name}': only axis 1 is supported")
     nsp = len(shape) - 2
     if nsp not in (1, 2, 3):
@@ -141,9 +85,9 @@ def _convolution(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> 
 
 
 def _inner_product(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Built:
-    p = _sub(spec, "inner_product_param")
+    p = sub(spec, "inner_product_param")
     shape = shapes[0]
-    axis = _axis(p.get_int("axis", 1) or 0, len(shape), spec) if p.has("axis") else 1
+    axis = axis_index(p.get_int("axis", 1) or 0, len(shape), spec) if p.has("axis") else 1
     if p.get_bool("transpose", False):
         raise PrototxtError(p.where, f"layer '{spec.name}': transpose: true is not supported")
     num_output = p.get_int("num_output")
@@ -163,17 +107,17 @@ def _inner_product(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -
 
 
 def _batch_norm(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Built:
-    p = _sub(spec, "batch_norm_param")
-    module = ops.CaffeBatchNorm(shapes[0][1], _f(p, "eps", 1e-5),
-                                _f(p, "moving_average_fraction", 0.999),
+    p = sub(spec, "batch_norm_param")
+    module = ops.CaffeBatchNorm(shapes[0][1], opt_float(p, "eps", 1e-5),
+                                opt_float(p, "moving_average_fraction", 0.999),
                                 p.get_bool("use_global_stats"))
     return Built(module, lambda m, xs, t: [m(xs[0])] if m is not None else [])
 
 
 def _scale(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Built:
-    p = _sub(spec, "scale_param")
+    p = sub(spec, "scale_param")
     shape = shapes[0]
-    axis = _axis(p.get_int("axis", 1) or 0, len(shape), spec) if p.has("axis") else 1
+    axis = axis_index(p.get_int("axis", 1) or 0, len(shape), spec) if p.has("axis") else 1
     if len(shapes) > 1:
         covered = shapes[1]
     else:
@@ -199,7 +143,7 @@ def _scale(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Built:
 # -- layers without blobs -------------------------------------------------------------------
 
 def _pooling(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Built:
-    p = _sub(spec, "pooling_param")
+    p = sub(spec, "pooling_param")
     mode = p.get_enum("pool", ("MAX", "AVE", "STOCHASTIC"), "MAX")
     if mode == "STOCHASTIC":
         raise PrototxtError(p.where, f"layer '{spec.name}': STOCHASTIC pooling is not "
@@ -221,29 +165,29 @@ def _pooling(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Buil
 
 
 def _relu(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Built:
-    slope = _f(_sub(spec, "relu_param"), "negative_slope", 0.0)
+    slope = opt_float(sub(spec, "relu_param"), "negative_slope", 0.0)
     if slope == 0:
         return Built(None, lambda m, xs, t: [F.relu(xs[0])])
     return Built(None, lambda m, xs, t: [F.leaky_relu(xs[0], slope)])
 
 
 def _dropout(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Built:
-    ratio = _f(_sub(spec, "dropout_param"), "dropout_ratio", 0.5)
+    ratio = opt_float(sub(spec, "dropout_param"), "dropout_ratio", 0.5)
     return Built(None, lambda m, xs, t: [F.dropout(xs[0], ratio, training=t)])
 
 
 def _lrn(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Built:
-    p = _sub(spec, "lrn_param")
+    p = sub(spec, "lrn_param")
     size = p.get_int("local_size", 5) or 5
     if size % 2 == 0:
         raise PrototxtError(p.where, f"layer '{spec.name}': LRN local_size must be odd")
-    alpha, beta, k = _f(p, "alpha", 1.0), _f(p, "beta", 0.75), _f(p, "k", 1.0)
+    alpha, beta, k = opt_float(p, "alpha", 1.0), opt_float(p, "beta", 0.75), opt_float(p, "k", 1.0)
     region = p.get_enum("norm_region", ("ACROSS_CHANNELS", "WITHIN_CHANNEL"), "ACROSS_CHANNELS")
     return Built(None, lambda m, xs, t: [ops.lrn(xs[0], size, alpha, beta, k, region)])
 
 
 def _eltwise(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Built:
-    p = _sub(spec, "eltwise_param")
+    p = sub(spec, "eltwise_param")
     mode = p.get_enum("operation", ("PROD", "SUM", "MAX"), "SUM")
     coeff = p.floats("coeff") or [1.0] * len(shapes)
     if len(coeff) != len(shapes) or any(s != shapes[0] for s in shapes):
@@ -261,23 +205,23 @@ def _eltwise(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Buil
 
 
 def _concat(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Built:
-    p = _sub(spec, "concat_param")
+    p = sub(spec, "concat_param")
     axis = p.get_int("axis") if p.has("axis") else p.get_int("concat_dim", 1)
     assert axis is not None
-    axis = _axis(axis, len(shapes[0]), spec)
+    axis = axis_index(axis, len(shapes[0]), spec)
     return Built(None, lambda m, xs, t: [torch.cat(xs, axis)])
 
 
 def _flatten(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Built:
-    p = _sub(spec, "flatten_param")
+    p = sub(spec, "flatten_param")
     ndim = len(shapes[0])
-    start = _axis(p.get_int("axis", 1) or 0, ndim, spec) if p.has("axis") else 1
-    end = _axis(p.get_int("end_axis", -1) or 0, ndim, spec) if p.has("end_axis") else ndim - 1
+    start = axis_index(p.get_int("axis", 1) or 0, ndim, spec) if p.has("axis") else 1
+    end = axis_index(p.get_int("end_axis", -1) or 0, ndim, spec) if p.has("end_axis") else ndim - 1
     return Built(None, lambda m, xs, t: [xs[0].flatten(start, end)])
 
 
 def _reshape(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Built:
-    p = _sub(spec, "reshape_param")
+    p = sub(spec, "reshape_param")
     dims = (p.message("shape") or Message(where=p.where)).ints("dim")
     axis, num_axes = p.get_int("axis", 0) or 0, p.get_int("num_axes", -1)
     assert num_axes is not None
@@ -293,24 +237,8 @@ def _reshape(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Buil
 
 
 def _softmax(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Built:
-    axis = _sub(spec, "softmax_param").get_int("axis", 1) or 0
+    axis = sub(spec, "softmax_param").get_int("axis", 1) or 0
     return Built(None, lambda m, xs, t: [xs[0].softmax(axis)])
-
-
-def _softmax_loss(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Built:
-    loss = _sub(spec, "loss_param")
-    axis = _sub(spec, "softmax_param").get_int("axis", 1) or 0
-    ignore = loss.get_int("ignore_label")
-    default = "VALID" if loss.get_bool("normalize", True) else "BATCH_SIZE"
-    norm = loss.get_enum("normalization", ("FULL", "VALID", "BATCH_SIZE", "NONE"), default)
-    return Built(None, lambda m, xs, t: [ops.softmax_loss(xs[0], xs[1], axis, ignore, norm)])
-
-
-def _accuracy(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Built:
-    p = _sub(spec, "accuracy_param")
-    top_k, axis, ignore = p.get_int("top_k", 1) or 1, p.get_int("axis", 1) or 0, \
-        p.get_int("ignore_label")
-    return Built(None, lambda m, xs, t: [ops.accuracy(xs[0], xs[1], axis, top_k, ignore)])
 
 
 def _simple(fn: Callable[[torch.Tensor], torch.Tensor]) -> Builder:
@@ -339,15 +267,14 @@ BUILDERS: dict[str, Builder] = {
     "Reshape": _reshape,
     "Split": _split,
     "Softmax": _softmax,
-    "SoftmaxWithLoss": _softmax_loss,
-    "Accuracy": _accuracy,
+    **LOSS_BUILDERS,
     "Silence": lambda spec, shapes, gen: Built(None, lambda m, xs, t: []),
 }
 
 
 def dummy_blob(spec: LayerSpec, index: int, gen: torch.Generator | None) -> Sequence[int]:
     """The shape of DummyData top ``index`` (one shape may serve all tops)."""
-    p = _sub(spec, "dummy_data_param")
+    p = sub(spec, "dummy_data_param")
     shapes = [s.ints("dim") for s in p.messages("shape")]
     if not shapes:
         legacy = [p.ints(k) for k in ("num", "channels", "height", "width")]

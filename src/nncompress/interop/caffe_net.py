@@ -23,6 +23,7 @@ from torch import nn
 
 from nncompress.errors import ConfigError
 from nncompress.interop.caffe_layers import BUILDERS, INPUT_TYPES, LOSS_TYPES, Op, dummy_blob, fill
+from nncompress.interop.caffe_losses import LABEL_TYPES
 from nncompress.interop.caffe_spec import (
     COMPRESSION_TYPES,
     Compression,
@@ -149,7 +150,7 @@ class CaffeNet(nn.Module):
         with torch.no_grad():
             xs = [torch.zeros((2, *shapes[b][1:])) if shapes[b] else torch.zeros(())
                   for b in spec.bottoms]
-            if spec.type in ("SoftmaxWithLoss", "Accuracy"):
+            if spec.type in LABEL_TYPES:
                 xs[1:] = [torch.zeros(x.shape, dtype=torch.int64) for x in xs[1:]]
             module = self._modules.get(step.key) if step.key else None
             was_training = module.training if module is not None else False

@@ -45,7 +45,7 @@ _V1_TYPES = {
 _V1_NUMBERS = {4: "Convolution", 14: "InnerProduct", 17: "Pooling", 18: "ReLU", 19: "Sigmoid",
                23: "TanH", 6: "Dropout", 15: "LRN", 25: "Eltwise", 3: "Concat", 8: "Flatten",
                22: "Split", 20: "Softmax", 21: "SoftmaxWithLoss", 1: "Accuracy", 5: "Data",
-               32: "DummyData", 36: "Silence"}
+               32: "DummyData", 36: "Silence", 7: "EuclideanLoss", 27: "SigmoidCrossEntropyLoss"}
 
 
 @dataclass
