@@ -1,0 +1,249 @@
+"""Multi-process training with torchrun and ``DistributedDataParallel`` (DDP).
+
+nncompress runs on PyTorch's own engine: start the job with ``torchrun``, and every helper here
+is a no-op in a single process, so one script serves both. All compression state is a pure
+function of the weights, the seeds and the iteration (DNS statistics and per-layer surgery
+draws, INQ level sets and partitions), and DDP keeps the weights equal on every rank, so each
+rank computes the same masks and fixed values on its own. :func:`verify_ranks` proves it.
+
+Your own DDP loop (``torchrun --nproc-per-node 2 train.py``)::
+
+    import torch
+    import torch.nn.functional as F
+    import nncompress as nnc
+    from nncompress.train import distributed as nd
+
+    ctx = nd.init_distributed()                       # nccl on CUDA, gloo on CPU
+    model = MyNet().to(ctx.device)                    # every rank builds the same model
+    nnc.prepare(model, nnc.DNSConfig(c_rate=2.5))     # 1. prepare, on every rank
+    ddp = nd.wrap(model)                              # 2. wrap after prepare
+    optimizer = torch.optim.SGD(ddp.parameters(), lr=0.01, momentum=0.9)
+    for i in range(iterations):                       # 3. train: each rank its share
+        batch = nd.rank_share(order.indices(i))       #    of the global batch of step i
+        optimizer.zero_grad()
+        F.cross_entropy(ddp(x[batch]), y[batch]).backward()
+        optimizer.step()
+    nd.verify_ranks(ddp, "after DNS")                 # same weights and masks everywhere
+    model = nnc.finalize(model)
+    nnc.prepare(model, nnc.INQConfig(num_quantum_values=8))
+    ddp = nd.wrap(model)                              # wrap again after each prepare
+    optimizer = torch.optim.SGD(ddp.parameters(), lr=0.001, momentum=0.9)
+    for portion in (0.5, 0.75, 0.875, 1.0):
+        nnc.quantize_step(model, portion)             # 4. on every rank
+        ...                                           #    train as above
+    loss, accuracy = nd.evaluate_sharded(ddp, test_x, test_y)
+    nd.verify_ranks(ddp, "after INQ")
+    if nd.is_writer():                                # 5. rank 0 finalizes and writes
+        nnc.save_compact(nnc.finalize(model), "model.ncz")
+    nd.shutdown()
+
+Why INQ's frozen entries stay frozen: DDP all-reduces the gradients during ``backward()``
+(bucket by bucket, finished before ``backward()`` returns), and the global optimizer hooks of
+:mod:`nncompress.layers` run inside ``optimizer.step()``: they zero the averaged gradients of
+fixed entries and then write the exact fixed values back, on every rank alike.
+
+Why :func:`wrap` keeps DDP from broadcasting compression buffers: by default DDP sends every
+buffer from rank 0 before each forward. Masks (1 byte per weight) and fixed values (2 bytes)
+would then add 25% to 50% to the 4 bytes per weight of the gradient all-reduce at every step,
+and would hide a divergence instead of letting :func:`verify_ranks` report it. :func:`wrap`
+therefore tells DDP to ignore them, copies them once from rank 0 at the wrap, and leaves other
+buffers (BatchNorm statistics) to DDP's usual broadcast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from nncompress.errors import ConfigError
+from nncompress.train._dist_check import (
+    PARTS,
+    RankMismatchError,
+    compression_buffer_names,
+    layer_checksums,
+    unwrap,
+    verify_ranks,
+)
+from nncompress.train._dist_env import (
+    BACKENDS,
+    DistContext,
+    collective_device,
+    init_distributed,
+    is_distributed,
+    is_writer,
+    launched_by_torchrun,
+    rank,
+    shutdown,
+    world_size,
+)
+from nncompress.train._dist_eval import (
+    batches_of_rank,
+    broadcast_plain_buffers,
+    evaluate_sharded,
+    sharded_sums,
+)
+
+__all__ = [
+    "BACKENDS",
+    "PARTS",
+    "DistContext",
+    "RankMismatchError",
+    "batches_of_rank",
+    "broadcast_plain_buffers",
+    "check_batch_divides",
+    "compression_buffer_names",
+    "evaluate_sharded",
+    "failure_guard",
+    "init_distributed",
+    "is_distributed",
+    "is_writer",
+    "launched_by_torchrun",
+    "layer_checksums",
+    "rank",
+    "rank_share",
+    "sharded_sums",
+    "shutdown",
+    "unwrap",
+    "verify_ranks",
+    "world_size",
+    "wrap",
+]
+
+LAYOUTS = ("contiguous", "strided")
+
+
+def check_batch_divides(batch_size: int, processes: int | None = None) -> int:
+    """The per-rank batch size; an error unless ``batch_size`` divides by the process count.
+
+    Args:
+        batch_size: the global batch (the recipe's ``batch_size``).
+        processes: number of processes; None takes the running job's.
+
+    Returns:
+        ``batch_size // processes``.
+
+    Raises:
+        ConfigError: naming both numbers when the division leaves a remainder.
+
+    Example:
+        >>> check_batch_divides(64, 2)
+        32
+    """
+    count = world_size() if processes is None else processes
+    if batch_size % count:
+        nearest = max(count, round(batch_size / count) * count)
+        raise ConfigError(f"batch_size {batch_size} does not divide over {count} processes; "
+                          f"make the global batch a multiple of {count} (such as {nearest}) or "
+                          "start a number of processes that divides it")
+    return batch_size // count
+
+
+def rank_share(indices: torch.Tensor, layout: str = "contiguous", *, process: int | None = None,
+               processes: int | None = None) -> torch.Tensor:
+    """This rank's share of a global batch's example indices.
+
+    The global batch of iteration ``i`` (``BatchOrder(...).indices(i)``) stays a pure function
+    of the seed and ``i``; each rank takes ``len(indices) / N`` of it, together all of it.
+
+    Args:
+        indices: the global batch's example indices.
+        layout: ``"contiguous"`` (rank ``r`` takes the ``r``-th block) or ``"strided"``
+            (rank ``r`` takes entries ``r, r + N, ...``).
+        process: the rank; None takes this process's.
+        processes: number of processes; None takes the running job's.
+
+    Returns:
+        The indices this rank trains on.
+
+    Raises:
+        ConfigError: the batch does not divide by the process count, or an unknown layout.
+
+    Example:
+        >>> rank_share(torch.arange(6), process=1, processes=2).tolist()
+        [3, 4, 5]
+        >>> rank_share(torch.arange(6), "strided", process=1, processes=2).tolist()
+        [1, 3, 5]
+    """
+    count = world_size() if processes is None else processes
+    me = rank() if process is None else process
+    share = check_batch_divides(len(indices), count)
+    if layout == "contiguous":
+        return indices[me * share:(me + 1) * share]
+    if layout == "strided":
+        return indices[me::count]
+    raise ConfigError(f"batch layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+
+
+def _broadcast_compression_state(model: nn.Module) -> None:
+    wanted = set(compression_buffer_names(model))
+    device = collective_device()
+    for name, buffer in unwrap(model).named_buffers():
+        if name in wanted:
+            # bool and bfloat16 travel as bytes, which every backend sends.
+            local = buffer.detach().to(device).contiguous()
+            raw = local.reshape(-1).view(torch.uint8)
+            dist.broadcast(raw, src=0)
+            buffer.data.copy_(local)
+
+
+def wrap(model: nn.Module, **ddp_options: Any) -> nn.Module:
+    """Wrap a prepared ``model`` in ``DistributedDataParallel``; without a job, return it.
+
+    DDP copies rank 0's parameters to the other ranks; this also copies rank 0's compression
+    buffers once, and keeps DDP from broadcasting them at every forward (see the module
+    docstring). Wrap again after each :func:`nncompress.prepare`.
+
+    Args:
+        model: the model, prepared, on this rank's device.
+        ddp_options: further ``DistributedDataParallel`` arguments (``bucket_cap_mb``, ...);
+            ``device_ids`` defaults to the model's GPU on CUDA.
+
+    Returns:
+        The DDP wrapper (the model itself in a single process).
+
+    Example:
+        >>> net = nn.Linear(2, 2)
+        >>> wrap(net) is net
+        True
+    """
+    if not is_distributed():
+        return model
+    inner = unwrap(model)
+    ignored = compression_buffer_names(inner)
+    nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(  # type: ignore[no-untyped-call]
+        inner, ignored)
+    _broadcast_compression_state(inner)
+    device = next(inner.parameters()).device
+    if device.type == "cuda":
+        ddp_options.setdefault("device_ids", [device.index])
+    return nn.parallel.DistributedDataParallel(inner, **ddp_options)
+
+
+@contextlib.contextmanager
+def failure_guard() -> Iterator[None]:
+    """Take the whole job down when this rank fails, instead of leaving the others waiting.
+
+    On an exception inside the block, the rank says which rank failed, leaves the process
+    group (the other ranks' pending collectives then fail at once rather than at the
+    timeout) and re-raises; its process then exits non-zero, and torchrun stops the others.
+
+    Example:
+        >>> with failure_guard():
+        ...     pass
+    """
+    try:
+        yield
+    except BaseException as error:
+        if is_distributed():
+            print(f"nncompress: rank {rank()} of {world_size()} failed "
+                  f"({type(error).__name__}: {error}); stopping the job",
+                  file=sys.stderr, flush=True)
+            with contextlib.suppress(Exception):
+                shutdown()
+        raise
