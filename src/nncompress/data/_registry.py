@@ -137,6 +137,9 @@ def load_data(spec: str, *, scale: float = 1 / 256, validation: int = 0, seed: i
         (torch.Size([48, 1, 28, 28]), torch.Size([16, 1, 28, 28]), (1, 28, 28))
     """
     name, _, option = spec.partition(":")
+    if name in ("folder", "lmdb"):
+        raise ConfigError(f"{spec!r} is streamed from disk, not held in memory; open it with "
+                          "nncompress.data.open_stream")
     if name not in _LOADERS:
         known = ", ".join(list_datasets())
         raise ConfigError(
