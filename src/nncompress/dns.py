@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -24,6 +25,8 @@ from nncompress.errors import NonFiniteError
 __all__ = [
     "DNSConfig",
     "mask_statistics",
+    "mix_seed",
+    "straight_through_mask",
     "surgery_probability",
     "thresholds",
     "uniform_draw",
@@ -120,7 +123,12 @@ def uniform_draw(seed: int, iteration: int) -> float:
 
 
 def mix_seed(seed: int, name: str) -> int:
-    """Derive a layer's own 63-bit seed from a config seed and the layer's qualified name."""
+    """Derive a layer's own 63-bit seed from a config seed and the layer's qualified name.
+
+    Example:
+        >>> mix_seed(0, "ip1") == mix_seed(0, "ip1") != mix_seed(0, "ip2")
+        True
+    """
     value = seed
     for byte in name.encode():
         value = _splitmix64(value ^ byte)
@@ -183,3 +191,28 @@ def update_mask(weight: torch.Tensor, mask: torch.Tensor, low: float, high: floa
         return
     magnitude = weight.detach().abs()
     mask.copy_(torch.where(mask, magnitude > low, magnitude > high))
+
+
+class _StraightThroughMask(torch.autograd.Function):
+    """``w * mask`` forward; the gradient reaches every entry of ``w`` unmasked (splicing)."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return weight * mask
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+def straight_through_mask(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``weight * mask``, whose gradient reaches pruned entries too, so they can be spliced.
+
+    Example:
+        >>> w = torch.tensor([1.0, 2.0], requires_grad=True)
+        >>> straight_through_mask(w, torch.tensor([True, False])).sum().backward()
+        >>> w.grad.tolist()
+        [1.0, 1.0]
+    """
+    out: torch.Tensor = _StraightThroughMask.apply(weight, mask)  # type: ignore[no-untyped-call]
+    return out

@@ -20,17 +20,13 @@ INQ
 from __future__ import annotations
 
 import math
-import weakref
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.optimizer import (
-    register_optimizer_step_post_hook,
-    register_optimizer_step_pre_hook,
-)
 
+from nncompress import _inq_hooks
 from nncompress import dns as _dns
 from nncompress import inq as _inq
 from nncompress.dns import DNSConfig
@@ -43,73 +39,6 @@ COMPRESSIBLE: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn
 _DNS_BUFFERS = ("weight_mask", "bias_mask", "dns_iteration", "dns_stats", "dns_seed")
 _INQ_BUFFERS = ("weight_fixed", "bias_fixed", "weight_levels", "bias_levels", "inq_portion",
                 "inq_steps", "inq_seed")
-
-
-class _StraightThroughMask(torch.autograd.Function):
-    """``w * mask`` forward; the gradient reaches every entry of ``w`` unmasked (splicing)."""
-
-    @staticmethod
-    def forward(ctx: Any, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return weight * mask
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad, None
-
-
-def _free_as_ones(value: torch.Tensor) -> torch.Tensor:
-    """1 where ``value`` is NaN (a free entry), 0 elsewhere, computed in place in ``value``.
-
-    Plain arithmetic on NaN (``NaN * 0`` is NaN, a finite ``v * 0`` is 0) replaces ``isnan``
-    and ``where``, which run element by element on the CPU; these ops are vectorised.
-    """
-    return value.mul_(0).nan_to_num_(nan=1.0)
-
-
-def _masked(tensor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    out: torch.Tensor = _StraightThroughMask.apply(tensor, mask)  # type: ignore[no-untyped-call]
-    return out
-
-
-# id(parameter) -> (layer, blob) for every INQ blob; read by the optimizer hooks below.
-_INQ_PARAMS: dict[int, tuple[weakref.ref[CompressedLayer], str]] = {}
-_HOOK_INSTALLED = False
-
-
-def _inq_blobs(optimizer: torch.optim.Optimizer) -> list[tuple[CompressedLayer, str]]:
-    found = []
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            entry = _INQ_PARAMS.get(id(param))
-            if entry is not None:
-                layer = entry[0]()
-                if layer is None:  # the layer is gone; its id may be reused
-                    del _INQ_PARAMS[id(param)]
-                elif layer._parameters.get(entry[1]) is param:
-                    found.append((layer, entry[1]))
-    return found
-
-
-def _mask_before_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    """Global optimizer pre-step hook: zero the gradients of fixed INQ entries."""
-    if _INQ_PARAMS:
-        for layer, blob in _inq_blobs(optimizer):
-            layer.mask_fixed_gradient(blob, keep_for_restore=True)
-
-
-def _restore_after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    """Global optimizer post-step hook: put fixed INQ entries back to their exact values."""
-    if _INQ_PARAMS:
-        for layer, blob in _inq_blobs(optimizer):
-            layer.restore_fixed(blob)
-
-
-def _install_hook() -> None:
-    global _HOOK_INSTALLED
-    if not _HOOK_INSTALLED:
-        register_optimizer_step_pre_hook(_mask_before_step)
-        register_optimizer_step_post_hook(_restore_after_step)
-        _HOOK_INSTALLED = True
 
 
 class CompressedLayer(nn.Module):
@@ -282,7 +211,6 @@ class CompressedLayer(nn.Module):
         seed = _dns.mix_seed(config.seed, self.layer_name)
         self.register_buffer("inq_seed", torch.tensor(seed, dtype=torch.int64))
         self.inq_config = config
-        _install_hook()
 
     def _start_inq_blob(self, blob: str, num_quantum_values: int) -> None:
         param = self.param(blob).detach()
@@ -295,15 +223,13 @@ class CompressedLayer(nn.Module):
         fixed = torch.where(participating, math.nan, 0.0).to(_inq.FIXED_DTYPE)
         self.register_buffer(f"{blob}_fixed", fixed)
         self.register_buffer(f"{blob}_levels", torch.tensor([n1, n2, count], dtype=torch.int64))
-        self._track(blob)
+        _inq_hooks.track(self, blob)
 
-    def _track(self, blob: str) -> None:
-        """Let the optimizer hooks find this blob's Parameter."""
-        _INQ_PARAMS[id(self.param(blob))] = (weakref.ref(self), blob)
-
-    def _tracked(self, blob: str) -> bool:
-        entry = _INQ_PARAMS.get(id(self.param(blob)))
-        return entry is not None and entry[0]() is self and entry[1] == blob
+    def next_portion(self) -> float | None:
+        """The first portion of ``inq_config.portions`` above the one reached, None at the end."""
+        assert self.inq_config is not None
+        reached = float(self.inq_portion)
+        return next((p for p in self.inq_config.portions if p > reached), None)
 
     def quantize_to(self, portion: float) -> None:
         """Fix entries until ``round(portion * N0)`` of each blob's participating ones are fixed."""
@@ -319,14 +245,13 @@ class CompressedLayer(nn.Module):
         self.inq_steps.add_(1)
 
     def _quantize_blob(self, blob: str, index: int, portion: float, config: INQConfig) -> None:
-        param = self.param(blob)
-        fixed = self.buffer(f"{blob}_fixed")
-        n1, n2, count = (int(v) for v in self.buffer(f"{blob}_levels"))
-        free = torch.isnan(fixed)
+        free, levels = self.free_entries(blob), self.inq_levels(blob)
+        assert free is not None and levels is not None
+        count = levels[2]
         add = _inq.fix_count(portion, count) - (count - int(torch.count_nonzero(free)))
         if add <= 0:
             return
-        weights = param.detach()
+        weights = self.param(blob).detach()
         magnitude = torch.where(free, weights.abs(), -1.0)
         _inq.check_finite(magnitude, self.layer_name, f"in {blob} at a quantize step")
         if config.strategy == "magnitude":
@@ -339,31 +264,21 @@ class CompressedLayer(nn.Module):
 
     def mask_fixed_gradient(self, blob: str, keep_for_restore: bool = False) -> None:
         """Zero the gradient of the fixed entries of ``blob`` (no-op without a gradient)."""
-        param = self.param(blob)
-        if param.grad is None:
-            return
-        keep = _free_as_ones(self.buffer(f"{blob}_fixed").to(param.dtype, copy=True))
-        param.grad.mul_(keep)
-        if keep_for_restore:  # the post-step restore reuses it, then drops it
+        keep = _inq_hooks.mask_gradient(self.param(blob), self.buffer(f"{blob}_fixed"))
+        if keep is not None and keep_for_restore:  # the post-step restore reuses it once
             self._step_keep[blob] = keep
 
     def restore_fixed(self, blob: str) -> None:
         """Write the exact fixed values of ``blob`` back into its Parameter."""
-        param = self.param(blob)
-        fixed = self.buffer(f"{blob}_fixed")
-        value = fixed.to(param.dtype, copy=True)
-        keep = self._step_keep.pop(blob, None)
-        if keep is None:
-            keep = _free_as_ones(fixed.to(param.dtype, copy=True))
-        with torch.no_grad():  # param = param * keep + value, in one pass
-            torch.addcmul(value.nan_to_num_(nan=0.0), param, keep, out=param)
+        _inq_hooks.restore_values(self.param(blob), self.buffer(f"{blob}_fixed"),
+                                  self._step_keep.pop(blob, None))
 
     def forget_inq(self) -> None:
         """Restore fixed values and drop the INQ state."""
         for blob in ("weight", "bias"):
             if f"{blob}_fixed" in self._buffers:
                 self.restore_fixed(blob)
-                _INQ_PARAMS.pop(id(self.param(blob)), None)
+                _inq_hooks.untrack(self.param(blob))
         for key in _INQ_BUFFERS:
             self._buffers.pop(key, None)
         self.inq_config = None
@@ -377,14 +292,14 @@ class CompressedLayer(nn.Module):
         if dns_config is not None:
             if self.training and dns_config.advance == "forward":
                 self.surgery()
-            weight = _masked(weight, self.buffer("weight_mask"))
+            weight = _dns.straight_through_mask(weight, self.buffer("weight_mask"))
             if bias is not None and dns_config.include_bias:
-                bias = _masked(bias, self.buffer("bias_mask"))
+                bias = _dns.straight_through_mask(bias, self.buffer("bias_mask"))
         elif self.inq_config is not None and self.training:
             # A deep copy or a re-made Parameter is new to the hooks: track it before its step.
             for blob in self.blobs(self.inq_config.include_bias):
-                if not self._tracked(blob):
-                    self._track(blob)
+                if not _inq_hooks.is_tracked(self, blob):
+                    _inq_hooks.track(self, blob)
         return weight, bias
 
     def extra_repr(self) -> str:

@@ -109,7 +109,7 @@ def _levels_and_bits(layer: nn.Module, values: list[torch.Tensor]) -> tuple[int 
     float_bits = torch.finfo(values[0].dtype).bits
     if isinstance(layer, CompressedLayer) and layer.inq_config is not None:
         k = layer.inq_config.num_quantum_values
-        if float(layer.inq_portion) < 1.0:  # type: ignore[arg-type]
+        if layer.next_portion() is not None:  # quantize steps still to come
             return 2 * k + 1, float_bits
     else:
         exponents = _power_of_two_exponents(values[0])
@@ -117,6 +117,18 @@ def _levels_and_bits(layer: nn.Module, values: list[torch.Tensor]) -> tuple[int 
             return None, float_bits
         k = max(exponents) - min(exponents) + 1
     return 2 * k + 1, 2 + math.ceil(math.log2(k))
+
+
+def _level_count(layer: CompressedLayer, blob: str) -> int:
+    levels = layer.inq_levels(blob)
+    assert levels is not None
+    return levels[2]
+
+
+def _free(layer: CompressedLayer, blob: str) -> torch.Tensor:
+    free = layer.free_entries(blob)
+    assert free is not None
+    return free
 
 
 def _layer_summary(name: str, layer: nn.Module) -> LayerSummary:
@@ -129,13 +141,13 @@ def _layer_summary(name: str, layer: nn.Module) -> LayerSummary:
     if isinstance(layer, CompressedLayer):
         if layer.dns_config is not None:
             mode = "dns"
-            masks = [layer._buffers.get(f"{b}_mask") for b in ("weight", "bias")]
+            masks = [layer.mask(b) for b in ("weight", "bias")]
             values = [v if m is None else v * m for v, m in zip(values, masks)]
         elif layer.inq_config is not None:
             mode = "inq"
             blobs = layer.blobs(layer.inq_config.include_bias)
-            n0 = sum(int(layer.get_buffer(f"{b}_levels")[2]) for b in blobs)
-            free = sum(int(torch.isnan(layer.get_buffer(f"{b}_fixed")).sum()) for b in blobs)
+            n0 = sum(_level_count(layer, b) for b in blobs)
+            free = sum(int(_free(layer, b).sum()) for b in blobs)
             fixed_fraction = (n0 - free) / n0 if n0 else 1.0
     levels, bits = _levels_and_bits(layer, values)
     return LayerSummary(
