@@ -13,7 +13,8 @@ from torch import nn
 
 import nncompress as nnc
 from nncompress.errors import ConfigError, FormatError
-from nncompress.pipeline import RunInterrupted, load_run_model, run_recipe
+from nncompress.pipeline import RunInterrupted, run_recipe
+from nncompress.run_folder import load_run_model
 from nncompress.recipe import BiasSpec, LRSpec, OptimizerSpec, RecipeError, parse_recipe
 from nncompress.train.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
 from nncompress.train.loop import (

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from nncompress.models import list_models
 from nncompress.recipe import (
     DNSStage,
     INQStage,
@@ -133,8 +134,7 @@ def test_duplicate_stage_types_get_numbered_names() -> None:
     (_raw(dat="x"), "r.yaml: dat: unknown key (did you mean 'data'?); allowed keys: version, "
      "name, description, model, data, seed, stages"),
     (_raw(model="lenet"), "r.yaml: model.ref: unknown model 'lenet' (did you mean 'lenet5'?); "
-     "registered: lenet300_100, lenet5, tiny_cnn, tiny_conv1d, tiny_mlp; or give "
-     "package.module:callable"),
+     f"registered: {', '.join(list_models())}; or give package.module:callable"),
     (_raw(version=2), "r.yaml: version: unsupported recipe version 2; this nncompress reads "
      "version 1"),
     ({"model": "tiny_mlp"}, "r.yaml: version: required key missing; add 'version: 1'"),
@@ -214,7 +214,7 @@ def test_every_recipe_is_shipped_inside_the_package() -> None:
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_recipe_is_valid_and_fits_its_model(path: Path) -> None:
-    from nncompress.pipeline import check_recipe
+    from nncompress.stages import check_recipe
 
     header = path.read_text().split("\nversion:")[0]
     assert "Command:" in header and "Expected" in header

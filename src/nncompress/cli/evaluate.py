@@ -27,7 +27,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print ``accuracy``, ``error`` and ``loss``; 0 on success."""
     from nncompress.data import load_data
-    from nncompress.pipeline import load_run_model
+    from nncompress.run_folder import load_run_model
     from nncompress.train.loop import evaluate
 
     model, recipe = load_run_model(args.path, allow_import=args.allow_import)

@@ -49,7 +49,7 @@ def _input_shape(text: str | None, kwargs: dict[str, object]) -> tuple[int, ...]
 def run(args: argparse.Namespace) -> int:
     """Write the requested files and print their sizes; 0 on success."""
     from nncompress.models import architecture
-    from nncompress.pipeline import load_run_model
+    from nncompress.run_folder import load_run_model
 
     if args.output is None and args.onnx is None:
         raise ConfigError("nothing to write: give -o model.ncz and/or --onnx model.onnx")
