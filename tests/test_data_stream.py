@@ -96,6 +96,21 @@ def test_lmdb_raw_train_encoded_test(tmp_path: Path) -> None:
     assert torch.equal(tx[0], bgr.float() / 256) and ty.tolist() == [1]
 
 
+def test_lmdb_with_workers_and_one_database_for_both_splits(tmp_path: Path) -> None:
+    raw = np.random.default_rng(1).integers(0, 256, (6, 1, 4, 4), dtype=np.uint8)
+    write_lmdb(tmp_path / "db", [encode_datum(Datum(1, 4, 4, raw[i].tobytes(), label=i % 3))
+                                 for i in range(6)])
+    spec = f"lmdb:{tmp_path / 'db'}"
+    inline = open_stream(spec, transform=CROP, seed=9)
+    pooled = open_stream(spec, transform=CROP, seed=9, workers=2)
+    for stream in (inline, pooled):  # twice each: reading again after workers is fine
+        for _ in range(2):
+            got = list(stream.train_batches(4, start=0, stop=3))
+            assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+                       for a, b in zip(got, inline.train_batches(4, start=0, stop=3)))
+            assert torch.cat([y for _, y in stream.test_batches(4)]).tolist() == [0, 1, 2] * 2
+
+
 def _break(path: str) -> None:
     Path(path).write_bytes(b"\xff\xd8 this is not a JPEG")
 

@@ -21,7 +21,7 @@ from nncompress.data._decode import decode_image, import_lmdb
 from nncompress.data._registry import DatasetError, DatasetNotFoundError
 from nncompress.errors import FormatError
 
-__all__ = ["LmdbImages", "datum_pixels", "open_lmdb"]
+__all__ = ["LmdbImages", "close_environments", "datum_pixels", "open_lmdb"]
 
 
 def datum_pixels(datum: Datum, *, grey: bool = False) -> torch.Tensor:
@@ -63,14 +63,9 @@ class LmdbImages:
 
     def __init__(self, path: str, keys: list[bytes], num_classes: int, grey: bool = False) -> None:
         self.path, self.keys, self.num_classes, self.grey = path, keys, num_classes, grey
-        self._env: Any = None
-        self._pid = -1
 
     def __len__(self) -> int:
         return len(self.keys)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_env": None, "_pid": -1}
 
     def where(self, index: int) -> str:
         """The record of example ``index``, as errors name it."""
@@ -83,9 +78,7 @@ class LmdbImages:
         Raises:
             FormatError: the record is missing, not a ``Datum`` or not a readable image.
         """
-        if self._pid != os.getpid():
-            self._env, self._pid = _open_env(self.path), os.getpid()
-        with self._env.begin(buffers=False) as txn:
+        with _environment(self.path).begin(buffers=False) as txn:
             value = txn.get(self.keys[index])
         if value is None:
             raise FormatError("the record is gone (was the database changed?)")
@@ -93,13 +86,38 @@ class LmdbImages:
         return datum_pixels(datum, grey=self.grey), datum.label
 
 
-def _open_env(path: str) -> Any:
+# path -> (pid, environment). lmdb allows one environment per database and process, and a
+# child cannot open a database its parent had open when it forked: so environments are
+# shared within a process and closed (close_environments) before DataLoader workers start.
+_ENVIRONMENTS: dict[str, tuple[int, Any]] = {}
+
+
+def _environment(path: str) -> Any:
+    cached = _ENVIRONMENTS.get(path)
+    if cached is not None and cached[0] == os.getpid():
+        return cached[1]
     lmdb = import_lmdb()
     try:
-        return lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False,
-                         subdir=os.path.isdir(path), max_readers=1024)
+        env = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False,
+                        subdir=os.path.isdir(path), max_readers=1024)
     except lmdb.Error as exc:
         raise FormatError(f"{path!r} is not an LMDB database: {exc}") from exc
+    _ENVIRONMENTS[path] = (os.getpid(), env)
+    return env
+
+
+def close_environments() -> None:
+    """Close the databases this process has open (they reopen when next read).
+
+    Called before DataLoader workers fork, so each worker can open its own.
+
+    Example:
+        >>> close_environments()
+    """
+    for path, (pid, env) in list(_ENVIRONMENTS.items()):
+        if pid == os.getpid():
+            env.close()
+        del _ENVIRONMENTS[path]
 
 
 def open_lmdb(path: str | Path, *, grey: bool = False,
@@ -129,19 +147,15 @@ def open_lmdb(path: str | Path, *, grey: bool = False,
     path = str(Path(path).expanduser())
     if not os.path.exists(path):
         raise DatasetNotFoundError(f"LMDB database {path!r} does not exist")
-    env = _open_env(path)
-    try:
-        with env.begin() as txn:
-            keys = list(txn.cursor().iternext(keys=True, values=False))
-            if not keys:
-                raise DatasetError(f"LMDB database {path!r} has no records")
-            images = LmdbImages(path, keys, 0, grey)
-            _check_first(images, txn.get(keys[0]))
-            if num_classes is None:
-                labels = (decode_datum(v).label for v in txn.cursor().iternext(keys=False))
-                num_classes = max(labels) + 1
-    finally:
-        env.close()
+    with _environment(path).begin() as txn:
+        keys = list(txn.cursor().iternext(keys=True, values=False))
+        if not keys:
+            raise DatasetError(f"LMDB database {path!r} has no records")
+        images = LmdbImages(path, keys, 0, grey)
+        _check_first(images, txn.get(keys[0]))
+        if num_classes is None:
+            labels = (decode_datum(v).label for v in txn.cursor().iternext(keys=False))
+            num_classes = max(labels) + 1
     images.num_classes = num_classes
     return images
 

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,6 +116,8 @@ class StreamSplits:
 
     def _batches(self, feed: SampleFeed,
                  sampler: Sampler[Any]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.workers and "nncompress.data.caffe_lmdb" in sys.modules:
+            sys.modules["nncompress.data.caffe_lmdb"].close_environments()
         loader = DataLoader(feed, batch_sampler=sampler, num_workers=self.workers,
                             collate_fn=collate, pin_memory=self.pin_memory,
                             prefetch_factor=self.prefetch if self.workers else None,
