@@ -37,6 +37,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # writers that re-create the file (safetensors) too
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)

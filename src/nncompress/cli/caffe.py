@@ -1,11 +1,14 @@
-"""``nncompress caffe train|eval|convert``: run Caffe prototxt and caffemodel files."""
+"""``nncompress caffe train|eval|convert|decode-compact|encode-compact``: Caffe files.
+
+The actions themselves are in :mod:`nncompress.cli._caffe_actions`; this module holds the
+arguments.
+"""
 
 from __future__ import annotations
 
 import argparse
+from fractions import Fraction
 from pathlib import Path
-
-from nncompress.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
 
@@ -20,8 +23,44 @@ def _shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+def _scale(text: str) -> float:
+    try:
+        value = float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number like 0.00390625 or "
+                                         "1/256") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"--scale {text} must be positive")
+    return value
+
+
+def _means(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of means like 104,117,123 "
+                                         "(B,G,R) or 33.3") from None
+    return values
+
+
+def _scoring_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-shape", type=_shape, default=None,
+                   help="shape of one example for Data layers, e.g. 1,28,28 (default: the data's)")
+    p.add_argument("--scale", type=_scale, default=None,
+                   help="multiply inputs by this after the mean, e.g. 1/256 (default: the TEST "
+                        "Data layer's transform_param, else 1)")
+    mean = p.add_mutually_exclusive_group()
+    mean.add_argument("--mean-value", type=_means, default=None, metavar="B,G,R",
+                      help="mean subtracted per channel (one value for all channels, or one each)")
+    mean.add_argument("--mean-file", type=Path, default=None, metavar="FILE.binaryproto",
+                      help="per-pixel mean image subtracted (Caffe's binaryproto)")
+    p.add_argument("--output", default=None, metavar="BLOB",
+                   help="the blob holding the scores (default: the first bottom of the TEST "
+                        "Accuracy/loss layer that scores the labels, else the last top)")
+
+
 def add_parser(parser: argparse.ArgumentParser) -> None:
-    """Register ``caffe train``, ``caffe eval`` and ``caffe convert``."""
+    """Register the ``caffe`` actions."""
     sub = parser.add_subparsers(dest="caffe_command", metavar="ACTION", required=True)
     train = sub.add_parser("train", help="train with a Caffe solver and net (DNS/INQ layers too)")
     train.add_argument("--solver", type=Path, required=True, help="solver prototxt")
@@ -36,72 +75,47 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     for name, text in (("eval", "top-1 accuracy of a caffemodel on a data set"),
                        ("convert", "caffemodel to .ncz, .safetensors or plain .caffemodel")):
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("net", type=Path, help="net prototxt")
+        p.add_argument("net", type=Path, help="net prototxt (train_val or deploy)")
         p.add_argument("weights", type=Path, help="caffemodel")
-        p.add_argument("--input-shape", type=_shape, default=None,
-                       help="shape of one example for Data layers, e.g. 1,28,28 "
-                            "(default: from --data)")
+        _scoring_options(p)
         if name == "eval":
             p.add_argument("--data", required=True, help="data set: mnist, idx:DIR, synthetic")
             p.add_argument("--batch", type=int, default=100, help="examples per forward")
         else:
-            p.add_argument("-o", "--output", type=Path, required=True,
+            p.add_argument("-o", "--out", type=Path, required=True, dest="out_file",
                            help="output file: .ncz, .safetensors or .caffemodel")
             p.add_argument("--data", default=None, help="data set, to take the input shape from")
+    _compact_parsers(sub)
+
+
+def _compact_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    text = "the seed's compact .binary file to .caffemodel, .ncz or .safetensors"
+    dec = sub.add_parser("decode-compact", help=text, description=text)
+    dec.add_argument("net", type=Path, help="net prototxt the file was written for")
+    dec.add_argument("file", type=Path, help="the seed's compact file (.binary)")
+    dec.add_argument("-o", "--out", type=Path, required=True, dest="out_file",
+                     help="output file: .caffemodel, .ncz or .safetensors")
+    dec.add_argument("--gap-bits", type=int, choices=(4, 8), default=None,
+                     help="the variant (default: the one that reads the file exactly)")
+    dec.add_argument("--input-shape", type=_shape, default=None,
+                     help="shape of one example for Data layers, e.g. 1,28,28")
+    text = "a caffemodel to the seed's compact .binary file (for the original C++ decoder)"
+    enc = sub.add_parser("encode-compact", help=text, description=text)
+    enc.add_argument("net", type=Path, help="net prototxt")
+    enc.add_argument("weights", type=Path, help="caffemodel (INQ-quantized: at most 15 non-zero "
+                                                "values per blob)")
+    enc.add_argument("-o", "--out", type=Path, required=True, dest="out_file",
+                     help="output .binary file")
+    enc.add_argument("--gap-bits", type=int, choices=(4, 8), default=4,
+                     help="index gaps in 4 bits (the seed's first variant) or 8 bits")
+    enc.add_argument("--input-shape", type=_shape, default=None,
+                     help="shape of one example for Data layers, e.g. 1,28,28")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen action; 0 on success."""
-    if args.caffe_command == "train":
-        return _train(args)
-    return _eval(args) if args.caffe_command == "eval" else _convert(args)
+    from nncompress.cli import _caffe_actions as actions
 
-
-def _train(args: argparse.Namespace) -> int:
-    from nncompress.interop.solver_train import train_from_solver
-
-    result = train_from_solver(args.solver, net=args.net, weights=args.weights, data=args.data,
-                               out_dir=args.out, max_iter=args.max_iter)
-    if result.tests:
-        it, outputs = result.tests[-1]
-        shown = ", ".join(f"{k} = {v:.4f}" for k, v in outputs.items())
-        print(f"done: {result.iterations} iterations; last test (iteration {it}): {shown}")
-    for path in result.snapshots:
-        print(f"wrote {path}")
-    return 0
-
-
-def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from nncompress.data import load_data
-    from nncompress.interop.convert import load_plain
-
-    splits = load_data(args.data, scale=1.0) if args.data else None
-    shape = args.input_shape or (splits.input_shape if splits is not None else None)
-    net, text = load_plain(args.net, args.weights, shape)
-    return net, text, splits
-
-
-def _eval(args: argparse.Namespace) -> int:
-    from nncompress.interop.convert import evaluate
-    from nncompress.interop.solver_train import DataFeed
-
-    if args.batch <= 0:
-        raise ConfigError(f"--batch {args.batch} must be a positive number of examples")
-    net, _, splits = _load(args)
-    test = next((s.spec for s in net.steps if "TEST" in s.phases and s.spec.type == "Data"),
-                None)
-    transform = None
-    if test is not None:
-        transform = DataFeed(splits.test_x, splits.test_y, test, train=False, seed=0).transform
-    accuracy = evaluate(net, splits.test_x, splits.test_y, args.batch, transform)
-    print(f"{args.data} test ({len(splits.test_y):,} examples): accuracy {100 * accuracy:.2f}%")
-    return 0
-
-
-def _convert(args: argparse.Namespace) -> int:
-    from nncompress.interop.convert import convert
-
-    net, text, _ = _load(args)
-    path = convert(net, text, args.output)
-    print(f"wrote {path} ({path.stat().st_size:,} bytes)")
-    return 0
+    return {"train": actions.train, "eval": actions.evaluate, "convert": actions.convert,
+            "decode-compact": actions.decode_compact,
+            "encode-compact": actions.encode_compact}[args.caffe_command](args)

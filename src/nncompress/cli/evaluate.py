@@ -40,6 +40,11 @@ def run(args: argparse.Namespace) -> int:
     seed = recipe.seed if recipe is not None else 0
     if args.split == "val" and validation == 0:
         raise ConfigError("--split val: the run held out no validation set (data.validation 0)")
+    transform = getattr(model, "input_transform", None)
+    if transform is not None:  # a converted Caffe net: pixels through its own transform
+        from torch import nn
+
+        scale, model = 1.0, nn.Sequential(transform, model)
     splits = load_data(spec, scale=scale, validation=validation, seed=seed)
     x, y = {"test": (splits.test_x, splits.test_y), "val": (splits.val_x, splits.val_y),
             "train": (splits.train_x, splits.train_y)}[args.split]

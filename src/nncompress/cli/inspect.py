@@ -37,8 +37,10 @@ def format_info(info: CompactInfo) -> str:
                  f"{8 * pos / kept if kept else 0:.2f}", f"{8 * val / kept if kept else 0:.2f}",
                  f"{pos + val:,}"])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    kwargs = {k: f"<{len(v):,} characters>" if isinstance(v, str) and len(v) > 60 else v
+              for k, v in info.arch["kwargs"].items()}  # a Caffe net's text: not in the header
     lines = [f"{info.path}: format {info.version}, model {info.arch['ref']} "
-             f"{json.dumps(info.arch['kwargs'])}, floats stored as {info.float_dtype}"]
+             f"{json.dumps(kwargs)}, floats stored as {info.float_dtype}"]
     for i, r in enumerate(rows):
         if i == len(rows) - 1:
             lines.append("  ".join("-" * w for w in widths))

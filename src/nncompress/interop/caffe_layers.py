@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nncompress.errors import ConfigError
 from nncompress.interop import caffe_ops as ops
 from nncompress.interop._layer_base import (
     Builder,
@@ -32,7 +33,8 @@ from nncompress.interop.caffe_losses import LOSS_BUILDERS, LOSS_TYPES
 from nncompress.interop.caffe_spec import LayerSpec
 from nncompress.interop.prototxt import Message, PrototxtError
 
-__all__ = ["BUILDERS", "INPUT_TYPES", "LOSS_TYPES", "Built", "Op", "dummy_blob", "fill"]
+__all__ = ["BUILDERS", "INPUT_TYPES", "LOSS_TYPES", "Built", "Op", "dummy_blob", "fill",
+           "input_blob_shape"]
 
 INPUT_TYPES = ("Data", "Input", "DummyData")
 
@@ -283,3 +285,33 @@ def dummy_blob(spec: LayerSpec, index: int, gen: torch.Generator | None) -> Sequ
     if not shapes:
         raise PrototxtError(p.where, f"layer '{spec.name}': DummyData needs a shape")
     return shapes[index] if len(shapes) > 1 else shapes[0]
+
+
+def input_blob_shape(spec: LayerSpec, index: int,
+                     input_shape: Sequence[int] | None) -> tuple[int, ...]:
+    """The shape (batch 1) of top ``index`` of a Data, Input or DummyData layer.
+
+    Data layers read a database: ``input_shape`` (one example) stands for it, cropped as the
+    layer's ``transform_param`` says.
+    """
+    if spec.type == "Data":
+        if index > 0:
+            return (1,)
+        if input_shape is None:
+            raise ConfigError(f"{spec.where}: the Data layer '{spec.name}' reads a database; "
+                              "give the shape of one example (e.g. input_shape=(1, 28, 28), "
+                              "or --data mnist on the command line)")
+        crop = (spec.msg.message("transform_param") or Message(where="")).get_int(
+            "crop_size", 0) or 0
+        shape = tuple(input_shape)
+        if crop:
+            shape = (*shape[:-2], crop, crop)
+        return (1, *shape)
+    if spec.type == "Input":
+        p = spec.msg.message("input_param") or Message(where=spec.where)
+        dims = [s.ints("dim") for s in p.messages("shape")]
+        if not dims:
+            raise PrototxtError(p.where, f"layer '{spec.name}': Input needs input_param "
+                                "{ shape { dim: ... } }")
+        return (1, *(dims[index] if len(dims) > 1 else dims[0])[1:])
+    return (1, *dummy_blob(spec, index, None)[1:])

@@ -17,12 +17,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from nncompress.errors import ConfigError
-from nncompress.interop.caffe_layers import BUILDERS, INPUT_TYPES, LOSS_TYPES, Op, dummy_blob, fill
+from nncompress.interop.caffe_layers import (
+    BUILDERS,
+    INPUT_TYPES,
+    LOSS_TYPES,
+    Op,
+    dummy_blob,
+    fill,
+    input_blob_shape,
+)
 from nncompress.interop.caffe_losses import LABEL_TYPES
 from nncompress.interop.caffe_spec import (
     COMPRESSION_TYPES,
@@ -32,7 +41,7 @@ from nncompress.interop.caffe_spec import (
     module_key,
     phase_included,
 )
-from nncompress.interop.prototxt import Message, PrototxtError, parse_file, parse_text
+from nncompress.interop.prototxt import Message, parse_file, parse_text
 
 __all__ = ["PHASES", "CaffeNet", "Step", "from_prototxt", "from_text", "supported_types"]
 
@@ -86,6 +95,7 @@ class CaffeNet(nn.Module):
         self.outputs: dict[str, str | None] = {}  # phase -> the blob net(x) returns
         self.inputs: dict[str, str | None] = {}  # phase -> the blob net(x) takes
         self._key_types: dict[str, str] = {}
+        self.input_transform: nn.Module | None = None  # how data is scored (converted files)
         self._build(torch.Generator().manual_seed(seed))
 
     # -- building -----------------------------------------------------------------------------
@@ -145,13 +155,17 @@ class CaffeNet(nn.Module):
         spec = step.spec
         if spec.type in INPUT_TYPES:
             for i, top in enumerate(spec.tops):
-                shapes[top] = self._input_shape(spec, i)
+                shapes[top] = input_blob_shape(spec, i, self.input_shape)
             return
         with torch.no_grad():
             xs = [torch.zeros((2, *shapes[b][1:])) if shapes[b] else torch.zeros(())
                   for b in spec.bottoms]
             if spec.type in LABEL_TYPES:
                 xs[1:] = [torch.zeros(x.shape, dtype=torch.int64) for x in xs[1:]]
+            if spec.type in (*LOSS_TYPES, "Accuracy") and xs and xs[0].is_meta:
+                # built on the meta device (a file's shape check): scalar tops, no values to count
+                shapes.update({top: () for top in spec.tops})
+                return
             module = self._modules.get(step.key) if step.key else None
             was_training = module.training if module is not None else False
             if module is not None:
@@ -169,34 +183,16 @@ class CaffeNet(nn.Module):
         for top, out in zip(spec.tops, outs):
             shapes[top] = (1, *out.shape[1:]) if out.dim() else ()
 
-    def _input_shape(self, spec: LayerSpec, index: int) -> tuple[int, ...]:
-        if spec.type == "Data":
-            if index > 0:
-                return (1,)
-            if self.input_shape is None:
-                raise ConfigError(f"{spec.where}: the Data layer '{spec.name}' reads a database; "
-                                  "give the shape of one example (e.g. input_shape=(1, 28, 28), "
-                                  "or --data mnist on the command line)")
-            crop = (spec.msg.message("transform_param") or Message(where="")).get_int(
-                "crop_size", 0) or 0
-            shape = self.input_shape
-            if crop:
-                shape = (*shape[:-2], crop, crop)
-            return (1, *shape)
-        if spec.type == "Input":
-            p = spec.msg.message("input_param") or Message(where=spec.where)
-            dims = [s.ints("dim") for s in p.messages("shape")]
-            if not dims:
-                raise PrototxtError(p.where, f"layer '{spec.name}': Input needs input_param "
-                                    "{ shape { dim: ... } }")
-            return (1, *(dims[index] if len(dims) > 1 else dims[0])[1:])
-        return (1, *dummy_blob(spec, index, None)[1:])
-
     def _output_blob(self, phase: str, built: Mapping[int, Step]) -> str | None:
+        """The scores: the first bottom of the Accuracy or loss layer that scores the labels,
+        the deepest such head when there are several (auxiliary heads come earlier)."""
         active = [s for i, s in enumerate(self.specs) if i in built and phase in built[i].phases]
-        for spec in active:
-            if spec.type in (*LOSS_TYPES, "Accuracy") and spec.bottoms:
-                return spec.bottoms[0]
+        labels = {s.tops[1] for s in active if s.type in INPUT_TYPES and len(s.tops) > 1}
+        made_at = {t: i for i, s in enumerate(active) for t in s.tops}
+        heads = [s for s in active if s.type in (*LOSS_TYPES, "Accuracy") and s.bottoms
+                 and (len(s.bottoms) < 2 or not labels or s.bottoms[1] in labels)]
+        if heads:
+            return max(heads, key=lambda s: made_at.get(s.bottoms[0], -1)).bottoms[0]
         consumed = {b for s in active for b in s.bottoms}
         tops = [t for s in active if s.type not in INPUT_TYPES for t in s.tops
                 if t not in consumed]
@@ -316,8 +312,17 @@ def from_prototxt(path: str | Path, input_shape: Sequence[int] | None = None,
     return CaffeNet(parse_file(path, "net prototxt"), input_shape=input_shape, seed=seed)
 
 
-def from_text(text: str, input_shape: Sequence[int] | None = None, seed: int = 0) -> CaffeNet:
+def from_text(text: str, input_shape: Sequence[int] | None = None, seed: int = 0,
+              transform: dict[str, Any] | None = None, output: str | None = None) -> CaffeNet:
     """Build a :class:`CaffeNet` from net prototxt text (how compact files record a Caffe net).
+
+    Args:
+        text: the net prototxt.
+        input_shape: the shape of one example for Data layers.
+        seed: seed of the weight fillers.
+        transform: the input transform the net is scored with (``CaffeTransform.to_json``);
+            kept as its ``input_transform``.
+        output: the blob ``net(x)`` returns in the TEST phase, instead of the scored one.
 
     Example:
         >>> net = from_text('input: "x" input_shape { dim: 1 dim: 3 } '
@@ -326,4 +331,11 @@ def from_text(text: str, input_shape: Sequence[int] | None = None, seed: int = 0
         >>> net(torch.zeros(4, 3)).shape
         torch.Size([4, 2])
     """
-    return CaffeNet(parse_text(text, "<net text>"), input_shape=input_shape, seed=seed)
+    net = CaffeNet(parse_text(text, "<net text>"), input_shape=input_shape, seed=seed)
+    if transform is not None:
+        from nncompress.interop.transform import CaffeTransform
+
+        net.input_transform = CaffeTransform.from_json(transform)
+    if output is not None:
+        net.outputs["TEST"] = output
+    return net

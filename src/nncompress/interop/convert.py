@@ -3,10 +3,14 @@
 Conversions by the output's suffix: ``.ncz`` (nncompress compact file), ``.safetensors`` (a PyTorch
 checkpoint of the ``state_dict``, with the net text in its metadata) and ``.caffemodel`` (a normal
 caffemodel, masks baked in: turns the seed's four-blob DNS/INQ models into files plain Caffe loads).
+The input transform and the scored output blob travel with ``.ncz`` files (architecture
+arguments; a mean image as the ``input_transform.mean_image`` tensor) and ``.safetensors`` files
+(metadata ``transform`` and ``output``), so every evaluation sees the same inputs.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,9 @@ from nncompress._io import atomic_path
 from nncompress.errors import ConfigError
 from nncompress.interop.caffe_net import CaffeNet
 from nncompress.interop.caffemodel import read_caffemodel, write_caffemodel
+from nncompress.interop.deploy import class_scores
 from nncompress.interop.prototxt import parse_file
+from nncompress.interop.transform import CaffeTransform
 from nncompress.interop.weights import bake_masks, load_blobs, net_blobs
 
 __all__ = ["SUFFIXES", "convert", "evaluate", "load_plain"]
@@ -67,7 +73,7 @@ def evaluate(net: CaffeNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 
         batch = x[start:start + batch_size]
         if transform is not None:
             batch = transform(batch)
-        scores = net(batch)
+        scores = class_scores(net(batch), net.outputs.get("TEST") or "output")
         correct += int((scores.argmax(1) == y[start:start + batch_size]).sum())
     return correct / max(x.shape[0], 1)
 
@@ -91,7 +97,7 @@ def convert(net: CaffeNet, text: str, out: str | Path) -> Path:
         from nncompress.export import save_compact
 
         arch = {"ref": "nncompress.interop.caffe_net:from_text",
-                "kwargs": {"text": text, "input_shape": _shape(net)}}
+                "kwargs": {"text": text, "input_shape": _shape(net), **_scoring(net)}}
         save_compact(net, path, arch=arch)
     else:
         raise ConfigError(f"output {str(path)!r} has an unknown suffix; use one of "
@@ -103,11 +109,23 @@ def _shape(net: CaffeNet) -> list[int] | None:
     return list(net.input_shape) if net.input_shape is not None else None
 
 
+def _scoring(net: CaffeNet) -> dict[str, Any]:
+    """How the net is scored: its input transform and TEST output, for the converted file."""
+    out: dict[str, Any] = {}
+    if isinstance(net.input_transform, CaffeTransform):
+        out["transform"] = net.input_transform.to_json()
+    if net.outputs.get("TEST"):
+        out["output"] = net.outputs["TEST"]
+    return out
+
+
 def _save_safetensors(net: CaffeNet, text: str, path: Path) -> None:
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous().clone() for k, v in net.state_dict().items()}
     meta = {"format": "nncompress.caffe", "net_prototxt": text,
             "input_shape": ",".join(str(d) for d in _shape(net) or [])}
+    meta |= {k: json.dumps(v) if isinstance(v, dict) else str(v)
+             for k, v in _scoring(net).items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)

@@ -29,6 +29,7 @@ from nncompress.interop.caffe_spec import LayerSpec
 from nncompress.interop.caffemodel import read_caffemodel, write_caffemodel
 from nncompress.interop.prototxt import Message, parse_file
 from nncompress.interop.solver import SolverSettings, make_optimizer, read_solver, resolve_net
+from nncompress.interop.transform import CaffeTransform, TransformSpec
 from nncompress.interop.weights import LoadedMasks, apply_masks, bake_masks, load_blobs, net_blobs
 from nncompress.layers import COMPRESSIBLE
 from nncompress.train import apply_lr
@@ -57,26 +58,21 @@ class DataFeed:
         spec: the Data layer (``batch_size``, ``transform_param``).
         train: random crops and mirrors when True, center crops when False.
         seed: seed of the crop/mirror draws.
+        base: the net's folder, where a relative ``mean_file`` is also looked up.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, spec: LayerSpec, train: bool,
-                 seed: int) -> None:
+                 seed: int, base: Path | None = None) -> None:
         data = spec.msg.message("data_param") or Message(where=spec.where)
         self.batch_size = data.get_int("batch_size", 0) or 0
         if self.batch_size <= 0:
             raise ConfigError(f"{spec.where}: Data layer '{spec.name}' needs "
                               "data_param { batch_size: N }")
-        t = spec.msg.message("transform_param") or Message(where=spec.where)
-        if t.has("mean_file"):
-            raise ConfigError(f"{spec.where}: mean_file is not supported; use mean_value")
-        self.scale = t.get_float("scale", 1.0)
-        self.mean = t.floats("mean_value")
-        self.crop = t.get_int("crop_size", 0) or 0
-        self.mirror = bool(t.get_bool("mirror", False))
+        settings = TransformSpec.from_param(spec.msg.message("transform_param"), spec.where)
+        self.transform = CaffeTransform(settings, base=base, seed=seed).train(train)
         self.x, self.y, self.train = x, y, train
         self.tops = spec.tops
         self.cursor = 0
-        self.gen = torch.Generator().manual_seed(seed)
 
     def next(self) -> dict[str, torch.Tensor]:
         """The next batch as ``{data top: images, label top: labels}``."""
@@ -88,24 +84,6 @@ class DataFeed:
         if len(self.tops) > 1:
             out[self.tops[1]] = self.y[index]
         return out
-
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        """Caffe's DataTransformer: subtract the mean, crop, mirror, then scale."""
-        if self.mean:
-            mean = torch.tensor(self.mean, dtype=x.dtype)
-            x = x - (mean.view(1, -1, 1, 1) if len(self.mean) > 1 else mean)
-        if self.crop:
-            h, w = x.shape[-2:]
-            if self.train:
-                top = int(torch.randint(h - self.crop + 1, (1,), generator=self.gen))
-                left = int(torch.randint(w - self.crop + 1, (1,), generator=self.gen))
-            else:
-                top, left = (h - self.crop) // 2, (w - self.crop) // 2
-            x = x[..., top:top + self.crop, left:left + self.crop]
-        if self.mirror and self.train:
-            flip = torch.rand(x.shape[0], generator=self.gen) < 0.5
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-        return x * self.scale if self.scale is not None else x
 
 
 def _data_spec(net: CaffeNet, phase: str) -> LayerSpec | None:
@@ -160,8 +138,9 @@ class _Run:
     """The state of one ``caffe train`` run."""
 
     def __init__(self, settings: SolverSettings, net: CaffeNet, splits: Splits | None,
-                 out_dir: Path, log: Log) -> None:
+                 out_dir: Path, log: Log, base: Path | None = None) -> None:
         self.s, self.net, self.out_dir, self.log = settings, net, out_dir, log
+        self.base = base
         self.optimizer = make_optimizer(settings, _param_groups(net))
         self.schedule = settings.schedule()
         seed = max(settings.random_seed, 0)
@@ -180,7 +159,7 @@ class _Run:
                               "(--data mnist, idx:DIR or synthetic)")
         x, y = (splits.train_x, splits.train_y) if phase == "TRAIN" else \
             (splits.test_x, splits.test_y)
-        return DataFeed(x, y, spec, train=phase == "TRAIN", seed=seed)
+        return DataFeed(x, y, spec, train=phase == "TRAIN", seed=seed, base=self.base)
 
     def solve(self) -> TrainResult:
         s, it = self.s, 0
@@ -303,4 +282,4 @@ def train_from_solver(solver: str | Path, net: str | Path | None = None,
         masks = load_blobs(model, read_caffemodel(weights), weights)
     prepare_compression(model, masks)
     log(f"Solving {model.net_name or net_path} ({settings.type}, {settings.max_iter} iterations)")
-    return _Run(settings, model, splits, Path(out_dir), log).solve()
+    return _Run(settings, model, splits, Path(out_dir), log, net_path.parent).solve()
