@@ -96,6 +96,9 @@ def _codes_stream(codes: np.ndarray, alphabet: int) -> bytes:
 def _read_codes(stream: bytes, count: int, alphabet: int, what: str) -> np.ndarray:
     method, body = unwrap(stream, count, what)
     if method == RANS:
+        if count > RANS_MAX_SYMBOLS:  # the writer codes longer streams with zstd
+            raise FormatError(f"{what}: {count} entropy-coded values, more than the "
+                              f"{RANS_MAX_SYMBOLS} a stream may hold")
         dec = RansDecoder(body, what)
         model = dec.get_model()
         codes = np.array(dec.get_symbols(count, model), dtype=np.int64)
@@ -170,6 +173,7 @@ def encode_tensor(name: str, tensor: torch.Tensor, float_dtype: str) -> EncodedT
         return _encode_pow2(meta, codes, 1 + 2 * levels, np.flatnonzero(codes), shape)
     store = torch.float16 if float_dtype == "float16" else t.dtype
     stored = t.reshape(-1).to(store)
+    _check_no_overflow(name, t.reshape(-1), stored)
     nonzero = np.flatnonzero((stored != 0).numpy())  # after rounding: tiny values may vanish
     meta |= {"values": _DTYPE_NAMES[store], "kept": int(nonzero.size)}
     dense = EncodedTensor(meta | {"layout": "dense"}, b"",
@@ -183,6 +187,18 @@ def encode_tensor(name: str, tensor: torch.Tensor, float_dtype: str) -> EncodedT
         positions_stream([*best.sets, kept_code]),
         _bytes_stream(_to_bytes(stored[torch.from_numpy(nonzero)]), stored.element_size()))
     return min((dense, sparse), key=lambda e: len(e.positions) + len(e.values))
+
+
+def _check_no_overflow(name: str, original: torch.Tensor, stored: torch.Tensor) -> None:
+    """Refuse finite values that rounding to a narrower dtype would turn into infinities."""
+    overflow = torch.isinf(stored) & torch.isfinite(original)
+    if bool(overflow.any()):
+        value = float(original[overflow][0])
+        limit = torch.finfo(stored.dtype).max
+        raise ConfigError(
+            f"tensor {name!r} holds {value:g}, beyond {str(stored.dtype).removeprefix('torch.')}"
+            f"'s range (±{limit:g}): stored so it would become {'-' if value < 0 else ''}inf; "
+            "save with float_dtype='float32' (lossless)")
 
 
 def _encode_pow2(meta: dict[str, Any], codes: np.ndarray, alphabet: int, nonzero: np.ndarray,

@@ -31,21 +31,27 @@ Each stream is a method byte (0 raw, 1 zstd without its magic, 2 rANS) and its p
 streams follow in tensor order and their lengths must add up to the rest of the body. Index
 sets are gap codes (see ``_positions``). Every length is checked against the bytes actually
 present before anything is allocated, and zstd output is bounded by what the metadata allows.
+The metadata itself decompresses to at most 1 MiB + 1024 bytes per stored byte, nests at most
+``MAX_JSON_DEPTH`` levels (counted before parsing) and holds no NaN or Infinity.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from nncompress.errors import FormatError
 from nncompress.export._streams import RAW, unwrap, zstd_stream
 
-__all__ = ["FORMAT_NAME", "HEADER_SIZE", "MAGIC", "VERSION", "pack", "parse", "unpack"]
+__all__ = ["FORMAT_NAME", "HEADER_SIZE", "MAGIC", "MAX_JSON_DEPTH", "VERSION", "json_depth",
+           "pack", "parse", "unpack"]
 
 MAGIC = b"\x89NCZ"
 VERSION = 1
@@ -53,6 +59,10 @@ FORMAT_NAME = "nncompress-compact"
 _HEADER = struct.Struct("<4sHHQI")
 HEADER_SIZE = _HEADER.size
 _MAX_META_BYTES = 64 << 20  # decompressed metadata bound: far above any real model's table
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_OPEN = np.frombuffer(b"[{", dtype=np.uint8)
+_CLOSE = np.frombuffer(b"]}", dtype=np.uint8)
 # zstd codes the metadata with this fixed raw-content dictionary: the JSON keys and typical
 # values cost almost nothing. Part of format version 1: never change it.
 _META_DICTIONARY = (
@@ -159,15 +169,41 @@ def _parse_body(body: bytes, crc: int, what: str) -> tuple[dict[str, Any], bytes
     meta_len, offset = _read_varint(body, what)
     if meta_len > len(body) - offset:
         raise FormatError(f"{what}: metadata length {meta_len} exceeds the file")
-    _, text = unwrap(body[offset:offset + meta_len], _MAX_META_BYTES, f"{what}: metadata",
+    # JSON (keys, Caffe net text) compresses far less than 1024-fold
+    bound = min(_MAX_META_BYTES, (1 << 20) + 1024 * meta_len)
+    _, text = unwrap(body[offset:offset + meta_len], bound, f"{what}: metadata",
                      _META_DICTIONARY)
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise FormatError(f"{what}: metadata nests {depth} levels deep, at most "
+                          f"{MAX_JSON_DEPTH} are allowed")
     try:
-        meta = json.loads(text.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        meta = json.loads(text.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise FormatError(f"{what}: metadata is not valid JSON ({exc})") from None
     if not isinstance(meta, dict):
         raise FormatError(f"{what}: metadata is not a JSON object")
     return meta, body[offset + meta_len:]
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def json_depth(text: bytes) -> int:
+    """How deeply the arrays and objects of a JSON text nest, found without parsing it.
+
+    Strings are removed first (brackets inside them do not count); the depth is the highest
+    running count of opening minus closing brackets.
+
+    Example:
+        >>> json_depth(b'{"a": [[1], "]]]["], "b": {}}')
+        3
+    """
+    bare = _JSON_STRING.sub(b"", text)
+    codes = np.frombuffer(bare, dtype=np.uint8)
+    steps = np.isin(codes, _OPEN).astype(np.int64) - np.isin(codes, _CLOSE)
+    return int(np.cumsum(steps).max(initial=0))
 
 
 def _check_header(header: bytes, what: str) -> None:

@@ -166,6 +166,9 @@ def _read_positions(stream: bytes, counts: list[int], limits: list[int],
     bound = sum(counts) * 9 + len(counts) + 8
     method, body = unwrap(stream, bound, what)
     if method == RANS:
+        if sum(counts) > RANS_MAX_SYMBOLS:  # the writer codes longer streams with zstd
+            raise FormatError(f"{what}: {sum(counts)} entropy-coded positions, more than the "
+                              f"{RANS_MAX_SYMBOLS} a stream may hold")
         dec = RansDecoder(body, what)
         out = []
         for count, limit in zip(counts, limits, strict=True):

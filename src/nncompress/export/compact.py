@@ -19,15 +19,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from nncompress.errors import ConfigError, FormatError, NNCompressError
+from nncompress.errors import ConfigError, FormatError
 from nncompress.export._codec import DTYPES, decode_tensor, encode_tensor
-from nncompress.export._container import FORMAT_NAME, VERSION, pack, unpack
+from nncompress.export._container import FORMAT_NAME, HEADER_SIZE, VERSION, pack, unpack
+from nncompress.export._guard import AllocationGuard, budget
+from nncompress.export._schema import (
+    FLOAT_DTYPES,
+    check_matches,
+    check_meta,
+    is_builtin,
+)
 
 __all__ = ["CompactInfo", "TensorInfo", "inspect_compact", "load_compact", "save_compact"]
 
-FLOAT_DTYPES = ("float32", "float16")
-_MAX_DIMS = 8
-_MAX_NUMEL = 1 << 40
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ def save_compact(model: nn.Module, path: str | Path, *, arch: dict[str, Any] | N
     model = _finalized(model)
     arch = _architecture(model, arch)
     state = model.state_dict()
-    _check_rebuilds(arch, state)
+    rebuilt = _check_rebuilds(arch, state)
     metas, streams = [], []
     for name, tensor in state.items():
         enc = encode_tensor(name, tensor, float_dtype)
@@ -143,6 +147,7 @@ def save_compact(model: nn.Module, path: str | Path, *, arch: dict[str, Any] | N
     meta = {"format": FORMAT_NAME, "arch": arch, "float_dtype": float_dtype,
             "writer": f"nncompress {__version__}", "tensors": metas}
     data = pack(meta, streams)
+    _check_loads_back(meta, streams, len(data), rebuilt, str(path))
     atomic_write_bytes(path, data)
     return _info(str(path), meta, len(data))
 
@@ -171,26 +176,18 @@ def load_compact(path: str | Path, *, allow_import: bool = False) -> nn.Module:
         >>> type(load_compact(target)).__name__
         'TinyMLP'
     """
-    (meta, data), _ = unpack(path)
-    return _load(meta, data, str(path), allow_import)
+    (meta, data), size = unpack(path)
+    return _load(meta, data, str(path), allow_import, size)
 
 
-def _load(meta: dict[str, Any], data: bytes, what: str, allow_import: bool) -> nn.Module:
-    tensors = _check_meta(meta, len(data), what)
-    # Build a storage-free skeleton first: a corrupted or crafted architecture (say, a huge
-    # hidden size) is caught by the shape check before anything is allocated.
-    try:
-        with torch.device("meta"):
-            skeleton = _rebuild(meta["arch"], allow_import, what)
-    except NNCompressError:
-        raise
-    except Exception:  # a builder that cannot run on the meta device: check after building
-        skeleton = None
-    if skeleton is not None:
-        _check_matches(tensors, skeleton.state_dict(), what)
-    model = _rebuild(meta["arch"], allow_import, what)
-    expected = model.state_dict()
-    _check_matches(tensors, expected, what)
+def _load(meta: dict[str, Any], data: bytes, what: str, allow_import: bool,
+          file_bytes: int | None = None) -> nn.Module:
+    """Check the metadata, build the model within the file's budget, decode, assign."""
+    if file_bytes is None:  # bytes given without their file: about what the file would take
+        file_bytes = HEADER_SIZE + len(json.dumps(meta)) + len(data)
+    tensors = check_meta(meta, len(data), file_bytes, what)
+    _check_allowed(meta["arch"]["ref"], allow_import, what)
+    model = _build(meta["arch"], tensors, budget(file_bytes), what)
     state, offset = {}, 0
     for t in tensors:
         pos_len, val_len = t["bytes"]
@@ -202,6 +199,37 @@ def _load(meta: dict[str, Any], data: bytes, what: str, allow_import: bool) -> n
     # float64), while the module's Parameters keep their requires_grad.
     model.load_state_dict(state, assign=True)
     return model.eval()
+
+
+def _build(arch: dict[str, Any], tensors: list[dict[str, Any]], limit: int,
+           what: str) -> nn.Module:
+    """Build on the meta device and check it against the file first; then for real, guarded.
+
+    A registered model must build on the meta device: a crafted architecture (a huge hidden
+    size) fails there, or differs from the file's checked tensors, before anything is
+    allocated. Other builders may need real tensors (a Caffe net runs its layers to infer
+    shapes): their real build runs under an :class:`AllocationGuard` of the file's budget.
+    """
+    try:
+        with torch.device("meta"):
+            skeleton: nn.Module | None = _call_builder(arch)
+    except Exception as exc:  # any failure of the builder is the file's
+        if ":" not in arch["ref"]:
+            raise _cannot_build(arch, exc, what) from None
+        skeleton = None
+    if skeleton is not None:
+        check_matches(tensors, skeleton.state_dict(), what)
+    try:
+        with AllocationGuard(limit, what):
+            model = _call_builder(arch)
+    except FormatError as exc:
+        if str(exc).startswith(f"{what}: "):
+            raise
+        raise _cannot_build(arch, exc, what) from None
+    except Exception as exc:
+        raise _cannot_build(arch, exc, what) from None
+    check_matches(tensors, model.state_dict(), what)
+    return model
 
 
 def inspect_compact(path: str | Path) -> CompactInfo:
@@ -216,7 +244,7 @@ def inspect_compact(path: str | Path) -> CompactInfo:
         'fc1.weight'
     """
     (meta, data), size = unpack(path)
-    _check_meta(meta, len(data), str(path))
+    check_meta(meta, len(data), size, str(path))
     return _info(str(path), meta, size)
 
 
@@ -257,79 +285,44 @@ def _architecture(model: nn.Module, arch: dict[str, Any] | None) -> dict[str, An
         raise ConfigError(f"arch kwargs must be JSON-serialisable: {exc}") from None
 
 
-def _check_rebuilds(arch: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
-    from nncompress.models import build_model
-
-    rebuilt = build_model(arch["ref"], **arch["kwargs"]).state_dict()
+def _check_rebuilds(arch: dict[str, Any], state: dict[str, torch.Tensor]
+                    ) -> dict[str, torch.Tensor]:
+    rebuilt = _call_builder(arch).state_dict()
     if list(rebuilt) != list(state) or any(rebuilt[k].shape != v.shape for k, v in state.items()):
         raise ConfigError(
             f"architecture {arch['ref']!r} with kwargs {arch['kwargs']} builds a model whose "
             "tensors differ from this model's (names or shapes); pass the matching arch=")
+    return rebuilt
 
 
-# Import paths inside nncompress that build a model from data alone (a Caffe net's text);
-# loading them runs none of the file's code, so they need no allow_import.
-_TRUSTED_REFS = frozenset({"nncompress.interop.caffe_net:from_text"})
-
-
-def _rebuild(arch: dict[str, Any], allow_import: bool, what: str) -> nn.Module:
-    from nncompress.models import build_model
-
-    ref = arch["ref"]
-    if ":" in ref and ref not in _TRUSTED_REFS and not allow_import:
+def _check_allowed(ref: str, allow_import: bool, what: str) -> None:
+    if not is_builtin(ref) and not allow_import:
         raise ConfigError(
             f"{what}: the architecture {ref!r} is an import path; loading it imports and runs "
             "that code. If you trust the file, pass allow_import=True (CLI: --allow-import)")
+
+
+def _call_builder(arch: dict[str, Any]) -> nn.Module:
+    from nncompress.models import build_model
+
+    return build_model(arch["ref"], **arch["kwargs"])
+
+
+def _cannot_build(arch: dict[str, Any], exc: Exception, what: str) -> FormatError:
+    kwargs = json.dumps(arch["kwargs"])
+    shown = kwargs if len(kwargs) <= 200 else kwargs[:196] + " ..."
+    reason = str(exc) if isinstance(exc, ConfigError | FormatError) else (
+        f"{type(exc).__name__}: {exc}")
+    return FormatError(f"{what}: cannot rebuild the model: {reason} (architecture "
+                       f"{arch['ref']!r} with kwargs {shown})")
+
+
+def _check_loads_back(meta: dict[str, Any], streams: list[bytes], file_bytes: int,
+                      rebuilt: dict[str, torch.Tensor], path: str) -> None:
+    """What the reader checks, checked by the writer: it never writes a file it refuses."""
     try:
-        return build_model(ref, **arch["kwargs"])
-    except NNCompressError as exc:
-        raise FormatError(f"{what}: cannot rebuild the model: {exc}") from None
-
-
-def _check_meta(meta: dict[str, Any], data_len: int, what: str) -> list[dict[str, Any]]:
-    """Check the metadata's structure and that the stream lengths add up."""
-    arch, tensors = meta.get("arch"), meta.get("tensors")
-    if meta.get("format") != FORMAT_NAME or meta.get("float_dtype") not in FLOAT_DTYPES:
-        raise FormatError(f"{what}: metadata is not that of a compact model file")
-    if not (isinstance(arch, dict) and isinstance(arch.get("ref"), str)
-            and isinstance(arch.get("kwargs"), dict)):
-        raise FormatError(f"{what}: metadata has no valid architecture reference")
-    if not isinstance(tensors, list) or not all(isinstance(t, dict) for t in tensors):
-        raise FormatError(f"{what}: metadata has no valid tensor list")
-    total = 0
-    for t in tensors:
-        _check_tensor_meta(t, what)
-        total += sum(t["bytes"])
-    if total != data_len:
-        raise FormatError(f"{what}: tensor streams take {data_len} bytes, the metadata lists "
-                          f"{total}")
-    return tensors
-
-
-def _check_tensor_meta(t: dict[str, Any], what: str) -> None:
-    shape: Any = t.get("shape")
-    lengths, kept = t.get("bytes"), t.get("kept", 0)
-    ok = (isinstance(t.get("name"), str) and t.get("dtype") in DTYPES
-          and isinstance(t.get("values"), str) and t.get("layout") in ("dense", "sparse")
-          and isinstance(shape, list) and len(shape) <= _MAX_DIMS
-          and all(type(d) is int and d >= 0 for d in shape)
-          and isinstance(lengths, list) and len(lengths) == 2
-          and all(type(n) is int and n >= 0 for n in lengths) and type(kept) is int)
-    if not ok or int(np.prod(shape, dtype=np.float64)) > _MAX_NUMEL:
-        raise FormatError(f"{what}: bad metadata for tensor {t.get('name')!r}")
-    if not 0 <= kept <= int(np.prod(shape, dtype=np.int64)):
-        raise FormatError(f"{what}: tensor {t['name']!r} lists {kept} kept entries")
-
-
-def _check_matches(tensors: list[dict[str, Any]], expected: dict[str, torch.Tensor],
-                   what: str) -> None:
-    names = [t["name"] for t in tensors]
-    if set(names) != set(expected) or len(names) != len(expected):
-        missing = sorted(set(expected) - set(names))
-        extra = sorted(set(names) - set(expected))
-        raise FormatError(f"{what}: the file's tensors do not match the model built from its "
-                          f"architecture (missing {missing}, unexpected {extra})")
-    for t in tensors:
-        if tuple(t["shape"]) != tuple(expected[t["name"]].shape):
-            raise FormatError(f"{what}: tensor {t['name']!r} has shape {tuple(t['shape'])} in "
-                              f"the file, {tuple(expected[t['name']].shape)} in the model")
+        tensors = check_meta(meta, sum(map(len, streams)), file_bytes, path)
+        check_matches(tensors, rebuilt, path)
+    except FormatError as exc:
+        raise ConfigError(f"this model cannot be stored in a compact file that loads back: "
+                          f"{exc}") from None
