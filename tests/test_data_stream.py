@@ -48,7 +48,7 @@ def test_train_batches_are_batch_orders_examples(tmp_path: Path) -> None:
 def test_test_batches_in_order_all_examples(tmp_path: Path) -> None:
     make_folder(tmp_path, classes=("a", "b"), per_class=3)
     stream = open_stream(f"folder:{tmp_path}")
-    batches = list(stream.test_batches(4))
+    batches = list(stream.eval_batches(4))
     assert [len(y) for _, y in batches] == [4, 2]
     x = torch.cat([b[0] for b in batches])
     assert torch.equal(x, reference_batch(stream.test, list(range(6))))
@@ -91,7 +91,7 @@ def test_lmdb_raw_train_encoded_test(tmp_path: Path) -> None:
     indices = BatchOrder(5, 5, seed=2).indices(0)
     assert torch.equal(x, torch.from_numpy(raw)[indices].float() / 256)
     assert y.tolist() == (indices % 2).tolist()
-    (tx, ty), = stream.test_batches(10)
+    (tx, ty), = stream.eval_batches(10)
     bgr = torch.from_numpy(rgb[:, :, ::-1].copy()).permute(2, 0, 1)
     assert torch.equal(tx[0], bgr.float() / 256) and ty.tolist() == [1]
 
@@ -108,7 +108,7 @@ def test_lmdb_with_workers_and_one_database_for_both_splits(tmp_path: Path) -> N
             got = list(stream.train_batches(4, start=0, stop=3))
             assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
                        for a, b in zip(got, inline.train_batches(4, start=0, stop=3)))
-            assert torch.cat([y for _, y in stream.test_batches(4)]).tolist() == [0, 1, 2] * 2
+            assert torch.cat([y for _, y in stream.eval_batches(4)]).tolist() == [0, 1, 2] * 2
 
 
 def _break(path: str) -> None:
@@ -147,7 +147,7 @@ def test_skip_bad_images_leaves_bad_test_images_out(tmp_path: Path) -> None:
     make_folder(tmp_path, classes=("a", "b"), per_class=2)
     stream = open_stream(f"folder:{tmp_path}", skip_bad_images=True)
     _break(stream.test.paths[1])  # type: ignore[attr-defined]
-    ys = torch.cat([y for _, y in stream.test_batches(3)]).tolist()
+    ys = torch.cat([y for _, y in stream.eval_batches(3)]).tolist()
     assert ys == [0, 1, 1] and len(stream.bad_images) == 1
 
 
@@ -157,10 +157,10 @@ def test_images_of_different_sizes_need_a_transform(tmp_path: Path) -> None:
     stream = open_stream(f"folder:{tmp_path}")
     with pytest.raises(DatasetError, match=r"images of different sizes in one batch: "
                                            r"\(3, 4, 5\), \(3, 6, 6\); give a transform"):
-        list(stream.test_batches(4))
+        list(stream.eval_batches(4))
     cropped = open_stream(f"folder:{tmp_path}", transform=TransformConfig(kind="caffe",
                                                                           crop_size=4))
-    assert [tuple(x.shape) for x, _ in cropped.test_batches(4)] == [(4, 3, 4, 4)]
+    assert [tuple(x.shape) for x, _ in cropped.eval_batches(4)] == [(4, 3, 4, 4)]
 
 
 def test_crop_larger_than_the_images_names_the_image(tmp_path: Path) -> None:
@@ -218,6 +218,25 @@ def test_user_callable(tmp_path: Path) -> None:
 def test_bad_specs(spec: str, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=re.escape(message)):
         open_stream(spec)
+
+
+def test_validation_holds_out_the_examples_load_data_would(tmp_path: Path) -> None:
+    make_folder(tmp_path, classes=("a", "b"), per_class=4)
+    whole = open_stream(f"folder:{tmp_path}")
+    stream = open_stream(f"folder:{tmp_path}", validation=3, seed=11)
+    perm = torch.randperm(8, generator=torch.Generator().manual_seed(11))
+    val_idx, train_idx = sorted(perm[:3].tolist()), sorted(perm[3:].tolist())
+    (vx, vy), = stream.eval_batches(8, split="val")
+    assert torch.equal(vx, reference_batch(whole.train, val_idx))
+    assert vy.tolist() == [whole.train.load(i)[1] for i in val_idx]
+    assert len(stream.train) == 5
+    x, _ = next(stream.train_batches(5, start=0, stop=1))
+    expected = [train_idx[i] for i in BatchOrder(5, 5, seed=11).indices(0).tolist()]
+    assert torch.equal(x, reference_batch(whole.train, expected))
+    with pytest.raises(ConfigError, match=r"validation=8 must be an integer in \[0, 8\)"):
+        open_stream(f"folder:{tmp_path}", validation=8)
+    with pytest.raises(ConfigError, match="split='val' must be 'test', 'train' or, with a "):
+        whole.eval_batches(4, split="val")
 
 
 def test_bad_options_and_in_memory_loading(tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,11 +27,11 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 
 from nncompress.data._feed import Failure, ImageSource, IterationSampler, SampleFeed, collate
-from nncompress.data._registry import DatasetError, DatasetNotFoundError
+from nncompress.data._registry import DatasetError
 from nncompress.data.transforms import ImageTransform, TransformConfig
 from nncompress.errors import ConfigError
 
-__all__ = ["StreamSplits", "UserImages", "is_stream_spec", "open_stream"]
+__all__ = ["StreamSplits", "is_stream_spec", "open_stream"]
 
 _SCHEMES = ("folder", "lmdb")
 
@@ -64,6 +63,7 @@ class StreamSplits:
         num_classes: the number of classes.
         input_shape: the shape of one transformed example, e.g. ``(3, 224, 224)``.
         transform: what is done to each image.
+        val: training examples held out for evaluation during training (None: none).
         seed: seeds the batch order and the random transforms.
         workers: DataLoader worker processes (0: load in the main process).
         skip_bad_images: skip unreadable images instead of stopping (see ``bad_images``).
@@ -78,6 +78,7 @@ class StreamSplits:
     num_classes: int
     input_shape: tuple[int, ...]
     transform: TransformConfig
+    val: ImageSource | None = None
     seed: int = 0
     workers: int = 0
     skip_bad_images: bool = False
@@ -85,9 +86,17 @@ class StreamSplits:
     prefetch: int = 2
     bad_images: set[str] = field(default_factory=set)
 
-    def train_batches(self, batch_size: int, start: int = 0,
-                      stop: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(self, batch_size: int, start: int,
+                      stop: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of iterations ``start`` to ``stop - 1``, in order.
+
+        Args:
+            batch_size: examples per batch.
+            start: the first iteration (the one to resume at).
+            stop: the iteration after the last.
+
+        Returns:
+            An iterator of ``(images, labels)``; workers start at its first ``next``.
 
         Raises:
             DatasetError: an image cannot be read (and ``skip_bad_images`` is off).
@@ -103,15 +112,32 @@ class StreamSplits:
                           skip_bad_images=self.skip_bad_images)
         return self._batches(feed, IterationSampler(order, start, stop))
 
-    def test_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """All test examples in order (unreadable ones left out with ``skip_bad_images``).
+    def eval_batches(self, batch_size: int,
+                     split: str = "test") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """All examples of a split in order (unreadable ones left out with ``skip_bad_images``).
+
+        Args:
+            batch_size: examples per batch (the last batch may be smaller).
+            split: ``"test"``, ``"val"`` (the held-out training examples) or ``"train"``.
+
+        Returns:
+            An iterator of ``(images, labels)``.
+
+        Raises:
+            DatasetError: an image cannot be read (and ``skip_bad_images`` is off).
+            ConfigError: the transform does not fit an image.
 
         Example:
             >>> # see the module docstring
         """
-        feed = SampleFeed(self.test, ImageTransform(self.transform, train=False), seed=self.seed,
+        sources = {"test": self.test, "val": self.val, "train": self.train}
+        source = sources.get(split)
+        if source is None:
+            raise ConfigError(f"split={split!r} must be 'test', 'train' or, with a validation "
+                              "size, 'val'")
+        feed = SampleFeed(source, ImageTransform(self.transform, train=False), seed=self.seed,
                           skip_bad_images=self.skip_bad_images)
-        sampler = BatchSampler(range(len(self.test)), batch_size, drop_last=False)
+        sampler = BatchSampler(range(len(source)), batch_size, drop_last=False)
         return self._batches(feed, sampler)
 
     def _batches(self, feed: SampleFeed,
@@ -138,7 +164,7 @@ def _one_thread(worker_id: int) -> None:
 def open_stream(spec: str, *, transform: TransformConfig | None = None, workers: int = 0,
                 seed: int = 0, skip_bad_images: bool = False, grey: bool = False,
                 num_classes: int | None = None, pin_memory: bool | None = None,
-                prefetch: int = 2) -> StreamSplits:
+                prefetch: int = 2, validation: int = 0) -> StreamSplits:
     """Open a streaming data set.
 
     Args:
@@ -153,6 +179,7 @@ def open_stream(spec: str, *, transform: TransformConfig | None = None, workers:
             their class folders.
         pin_memory: pin batches; None: when CUDA is available.
         prefetch: batches each worker loads ahead.
+        validation: training examples held out (seeded, as :func:`load_data` picks them).
 
     Returns:
         The splits; ``input_shape`` is that of the first test example after the transform.
@@ -174,9 +201,12 @@ def open_stream(spec: str, *, transform: TransformConfig | None = None, workers:
     if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
         raise ConfigError(f"prefetch={prefetch!r} must be an integer >= 1")
     train, test = _open_sources(spec, grey=grey, num_classes=num_classes)
+    val = None
+    if validation:
+        train, val = _hold_out(train, validation, seed, spec)
     config = transform or TransformConfig()
     splits = StreamSplits(train=train, test=test, name=spec, num_classes=train.num_classes,
-                          input_shape=(), transform=config, seed=seed, workers=workers,
+                          input_shape=(), transform=config, val=val, seed=seed, workers=workers,
                           skip_bad_images=skip_bad_images, prefetch=prefetch,
                           pin_memory=torch.cuda.is_available() if pin_memory is None
                           else pin_memory)
@@ -205,61 +235,46 @@ def _open_sources(spec: str, *, grey: bool,
         test.num_classes = train.num_classes = max(train.num_classes, test.num_classes)
         return train, test
     if is_stream_spec(spec):
-        return _user_datasets(spec, num_classes)
+        from nncompress.data._user import user_datasets
+
+        return user_datasets(spec, num_classes)
     raise ConfigError(f"{spec!r} is not a streaming data spec; use 'folder:DIR', "
                       "'lmdb:TRAIN[,TEST]' or 'package.module:callable'")
 
 
-class UserImages:
-    """A user's ``Dataset`` of ``(image, label)`` as an image source."""
+class SubsetImages:
+    """Some examples of another source, by position in ``indices``."""
 
-    def __init__(self, dataset: Any, name: str, num_classes: int) -> None:
-        self.dataset, self.name, self.num_classes = dataset, name, num_classes
+    def __init__(self, source: ImageSource, indices: list[int]) -> None:
+        self.source, self.indices = source, indices
+
+    @property
+    def num_classes(self) -> int:
+        """The source's class count."""
+        return self.source.num_classes
 
     def __len__(self) -> int:
-        return len(self.dataset)
-
-    def where(self, index: int) -> str:
-        """The example, as errors name it."""
-        return f"example {index} of {self.name}"
+        return len(self.indices)
 
     def load(self, index: int) -> tuple[torch.Tensor, int]:
-        """The dataset's item ``index``, checked.
+        """The source's example ``indices[index]``."""
+        return self.source.load(self.indices[index])
 
-        Raises:
-            DatasetError: the item is not ``(image tensor (C, H, W), integer label)``.
-        """
-        item = self.dataset[index]
-        if not (isinstance(item, (tuple, list)) and len(item) == 2
-                and isinstance(item[0], torch.Tensor) and item[0].dim() == 3):
-            raise DatasetError(f"{self.where(index)} must be (image tensor (C, H, W), label); "
-                               f"got {type(item).__name__}")
-        return item[0], int(item[1])
+    def where(self, index: int) -> str:
+        """The source's name for it."""
+        return self.source.where(self.indices[index])
 
 
-def _user_datasets(spec: str, num_classes: int | None) -> tuple[ImageSource, ImageSource]:
-    module_name, _, attr = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except ModuleNotFoundError as exc:
-        raise DatasetNotFoundError(f"data spec {spec!r}: module {module_name!r} cannot be "
-                                   f"imported ({exc})") from exc
-    except AttributeError:
-        raise DatasetNotFoundError(f"data spec {spec!r}: module {module_name!r} has no "
-                                   f"{attr!r}") from None
-    result = factory()
-    if not (isinstance(result, (tuple, list)) and len(result) == 2
-            and all(hasattr(d, "__getitem__") and hasattr(d, "__len__") for d in result)):
-        raise DatasetError(f"{spec} must return (train_dataset, test_dataset) of "
-                           f"torch.utils.data.Dataset with a length; got {type(result).__name__}")
-    if num_classes is None:
-        first = result[0]
-        num_classes = getattr(first, "num_classes", None) or len(getattr(first, "classes", ()))
-    if not num_classes:
-        raise DatasetError(f"the training dataset of {spec} has no num_classes or classes "
-                           "attribute; give num_classes")
-    return (UserImages(result[0], f"{spec} (train)", num_classes),
-            UserImages(result[1], f"{spec} (test)", num_classes))
+def _hold_out(train: ImageSource, validation: int, seed: int,
+              spec: str) -> tuple[ImageSource, ImageSource]:
+    n = len(train)
+    if isinstance(validation, bool) or not isinstance(validation, int) or \
+            not 0 <= validation < n:
+        raise ConfigError(f"validation={validation!r} must be an integer in [0, {n}) for "
+                          f"{spec!r}, which has {n} training examples")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = perm[:validation].sort().values, perm[validation:].sort().values
+    return SubsetImages(train, train_idx.tolist()), SubsetImages(train, val_idx.tolist())
 
 
 def _first_shape(splits: StreamSplits) -> tuple[int, ...]:
