@@ -250,3 +250,25 @@ def test_checksums_see_one_changed_bit() -> None:
     after = nd.layer_checksums(net)[1]
     assert torch.equal(before[0], after[0])
     assert [bool(v) for v in before[1] != after[1]] == [False, True, False, False]
+
+
+def test_backend_choice_is_checked() -> None:
+    with pytest.raises(ConfigError, match="backend 'mpi' is not one of gloo, nccl"):
+        nd.init_distributed("mpi")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="'nccl' needs CUDA"):
+            nd.init_distributed("nccl")
+
+
+def test_torchrun_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert not nd.launched_by_torchrun()
+    assert nd.init_distributed() == nd.DistContext()
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "zero")
+    assert nd.launched_by_torchrun()
+    with pytest.raises(ConfigError, match="LOCAL_RANK='zero' is not an integer"):
+        nd.init_distributed("gloo")
+    assert not nd.is_distributed()

@@ -38,9 +38,9 @@ Your own DDP loop (``torchrun --nproc-per-node 2 train.py``)::
     nd.shutdown()
 
 Why INQ's frozen entries stay frozen: DDP all-reduces the gradients during ``backward()``
-(bucket by bucket, finished before ``backward()`` returns), and the global optimizer hooks of
-:mod:`nncompress.layers` run inside ``optimizer.step()``: they zero the averaged gradients of
-fixed entries and then write the exact fixed values back, on every rank alike.
+(bucket by bucket, finished before ``backward()`` returns), and the global optimizer hooks
+(``nncompress._inq_hooks``) run inside ``optimizer.step()``: they zero the averaged gradients
+of fixed entries and then write the exact fixed values back, on every rank alike.
 
 Why :func:`wrap` keeps DDP from broadcasting compression buffers: by default DDP sends every
 buffer from rank 0 before each forward. Masks (1 byte per weight) and fixed values (2 bytes)
