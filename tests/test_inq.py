@@ -155,6 +155,26 @@ def test_portions_only_increase_and_fixed_never_free_again() -> None:
     assert bool((~_free(net[0]) >= fixed).all())
 
 
+def test_quantize_step_without_portion_walks_each_layers_schedule() -> None:
+    net = nnc.prepare(_net(), nnc.INQConfig(portions=(0.4, 1.0)),
+                      layers={"2": nnc.INQConfig(portions=(0.5, 0.8, 1.0))})
+    first, second = net[0], net[2]
+    n0 = [layer.inq_levels("weight")[2] for layer in (first, second)]
+    expected = [(0.4, 0.5), (1.0, 0.8)]
+    for portions in expected:
+        nnc.quantize_step(net)
+        assert (float(first.inq_portion), float(second.inq_portion)) == portions
+        fixed = [int((~layer.free_entries("weight")).sum()) for layer in (first, second)]
+        assert fixed == [math.floor(p * n + 0.5) for p, n in zip(portions, n0)]
+    with pytest.raises(nnc.ConfigError) as info:
+        nnc.quantize_step(net)
+    assert str(info.value) == ("layer '0' has reached the last portion of its schedule "
+                               "[0.4, 1.0]; nothing to quantize")
+    assert float(second.inq_portion) == 0.8  # no layer stepped when one could not
+    nnc.quantize_step(net, 1.0)
+    assert float(second.inq_portion) == 1.0
+
+
 def test_random_strategy_is_seeded_and_exact() -> None:
     masks = []
     for _ in range(2):

@@ -14,9 +14,10 @@ from torch import nn
 import nncompress as nnc
 from nncompress.errors import ConfigError, FormatError
 from nncompress.pipeline import RunInterrupted, run_recipe
+from nncompress.recipe import RecipeError, parse_recipe
 from nncompress.run_folder import load_run_model
-from nncompress.recipe import BiasSpec, LRSpec, OptimizerSpec, RecipeError, parse_recipe
 from nncompress.train.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
+from nncompress.train.config import BiasConfig, LRConfig, OptimizerConfig
 from nncompress.train.loop import (
     BatchOrder,
     TrainingLoop,
@@ -50,14 +51,14 @@ def tiny_recipe(**changes: Any) -> dict[str, Any]:
     return raw
 
 
-def _train_loop(model: nn.Module, lr: LRSpec, iterations: int,
+def _train_loop(model: nn.Module, lr: LRConfig, iterations: int,
                 optimizer: torch.optim.Optimizer | None = None) -> TrainingLoop:
     x = torch.randn(40, 6, generator=torch.Generator().manual_seed(0))
     y = (x[:, 0] > 0).long()
     return TrainingLoop(
         model=model, train_x=x, train_y=y, eval_x=x, eval_y=y,
-        optimizer=optimizer or build_optimizer(model, OptimizerSpec(
-            momentum=0.9, weight_decay=0.0, nesterov=False), BiasSpec()),
+        optimizer=optimizer or build_optimizer(model, OptimizerConfig(
+            momentum=0.9, weight_decay=0.0, nesterov=False), BiasConfig()),
         schedule=build_schedule(lr, iterations), order=BatchOrder(40, 8, seed=1),
         iterations=iterations, progress="none")
 
@@ -74,8 +75,8 @@ def test_batch_order_covers_every_example_once_per_epoch_across_batches() -> Non
 
 def test_optimizer_groups_carry_the_bias_multipliers() -> None:
     model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2, bias=False))
-    opt = build_optimizer(model, OptimizerSpec(name="sgd", momentum=0.5, weight_decay=0.01,
-                                               nesterov=True), BiasSpec(lr_mult=2, decay_mult=0))
+    opt = build_optimizer(model, OptimizerConfig(name="sgd", momentum=0.5, weight_decay=0.01,
+                                               nesterov=True), BiasConfig(lr_mult=2, decay_mult=0))
     weights, biases = opt.param_groups
     assert [p.shape for p in weights["params"]] == [torch.Size([4, 3]), torch.Size([2, 4])]
     assert [p.shape for p in biases["params"]] == [torch.Size([4])]
@@ -87,7 +88,7 @@ def test_optimizer_groups_carry_the_bias_multipliers() -> None:
 def test_lr_each_iteration_follows_inv_with_warm_up_and_bias_mult() -> None:
     seen: list[tuple[float, float]] = []
     model = nn.Linear(6, 2)
-    lr = LRSpec(policy="inv", base_lr=0.1, gamma=0.01, power=0.75, rampup_interval=4,
+    lr = LRConfig(policy="inv", base_lr=0.1, gamma=0.01, power=0.75, rampup_interval=4,
                 rampup_lr=0.001, min_lr=0.05)
     loop = _train_loop(model, lr, 8)
     opt = loop.optimizer
@@ -119,7 +120,7 @@ def test_lr_each_iteration_follows_inv_with_warm_up_and_bias_mult() -> None:
 ])
 def test_lr_policies_against_hand_formulas(policy: str, extra: dict[str, Any],
                                            formula: Any) -> None:
-    schedule = build_schedule(LRSpec(policy=policy, base_lr=0.2, **extra), 7)  # type: ignore[arg-type]
+    schedule = build_schedule(LRConfig(policy=policy, base_lr=0.2, **extra), 7)  # type: ignore[arg-type]
     for it in range(7):
         assert schedule.lr_at(it) == pytest.approx(formula(it), rel=1e-12)
 
@@ -130,19 +131,19 @@ def test_nan_loss_is_a_user_error() -> None:
         model.weight.fill_(math.nan)
     with pytest.raises(nnc.NonFiniteError, match=r"^train: the training loss became nan at "
                        r"iteration 0 \(lr 0.01\); lower the learning rate"):
-        _train_loop(model, LRSpec(policy="fixed"), 3).run(TrainState())
+        _train_loop(model, LRConfig(policy="fixed"), 3).run(TrainState())
 
 
 def test_checkpoint_round_trip_restores_model_optimizer_and_rng(tmp_path: Path) -> None:
     model = nn.Linear(6, 2)
-    loop = _train_loop(model, LRSpec(policy="fixed", base_lr=0.1), 3)
+    loop = _train_loop(model, LRConfig(policy="fixed", base_lr=0.1), 3)
     loop.run(TrainState())
     save_checkpoint(tmp_path / "c.safetensors", model=model, optimizer=loop.optimizer,
                     metadata={"position": [1, 2]})
     expected_next = torch.rand(3)
     copy = nn.Linear(6, 2)
-    fresh = build_optimizer(copy, OptimizerSpec(momentum=0.9, weight_decay=0.0,
-                                                nesterov=False), BiasSpec())
+    fresh = build_optimizer(copy, OptimizerConfig(momentum=0.9, weight_decay=0.0,
+                                                nesterov=False), BiasConfig())
     checkpoint = load_checkpoint(tmp_path / "c.safetensors")
     copy.load_state_dict(checkpoint.model_state)
     restore_optimizer(fresh, checkpoint)

@@ -13,6 +13,18 @@ from nncompress.errors import ConfigError, did_you_mean
 T = TypeVar("T")
 
 
+class FieldError(ConfigError):
+    """One field of a config holds a bad value.
+
+    ``field`` and ``problem`` let a recipe report it at the field's path
+    (``stages[0].lr.base_lr: must be > 0, got 0.0``).
+    """
+
+    def __init__(self, owner: str, field: str, problem: str) -> None:
+        self.field, self.problem = field, problem
+        super().__init__(f"{owner}.{field}: {problem}")
+
+
 def config_class(cls: type[T]) -> type[T]:
     """Make ``cls`` (a frozen dataclass) reject unknown fields and remember which were given.
 

@@ -14,6 +14,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Union
 
+from nncompress._config import FieldError
 from nncompress.errors import ConfigError, did_you_mean
 
 
@@ -24,7 +25,6 @@ class RecipeError(ConfigError):
         self.path, self.problem, self.source = path, problem, source
         where = f"{path}: " if path else ""
         super().__init__(f"{source}: {where}{problem}" if source else f"{where}{problem}")
-
 
 
 def join_path(path: str, key: str | int) -> str:
@@ -147,7 +147,14 @@ def build_dataclass(cls: type[Any], value: Any, path: str) -> Any:
             kwargs[f.name] = convert(hints[f.name], value[f.name], join_path(path, f.name))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise RecipeError(join_path(path, f.name), "required key missing")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except RecipeError:
+        raise
+    except FieldError as exc:  # a config's own check, located at its field
+        raise RecipeError(join_path(path, exc.field), exc.problem) from None
+    except ConfigError as exc:
+        raise RecipeError(path, str(exc)) from None
 
 
 def require(ok: bool, path: str, problem: str) -> None:

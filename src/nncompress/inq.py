@@ -33,8 +33,9 @@ class INQConfig:
 
     Attributes:
         portions: accumulated fractions of each layer's participating entries to fix, increasing,
-            ending at 1.0 (the paper's ResNet schedule by default). Used by recipes and
-            :func:`nncompress.quantize_step` callers that step through them.
+            ending at 1.0 (the paper's ResNet schedule by default): the schedule each layer
+            steps through when :func:`nncompress.quantize_step` is called without a portion,
+            as the recipe runner does (an INQ stage's ``portions`` are given here).
         num_quantum_values: K, the number of exponents; 8 is the paper's 5-bit setting,
             4 is 4-bit, 2 is 3-bit, 1 is ternary.
         strategy: ``"magnitude"`` fixes the largest free entries first (the paper);

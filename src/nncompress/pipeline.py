@@ -190,7 +190,7 @@ class _Runner:
         for step in range(first, len(steps)):
             carried = resume if (mid_step and step == first) else None
             if carried is None:
-                quantize_step(self.model, stage.portions[step])
+                quantize_step(self.model)  # the next portion of the layers' schedule
             self.train(index, step, stage, steps[step], carried)
             if step < len(steps) - 1:
                 self.save(Position(index, step, steps[step], False), None, None)

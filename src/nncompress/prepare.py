@@ -181,30 +181,44 @@ def prepare(model: M, config: Config, layers: Mapping[Selector, Override] | None
     return result  # type: ignore[return-value]
 
 
-def quantize_step(model: nn.Module, portion: float) -> None:
+def quantize_step(model: nn.Module, portion: float | None = None) -> None:
     """Fix the next share of every INQ layer: ``round(portion * N0)`` entries fixed in all.
+
+    Without ``portion``, each INQ layer steps to the next portion of its own schedule,
+    ``INQConfig.portions`` (the recipe runner steps this way; the schedule has one owner).
 
     Args:
         model: a model prepared with an INQConfig.
-        portion: the accumulated portion in (0, 1], not below the previous step's.
+        portion: the accumulated portion in (0, 1], not below the previous step's; None for
+            the next portion of each layer's ``INQConfig.portions``.
 
     Raises:
-        ConfigError: ``portion`` is outside (0, 1] or below the last one, or no layer is
-            under INQ.
+        ConfigError: ``portion`` is outside (0, 1] or below the last one, a layer's schedule
+            has no portion left, or no layer is under INQ.
 
     Example:
-        >>> net = prepare(nn.Linear(4, 4), INQConfig())
+        >>> net = prepare(nn.Linear(4, 4), INQConfig(portions=(0.5, 1.0)))
+        >>> quantize_step(net)  # 0.5, the first portion of the schedule
         >>> quantize_step(net, 1.0)
         >>> bool(((net.weight.abs().log2() % 1) == 0).all())
         True
     """
-    if isinstance(portion, bool) or not isinstance(portion, (int, float)) or not 0 < portion <= 1:
+    if portion is not None and (isinstance(portion, bool) or
+                                not isinstance(portion, (int, float)) or not 0 < portion <= 1):
         raise ConfigError(f"portion={portion!r} is invalid: use an accumulated fraction in (0, 1]")
     targets = [layer for _, layer in compressed_layers(model) if layer.inq_config is not None]
     if not targets:
         raise ConfigError("no layer is under INQ; call prepare(model, INQConfig(...)) first")
-    for layer in targets:
-        layer.quantize_to(float(portion))
+    steps = [(layer, float(portion) if portion is not None else layer.next_portion())
+             for layer in targets]
+    for layer, step in steps:
+        if step is None:
+            assert layer.inq_config is not None
+            raise ConfigError(f"layer {layer.layer_name!r} has reached the last portion of its "
+                              f"schedule {list(layer.inq_config.portions)}; nothing to quantize")
+    for layer, step in steps:
+        assert step is not None
+        layer.quantize_to(step)
 
 
 def surgery_step(model: nn.Module) -> None:

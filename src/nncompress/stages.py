@@ -45,8 +45,9 @@ def _selection(stage: DNSStage | INQStage) -> dict[str | type[nn.Module], Any]:
 def apply_structure(model: nn.Module, stage: Stage, upto_step: int | None = None) -> nn.Module:
     """Prepare / quantize / finalize ``model`` as ``stage`` does, without training.
 
-    For an INQ stage, ``upto_step`` limits the quantize steps applied (None: all, -1: none,
-    only ``prepare``).
+    An INQ stage hands its ``portions`` to every layer's INQConfig, and each quantize step
+    takes the layers to the next portion of that schedule; ``upto_step`` limits the steps
+    applied (None: all, -1: none, only ``prepare``).
 
     Returns:
         The model (a new object only when ``finalize`` replaced a prepared top-level layer).
@@ -60,8 +61,8 @@ def apply_structure(model: nn.Module, stage: Stage, upto_step: int | None = None
         prepare(model, INQConfig(portions=stage.portions, **stage.defaults),
                 layers=_selection(stage))
         last = len(stage.portions) - 1 if upto_step is None else upto_step
-        for portion in stage.portions[:last + 1]:
-            quantize_step(model, portion)
+        for _ in range(last + 1):
+            quantize_step(model)
     elif isinstance(stage, FinalizeStage):
         model = finalize(model)
     return model

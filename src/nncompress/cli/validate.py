@@ -19,8 +19,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check keys, types, values, and that each stage's layer selection fits the model."""
-    from nncompress.stages import check_recipe
     from nncompress.recipe import dump_recipe, load_recipe
+    from nncompress.stages import check_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     check_recipe(recipe)

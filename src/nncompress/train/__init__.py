@@ -1,4 +1,4 @@
-"""Training building blocks: Caffe learning-rate policies and the LARS optimizer.
+"""Training building blocks: stage configs, Caffe learning-rate policies and the LARS optimizer.
 
 Example:
     >>> import torch
@@ -12,7 +12,9 @@ Example:
 
 from __future__ import annotations
 
+from nncompress.train.config import BiasConfig, LRConfig, OptimizerConfig
 from nncompress.train.lars import LarsSGD
 from nncompress.train.lr import POLICIES, LRSchedule, apply_lr
 
-__all__ = ["POLICIES", "LRSchedule", "LarsSGD", "apply_lr"]
+__all__ = ["POLICIES", "BiasConfig", "LRConfig", "LRSchedule", "LarsSGD", "OptimizerConfig",
+           "apply_lr"]

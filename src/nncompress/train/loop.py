@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nncompress.errors import ConfigError, NonFiniteError
-from nncompress.recipe import BiasSpec, LRSpec, OptimizerSpec
+from nncompress.train.config import BiasConfig, LRConfig, OptimizerConfig
 from nncompress.train.lars import LarsSGD
 from nncompress.train.lr import LRSchedule, apply_lr
 
@@ -77,15 +77,15 @@ class BatchOrder:
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def build_optimizer(model: nn.Module, spec: OptimizerSpec,
-                    bias: BiasSpec) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, spec: OptimizerConfig,
+                    bias: BiasConfig) -> torch.optim.Optimizer:
     """Make the stage's optimizer; biases get their own group with ``lr_mult``/``decay_mult``.
 
     Each group carries ``lr_mult``, which :func:`~nncompress.train.lr.apply_lr` multiplies in.
 
     Example:
-        >>> opt = build_optimizer(nn.Linear(2, 2), OptimizerSpec(name="sgd", momentum=0.9,
-        ...                       weight_decay=1e-3, nesterov=False), BiasSpec(lr_mult=2.0))
+        >>> opt = build_optimizer(nn.Linear(2, 2), OptimizerConfig(name="sgd", momentum=0.9,
+        ...                       weight_decay=1e-3, nesterov=False), BiasConfig(lr_mult=2.0))
         >>> [(g["lr_mult"], g["weight_decay"]) for g in opt.param_groups]
         [(1.0, 0.001), (2.0, 0.001)]
     """
@@ -110,11 +110,11 @@ def build_optimizer(model: nn.Module, spec: OptimizerSpec,
     return LarsSGD(groups, lr=lr, **options)
 
 
-def build_schedule(spec: LRSpec, max_iter: int) -> LRSchedule:
+def build_schedule(spec: LRConfig, max_iter: int) -> LRSchedule:
     """The stage's LR schedule; ``max_iter`` (for ``poly``) is the stage's iteration count.
 
     Example:
-        >>> build_schedule(LRSpec(policy="fixed", base_lr=0.1), 10).lr_at(5)
+        >>> build_schedule(LRConfig(policy="fixed", base_lr=0.1), 10).lr_at(5)
         0.1
     """
     return LRSchedule(policy=spec.policy, base_lr=spec.base_lr, gamma=spec.gamma,
