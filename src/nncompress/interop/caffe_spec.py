@@ -219,10 +219,9 @@ def _inq(sub: Message, where: str) -> Compression:
         raise PrototxtError(sub.all("portion")[2].where,
                             "'portion' takes at most two values (previous, current)")
     pair = (0.0, portions[0]) if len(portions) == 1 else (portions[0], portions[1])
-    if not (0 <= pair[0] <= pair[1] <= 1 and pair[1] > 0):
+    if not 0 <= pair[0] <= pair[1] <= 1:  # (0, 0): train with nothing quantized yet
         raise PrototxtError(sub.all("portion")[0].where,
-                            f"portions {list(pair)} must satisfy 0 <= previous <= current <= 1 "
-                            "with current > 0")
+                            f"portions {list(pair)} must satisfy 0 <= previous <= current <= 1")
     values = {"portions": pair, "num_quantum_values": sub.get_int("num_quantum_values", 8)}
     return Compression("inq", values, where)
 

@@ -2,8 +2,8 @@
 
 :class:`CaffeSolver` updates parameters the way Caffe's solvers do: the rate is multiplied into the
 momentum history (``v = m·v + lr·(g + wd·w)``, ``w -= v``), weight decay is L2 (or L1) per blob,
-and Adam keeps Caffe's placement of ``delta``. ``LarsSGD`` uses
-:class:`nncompress.train.LarsSGD` with the seed's ``trust_coef``.
+Adam keeps Caffe's placement of ``delta``, and AdaGrad, RMSProp and AdaDelta follow Caffe's
+rules. ``LarsSGD`` uses :class:`nncompress.train.LarsSGD` with the seed's ``trust_coef``.
 """
 
 from __future__ import annotations
@@ -17,18 +17,19 @@ from typing import Any
 
 import torch
 
-from nncompress.errors import ConfigError, FormatError, did_you_mean
+from nncompress.errors import ConfigError, did_you_mean
 from nncompress.interop.prototxt import Message, PrototxtError, parse_file
 from nncompress.train import LarsSGD, LRSchedule
 
 __all__ = ["SOLVER_TYPES", "CaffeSolver", "SolverSettings", "make_optimizer", "read_solver"]
 
-SOLVER_TYPES = ("SGD", "Nesterov", "Adam", "LarsSGD")
+SOLVER_TYPES = ("SGD", "Nesterov", "Adam", "AdaGrad", "RMSProp", "AdaDelta", "LarsSGD")
 _LEGACY_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
 # fields of Caffe's SolverParameter that do not change training here
-_IGNORED = {"solver_mode", "device_id", "debug_info", "snapshot_format", "snapshot_diff",
-            "layer_wise_reduce", "test_compute_loss", "eval_type", "ap_version", "train_state",
-            "test_state", "rms_decay"}
+_IGNORED = {"solver_mode", "device_id", "debug_info", "snapshot_diff", "layer_wise_reduce",
+            "test_compute_loss", "eval_type", "ap_version"}
+# the forms that name the nets (see solver_nets.py)
+NET_FIELDS = ("net", "net_param", "train_net", "train_net_param", "test_net", "test_net_param")
 
 
 @dataclass
@@ -36,7 +37,7 @@ class SolverSettings:
     """The solver fields nncompress uses, with Caffe's defaults."""
 
     path: str
-    net: str = ""
+    msg: Message | None = None  # the parsed file (the net fields are read from it)
     type: str = "SGD"
     base_lr: float = 0.0  # Caffe's SolverParameter gives these no default: unset is 0
     lr_policy: str = "fixed"
@@ -47,6 +48,7 @@ class SolverSettings:
     momentum: float = 0.0
     momentum2: float = 0.999
     delta: float = 1e-8
+    rms_decay: float = 0.99
     weight_decay: float = 0.0
     regularization_type: str = "L2"
     clip_gradients: float = -1.0
@@ -83,13 +85,13 @@ class SolverSettings:
 
 
 _FLOATS = ("base_lr", "gamma", "power", "momentum", "momentum2", "delta", "weight_decay",
-           "clip_gradients", "rampup_lr", "min_lr", "trust_coef")
+           "clip_gradients", "rampup_lr", "min_lr", "trust_coef", "rms_decay")
 _INTS = ("stepsize", "max_iter", "iter_size", "test_interval", "display", "average_loss",
          "snapshot", "random_seed", "rampup_interval")
-_STRS = ("net", "type", "lr_policy", "regularization_type", "snapshot_prefix")
+_STRS = ("type", "lr_policy", "regularization_type", "snapshot_prefix")
 _BOOLS = ("test_initialization", "snapshot_after_train")
 _LISTS = ("stepvalue", "test_iter")
-_ALIASES = {"local_gw_ratio": "trust_coef", "train_net": "net"}
+_ALIASES = {"local_gw_ratio": "trust_coef"}
 
 
 def read_solver(path: str | Path) -> SolverSettings:
@@ -113,8 +115,8 @@ def read_solver(path: str | Path) -> SolverSettings:
         'inv'
     """
     msg = parse_file(path, "solver prototxt")
-    settings = SolverSettings(path=str(path))
-    known = {*_FLOATS, *_INTS, *_STRS, *_BOOLS, *_LISTS, *_ALIASES}
+    settings = SolverSettings(path=str(path), msg=msg)
+    known = {*_FLOATS, *_INTS, *_STRS, *_BOOLS, *_LISTS, *_ALIASES, *NET_FIELDS}
     for name in msg.names():
         target = _ALIASES.get(name, name)
         if target in _FLOATS:
@@ -131,10 +133,8 @@ def read_solver(path: str | Path) -> SolverSettings:
             settings.test_iter = msg.ints(name)
         elif name == "solver_type":
             settings.type = msg.get_enum(name, _LEGACY_TYPES, "SGD")
-        elif name in ("test_net", "net_param", "train_net_param", "test_net_param"):
-            f = msg.all(name)[0]
-            raise PrototxtError(f.where, f"'{name}' is not supported; put the train and test "
-                                "layers in one net file named by 'net' (Caffe's phase rules)")
+        elif name in NET_FIELDS or name in ("train_state", "test_state", "snapshot_format"):
+            continue  # read by solver_nets.py / checked in _check
         elif name not in _IGNORED:
             f = msg.all(name)[0]
             warnings.warn(f"{f.where}: unknown solver field '{name}' ignored"
@@ -157,40 +157,29 @@ def _check(s: SolverSettings, msg: Message) -> None:
         raise PrototxtError(where("iter_size"), "iter_size must be >= 1 and max_iter >= 0")
     if s.test_interval > 0 and not s.test_iter:
         raise PrototxtError(where("test_interval"), "test_interval is set but test_iter is not")
-
-
-def resolve_net(settings: SolverSettings, net: str | Path | None) -> Path:
-    """The net prototxt to use: ``net`` if given, else the solver's ``net`` field.
-
-    Caffe resolves the solver's ``net`` from the directory it runs in; files moved out of a Caffe
-    tree usually sit beside the solver, so the solver's folder and the bare file name there are
-    tried too.
-
-    Raises:
-        FormatError: no candidate exists (naming every path tried).
-    """
-    if net is not None:
-        path = Path(net)
-        if not path.is_file():
-            raise FormatError(f"net prototxt not found: {path}")
-        return path
-    if not settings.net:
-        raise FormatError(f"{settings.path}: the solver names no net; give --net NET.prototxt")
-    folder = Path(settings.path).parent
-    tried = [Path(settings.net), folder / settings.net, folder / Path(settings.net).name]
-    for candidate in tried:
-        if candidate.is_file():
-            return candidate
-    raise FormatError(f"net prototxt not found: {settings.net} (tried "
-                      f"{', '.join(str(t) for t in dict.fromkeys(tried))}); give --net")
+    if s.type in ("AdaGrad", "RMSProp") and s.momentum != 0:
+        raise PrototxtError(where("momentum"), f"{s.type} takes no momentum (Caffe refuses it); "
+                            "remove the momentum line")
+    if not 0 <= s.rms_decay <= 1:
+        raise PrototxtError(where("rms_decay"), f"rms_decay {s.rms_decay} must be in [0, 1]")
+    fmt = msg.get_enum("snapshot_format", ("HDF5", "BINARYPROTO"), "BINARYPROTO")
+    if fmt == "HDF5":
+        raise PrototxtError(where("snapshot_format"), "snapshot_format: HDF5 is not supported; "
+                            "snapshots are written as binary caffemodels (BINARYPROTO)")
+    for name in ("train_state", "test_state"):
+        for state in msg.messages(name):
+            if state.has("stage") or (state.get_int("level", 0) or 0) != 0:
+                raise PrototxtError(state.where, f"{name} with a stage or a level is not "
+                                    "supported; nets run at level 0 with no stages")
 
 
 class CaffeSolver(torch.optim.Optimizer):
-    """Caffe's SGD, Nesterov and Adam updates.
+    """Caffe's SGD, Nesterov, Adam, AdaGrad, RMSProp and AdaDelta updates.
 
     Group options: ``lr`` (already times the blob's ``lr_mult``), ``weight_decay`` (already times
-    ``decay_mult``), ``momentum``, ``kind`` (``SGD``, ``Nesterov``, ``Adam``), ``l1`` (L1 instead
-    of L2 decay), ``momentum2`` and ``delta`` (Adam).
+    ``decay_mult``), ``momentum`` (AdaDelta's decay too), ``kind`` (the solver type), ``l1`` (L1
+    instead of L2 decay), ``momentum2`` (Adam), ``delta`` (Adam, AdaGrad, RMSProp, AdaDelta) and
+    ``rms_decay`` (RMSProp).
 
     Example:
         >>> w = torch.nn.Parameter(torch.ones(2))
@@ -202,9 +191,10 @@ class CaffeSolver(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]], lr: float,
                  momentum: float = 0.0, weight_decay: float = 0.0, kind: str = "SGD",
-                 l1: bool = False, momentum2: float = 0.999, delta: float = 1e-8) -> None:
+                 l1: bool = False, momentum2: float = 0.999, delta: float = 1e-8,
+                 rms_decay: float = 0.99) -> None:
         defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "kind": kind,
-                    "l1": l1, "momentum2": momentum2, "delta": delta}
+                    "l1": l1, "momentum2": momentum2, "delta": delta, "rms_decay": rms_decay}
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -234,6 +224,9 @@ class CaffeSolver(torch.optim.Optimizer):
             correction = math.sqrt(1 - b2**t) / (1 - m**t)
             p.sub_(lr * correction * m1 / (v.sqrt() + group["delta"]))
             return
+        if group["kind"] in ("AdaGrad", "RMSProp", "AdaDelta"):
+            p.sub_(_adaptive_step(group, state, g, p))
+            return
         history = state.setdefault("history", torch.zeros_like(p))
         if group["kind"] == "Nesterov":
             previous = history.clone()
@@ -242,6 +235,29 @@ class CaffeSolver(torch.optim.Optimizer):
         else:
             history.mul_(m).add_(g, alpha=lr)
             p.sub_(history)
+
+
+def _adaptive_step(group: dict[str, Any], state: dict[str, Any], g: torch.Tensor,
+                   p: torch.Tensor) -> torch.Tensor:
+    """The step of Caffe's AdaGrad, RMSProp and AdaDelta (``g`` already regularized).
+
+    AdaGrad: ``h += g^2``; RMSProp: ``h = d h + (1 - d) g^2``; both step
+    ``lr g / (sqrt(h) + delta)``. AdaDelta: ``h = m h + (1 - m) g^2``,
+    ``u = g sqrt((h2 + delta) / (h + delta))``, ``h2 = m h2 + (1 - m) u^2``, step ``lr u``.
+    """
+    lr, delta, kind = float(group["lr"]), float(group["delta"]), str(group["kind"])
+    history: torch.Tensor = state.setdefault("history", torch.zeros_like(p))
+    if kind == "AdaGrad":
+        history.addcmul_(g, g)
+    else:
+        decay = group["rms_decay"] if kind == "RMSProp" else group["momentum"]
+        history.mul_(decay).addcmul_(g, g, value=1 - decay)
+    if kind != "AdaDelta":
+        return g * lr / (history.sqrt() + delta)
+    updates: torch.Tensor = state.setdefault("update_history", torch.zeros_like(p))
+    step = g * ((updates + delta) / (history + delta)).sqrt()
+    updates.mul_(group["momentum"]).addcmul_(step, step, value=1 - group["momentum"])
+    return step * lr
 
 
 def make_optimizer(settings: SolverSettings,
@@ -269,4 +285,4 @@ def make_optimizer(settings: SolverSettings,
     return CaffeSolver(param_groups, lr=settings.base_lr, momentum=settings.momentum,
                        weight_decay=settings.weight_decay, kind=settings.type,
                        l1=settings.regularization_type == "L1", momentum2=settings.momentum2,
-                       delta=settings.delta)
+                       delta=settings.delta, rms_decay=settings.rms_decay)

@@ -27,8 +27,9 @@ from nncompress.errors import ConfigError
 from nncompress.interop.caffe_net import CaffeNet
 from nncompress.interop.caffe_spec import LayerSpec
 from nncompress.interop.caffemodel import read_caffemodel, write_caffemodel
-from nncompress.interop.prototxt import Message, parse_file
-from nncompress.interop.solver import SolverSettings, make_optimizer, read_solver, resolve_net
+from nncompress.interop.prototxt import Message
+from nncompress.interop.solver import SolverSettings, make_optimizer, read_solver
+from nncompress.interop.solver_nets import solver_net
 from nncompress.interop.transform import CaffeTransform, TransformSpec
 from nncompress.interop.weights import LoadedMasks, apply_masks, bake_masks, load_blobs, net_blobs
 from nncompress.layers import COMPRESSIBLE
@@ -270,8 +271,7 @@ def train_from_solver(solver: str | Path, net: str | Path | None = None,
     settings = read_solver(solver)
     if max_iter is not None:
         settings.max_iter = max_iter
-    net_path = resolve_net(settings, net)
-    net_msg = parse_file(net_path, "net prototxt")
+    net_msg, net_path = solver_net(settings, net)
     splits = load_data(data, scale=1.0) if data else None
     seed = max(settings.random_seed, 0)
     if settings.random_seed >= 0:
