@@ -45,6 +45,18 @@ def test_train_batches_are_batch_orders_examples(tmp_path: Path) -> None:
         assert y.tolist() == [stream.train.load(j)[1] for j in indices]
 
 
+def test_train_batches_follow_a_given_order(tmp_path: Path) -> None:
+    make_folder(tmp_path, classes=("a", "b"), per_class=3)
+    stream = open_stream(f"folder:{tmp_path}", seed=0)
+    order = BatchOrder(6, 4, seed=123)
+    x, _ = next(stream.train_batches(4, start=2, stop=3, order=order))
+    assert torch.equal(x, reference_batch(stream.train, order.indices(2).tolist()))
+    with pytest.raises(ConfigError, match="the batch order is for 6 examples in batches of 4, "
+                                          r"but '.*' has 6 training examples and the batch size "
+                                          "is 2"):
+        stream.train_batches(2, start=0, stop=1, order=order)
+
+
 def test_test_batches_in_order_all_examples(tmp_path: Path) -> None:
     make_folder(tmp_path, classes=("a", "b"), per_class=3)
     stream = open_stream(f"folder:{tmp_path}")

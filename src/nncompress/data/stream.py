@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler
@@ -30,6 +30,9 @@ from nncompress.data._feed import Failure, ImageSource, IterationSampler, Sample
 from nncompress.data._registry import DatasetError
 from nncompress.data.transforms import ImageTransform, TransformConfig
 from nncompress.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nncompress.train.loop import BatchOrder
 
 __all__ = ["StreamSplits", "is_stream_spec", "open_stream"]
 
@@ -86,14 +89,17 @@ class StreamSplits:
     prefetch: int = 2
     bad_images: set[str] = field(default_factory=set)
 
-    def train_batches(self, batch_size: int, start: int,
-                      stop: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(self, batch_size: int, start: int, stop: int,
+                      order: BatchOrder | None = None
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of iterations ``start`` to ``stop - 1``, in order.
 
         Args:
             batch_size: examples per batch.
             start: the first iteration (the one to resume at).
             stop: the iteration after the last.
+            order: the training loop's batch order; None: ``BatchOrder(len(train),
+                batch_size, seed)``.
 
         Returns:
             An iterator of ``(images, labels)``; workers start at its first ``next``.
@@ -105,9 +111,14 @@ class StreamSplits:
         Example:
             >>> # see the module docstring
         """
-        from nncompress.train.loop import BatchOrder
+        if order is None:
+            from nncompress.train.loop import BatchOrder
 
-        order = BatchOrder(len(self.train), batch_size, self.seed)
+            order = BatchOrder(len(self.train), batch_size, self.seed)
+        if (order.num_examples, order.batch_size) != (len(self.train), batch_size):
+            raise ConfigError(f"the batch order is for {order.num_examples} examples in batches "
+                              f"of {order.batch_size}, but {self.name!r} has {len(self.train)} "
+                              f"training examples and the batch size is {batch_size}")
         feed = SampleFeed(self.train, ImageTransform(self.transform, train=True), seed=self.seed,
                           skip_bad_images=self.skip_bad_images)
         return self._batches(feed, IterationSampler(order, start, stop))
