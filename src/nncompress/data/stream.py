@@ -99,7 +99,7 @@ class StreamSplits:
             start: the first iteration (the one to resume at).
             stop: the iteration after the last.
             order: the training loop's batch order; None: ``BatchOrder(len(train),
-                batch_size, seed)``.
+                batch_size, seed)``. Its seed also seeds the random transforms.
 
         Returns:
             An iterator of ``(images, labels)``; workers start at its first ``next``.
@@ -119,8 +119,10 @@ class StreamSplits:
             raise ConfigError(f"the batch order is for {order.num_examples} examples in batches "
                               f"of {order.batch_size}, but {self.name!r} has {len(self.train)} "
                               f"training examples and the batch size is {batch_size}")
-        feed = SampleFeed(self.train, ImageTransform(self.transform, train=True), seed=self.seed,
-                          skip_bad_images=self.skip_bad_images)
+        # The order's seed also seeds the random transforms: a run seeds each stage's order
+        # differently, so stages do not repeat each other's crops.
+        feed = SampleFeed(self.train, ImageTransform(self.transform, train=True),
+                          seed=order.seed, skip_bad_images=self.skip_bad_images)
         return self._batches(feed, IterationSampler(order, start, stop))
 
     def eval_batches(self, batch_size: int,
