@@ -164,7 +164,9 @@ def test_four_d_scores_and_a_loss_layer_net_converted_to_ncz(
     from nncompress.export import load_compact
 
     model = load_compact(tmp_path / "tv.ncz")
-    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10, 1, 1)
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)  # scores, as nncompress eval takes
+    assert main(["eval", str(tmp_path / "tv.ncz"), "--data", DATA]) == 0
+    assert _accuracy(capsys.readouterr().out) == got
 
 
 def test_input_shape_that_disagrees_with_the_data_names_both(

@@ -277,12 +277,15 @@ class CaffeNet(nn.Module):
                                   for t in s.tops if t not in consumed))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The scores for input ``x``: the first bottom of the loss or accuracy layer."""
+        """The scores for input ``x``: the output blob (see :meth:`_output_blob`); ``N x C x 1
+        x 1`` scores of fully convolutional nets come as ``N x C``."""
         source, target = self.inputs[self.phase], self.outputs[self.phase]
         if source is None or target is None:
             raise ConfigError(f"net '{self.net_name}' has no input or output blob in the "
                               f"{self.phase} phase")
-        return self.run({source: x})[target]
+        out = self.run({source: x})[target]
+        squeeze = out.dim() > 2 and all(d == 1 for d in out.shape[2:])
+        return out.reshape(out.shape[:2]) if squeeze else out
 
     def compression(self) -> dict[str, Compression]:
         """Module name -> the DNS/INQ parameters of the layers written as DNS/INQ types."""
