@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import nncompress as nnc
 from nncompress.export import load_compact, save_compact
 from nncompress.export._streams import RANS, RAW, ZSTD, restrict_methods
+from nncompress.interop.seed_compact import encode_blob
 from nncompress.models import build_model
 
 GUO_DENSITY = {"conv1": 0.142, "conv2": 0.031, "ip1": 0.0073, "ip2": 0.043}
@@ -76,7 +77,9 @@ def seed_blob_bytes(values: np.ndarray, gap_bits: int) -> int | None:
     levels = np.unique(values[values != 0])
     if levels.size > 31:
         return None
-    code_bits = 4 if levels.size <= 15 else 5
+    if levels.size <= 15:  # the seed's own format: the interop encoder's exact bytes
+        return len(encode_blob(values.astype(np.float32), gap_bits))
+    code_bits = 5
     max_gap = 1 << gap_bits
     entries, prev = 0, -1
     for idx in np.flatnonzero(values).tolist():
