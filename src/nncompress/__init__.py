@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from nncompress._version import __version__
 from nncompress.dns import DNSConfig
 from nncompress.errors import ConfigError, FormatError, NNCompressError, NonFiniteError
 from nncompress.inq import INQConfig
@@ -24,12 +25,11 @@ from nncompress.prepare import (
     quantize_step,
     surgery_step,
 )
-from nncompress.summary import LayerSummary, Summary, summarize
+from nncompress.report.summary import LayerSummary, Summary, summarize
 
 if TYPE_CHECKING:
     from nncompress.export import load_compact, save_compact
 
-__version__ = "0.1.0"
 __all__ = [
     "ConfigError",
     "DNSConfig",

@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 
 from nncompress.errors import ConfigError, did_you_mean
 
+__all__ = ["FieldError", "check", "check_real", "config_class", "explicit_fields", "merge"]
+
 T = TypeVar("T")
 
 

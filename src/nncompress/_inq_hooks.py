@@ -59,7 +59,7 @@ from torch.optim.optimizer import (
 if TYPE_CHECKING:
     from nncompress.layers import CompressedLayer
 
-__all__: list[str] = []
+__all__ = ["free_as_ones", "is_tracked", "mask_gradient", "restore_values", "track", "untrack"]
 
 # id(parameter) -> (layer, blob) for every INQ blob; read by the optimizer hooks below.
 _PARAMS: dict[int, tuple[weakref.ref[CompressedLayer], str]] = {}

@@ -7,6 +7,8 @@ from typing import TypeVar
 
 from nncompress.errors import ConfigError
 
+__all__ = ["registrar"]
+
 T = TypeVar("T")
 
 

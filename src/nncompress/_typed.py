@@ -17,6 +17,9 @@ from typing import Any, Literal, Union
 from nncompress._config import FieldError
 from nncompress.errors import ConfigError, did_you_mean
 
+__all__ = ["RecipeError", "build_dataclass", "check_keys", "convert", "convert_scalar", "describe",
+           "join_path", "require", "shown"]
+
 
 class RecipeError(ConfigError):
     """A recipe is malformed; ``path`` names the bad key, e.g. ``stages[1].defaults.gamma``."""

@@ -20,7 +20,8 @@ import torch
 from nncompress._config import check, config_class
 from nncompress.errors import NonFiniteError
 
-__all__ = ["INQConfig", "fix_count", "level_range", "quantize", "select_largest"]
+__all__ = ["FIXED_DTYPE", "STRATEGIES", "INQConfig", "check_finite", "fix_count", "level_range",
+           "quantize", "select_largest"]
 
 STRATEGIES = ("magnitude", "random")
 FIXED_DTYPE = torch.bfloat16

@@ -33,7 +33,8 @@ from nncompress.dns import DNSConfig
 from nncompress.errors import ConfigError
 from nncompress.inq import INQConfig
 
-__all__ = ["COMPRESSIBLE", "CompressedLayer", "compressed_class"]
+__all__ = ["COMPRESSIBLE", "CompressedConv1d", "CompressedConv2d", "CompressedConv3d",
+           "CompressedLayer", "CompressedLinear", "compressed_class"]
 
 COMPRESSIBLE: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _DNS_BUFFERS = ("weight_mask", "bias_mask", "dns_iteration", "dns_stats", "dns_seed")

@@ -53,7 +53,7 @@ from nncompress.stages import (
     plain_copy,
     restore_checkpoint,
 )
-from nncompress.summary import summarize
+from nncompress.report.summary import summarize
 from nncompress.train.checkpoint import (
     Checkpoint,
     list_checkpoints,

@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SystemExit as exc:  # argparse reports usage errors itself
             return 0 if exc.code in (0, None) else 1
         if args.version:
-            from nncompress import __version__
+            from nncompress._version import __version__
 
             print(__version__)
             return 0

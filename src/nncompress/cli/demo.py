@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from nncompress.cli.run import add_progress_arguments, add_set_argument, apply_threads
+from nncompress.cli._options import add_progress_arguments, add_set_argument, apply_threads
 
 __all__ = ["DEMO_RECIPE", "add_parser", "run"]
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
+from nncompress.cli._options import (
+    add_allow_import_argument,
+    add_json_argument,
+    add_model_path_argument,
+)
 from nncompress.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
@@ -13,15 +17,13 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Register the arguments of ``eval``."""
-    parser.add_argument("path", type=Path,
-                        help="run folder, model.safetensors, checkpoint or .ncz file")
+    add_model_path_argument(parser)
     parser.add_argument("--data", default=None,
                         help="data spec (default: the run's recipe data), e.g. mnist")
     parser.add_argument("--split", choices=("test", "val", "train"), default="test",
                         help="which split to evaluate (default: test)")
-    parser.add_argument("--allow-import", action="store_true",
-                        help="allow package.module:callable models (runs their code)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_allow_import_argument(parser)
+    add_json_argument(parser, "the result")
 
 
 def run(args: argparse.Namespace) -> int:

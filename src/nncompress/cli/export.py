@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nncompress.cli._options import add_allow_import_argument, add_model_path_argument
 from nncompress.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
@@ -12,8 +13,7 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Register the arguments of ``export``."""
-    parser.add_argument("path", type=Path,
-                        help="run folder, model.safetensors, checkpoint or .ncz file")
+    add_model_path_argument(parser)
     parser.add_argument("-o", "--output", type=Path, default=None,
                         help="compact model file to write (.ncz)")
     parser.add_argument("--onnx", type=Path, default=None, help="ONNX file to write")
@@ -26,8 +26,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-shape", default=None, metavar="C,H,W",
                         help="ONNX input shape of one example (default: from the model's "
                              "in_channels and input_size, else 1,28,28)")
-    parser.add_argument("--allow-import", action="store_true",
-                        help="allow package.module:callable models (runs their code)")
+    add_allow_import_argument(parser)
 
 
 def _input_shape(text: str | None, kwargs: dict[str, object]) -> tuple[int, ...]:

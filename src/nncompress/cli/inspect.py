@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from nncompress.cli._options import add_json_argument
 from nncompress.export import CompactInfo
 
 __all__ = ["add_parser", "format_info", "run"]
@@ -14,7 +15,7 @@ __all__ = ["add_parser", "format_info", "run"]
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Register the arguments of ``inspect``."""
     parser.add_argument("file", type=Path, help="a .ncz file")
-    parser.add_argument("--json", action="store_true", help="print the sizes as JSON")
+    add_json_argument(parser, "the sizes")
 
 
 def format_info(info: CompactInfo) -> str:

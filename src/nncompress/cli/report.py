@@ -6,13 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
+from nncompress.cli._options import add_json_argument
+
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Register the arguments of ``report``."""
     parser.add_argument("run_dir", type=Path, help="a run folder (or its report.json)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_json_argument(parser, "the report")
 
 
 def run(args: argparse.Namespace) -> int:

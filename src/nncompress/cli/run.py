@@ -7,49 +7,29 @@ import json
 import time
 from pathlib import Path
 
+# add_set_argument, add_progress_arguments and apply_threads were defined here; importing them
+# from this module keeps working.
+from nncompress.cli._options import (
+    add_json_argument,
+    add_progress_arguments,
+    add_recipe_argument,
+    add_set_argument,
+    apply_threads,
+)
+
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Register the arguments of ``run``."""
-    parser.add_argument("recipe", help="recipe YAML file, or the name of a shipped recipe")
+    add_recipe_argument(parser)
     parser.add_argument("--out", type=Path, default=None,
                         help="run folder (default: runs/<recipe name>)")
     add_set_argument(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its newest checkpoint")
     add_progress_arguments(parser)
-    parser.add_argument("--json", action="store_true", help="print report.json instead of a table")
-
-
-def add_set_argument(parser: argparse.ArgumentParser) -> None:
-    """The repeatable ``--set key.path=value`` override (also used by ``validate``)."""
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY.PATH=VALUE",
-                        help="override a recipe value, e.g. stages.0.iterations=100 or "
-                             "stages.dns.defaults.gamma=1e-4 (repeatable)")
-
-
-def add_progress_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--quiet``: one log line per evaluation instead of progress bars."""
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress bars; one line per evaluation (for logs)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="CPU threads for torch (default: torch's choice); 1 is often "
-                             "fastest for small models on a busy machine")
-
-
-def apply_threads(threads: int | None) -> None:
-    """Set torch's CPU thread count when ``--threads`` was given."""
-    if threads is None:
-        return
-    if threads < 1:
-        from nncompress.errors import ConfigError
-
-        raise ConfigError(f"--threads {threads}: use 1 or more")
-    import torch
-
-    torch.set_num_threads(threads)
+    add_json_argument(parser, "report.json instead of a table")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from nncompress.cli.run import add_set_argument
+from nncompress.cli._options import add_recipe_argument, add_set_argument
 
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Register the arguments of ``validate``."""
-    parser.add_argument("recipe", help="recipe YAML file, or the name of a shipped recipe")
+    add_recipe_argument(parser)
     add_set_argument(parser)
     parser.add_argument("--show", action="store_true",
                         help="print the resolved recipe (every default written out)")

@@ -141,7 +141,7 @@ def save_compact(model: nn.Module, path: str | Path, *, arch: dict[str, Any] | N
         enc = encode_tensor(name, tensor, float_dtype)
         metas.append(enc.meta | {"bytes": [len(enc.positions), len(enc.values)]})
         streams += [enc.positions, enc.values]
-    from nncompress import __version__
+    from nncompress._version import __version__
     from nncompress._io import atomic_write_bytes
 
     meta = {"format": FORMAT_NAME, "arch": arch, "float_dtype": float_dtype,

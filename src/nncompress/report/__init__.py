@@ -3,7 +3,8 @@
 ``report.json`` (format ``nncompress-report``, version 1) holds one row per compressible layer
 (entries, kept, sparsity, levels, bits, fixed fraction), totals (kept, compression, the weight
 storage estimate) and the test loss, accuracy and error. Reports are plain data: the table is
-made from the JSON, so ``nncompress report`` needs neither the model nor torch.
+made from the JSON, so ``nncompress report`` needs neither the model nor torch. The rows come
+from :func:`nncompress.report.summary.summarize` of a model (not imported here, for that reason).
 
 Example:
     >>> report = build_report([{"name": "fc", "layer_type": "Linear", "mode": "plain",

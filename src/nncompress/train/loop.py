@@ -157,7 +157,7 @@ def kept_fraction(model: nn.Module) -> float:
         >>> kept_fraction(nn.Linear(2, 2))
         1.0
     """
-    from nncompress.summary import summarize
+    from nncompress.report.summary import summarize
 
     summary = summarize(model)
     return summary.total_kept / summary.total_entries if summary.total_entries else 1.0
