@@ -39,6 +39,7 @@ from nncompress.recipe import (
     TrainStage,
 )
 from nncompress.report import build_report, write_report
+from nncompress.report.summary import summarize
 from nncompress.run_folder import (
     load_run_model,
     load_weights,
@@ -53,7 +54,6 @@ from nncompress.stages import (
     plain_copy,
     restore_checkpoint,
 )
-from nncompress.report.summary import summarize
 from nncompress.train.checkpoint import (
     Checkpoint,
     list_checkpoints,
@@ -69,6 +69,8 @@ from nncompress.train.loop import (
     evaluate,
 )
 
+# check_recipe (stages), load_run_model and load_weights (run_folder) are re-exported: code
+# that imports them from here keeps working.
 __all__ = [
     "RunInterrupted",
     "RunResult",
