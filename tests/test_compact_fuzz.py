@@ -1,4 +1,10 @@
-"""Mutated .ncz files: every one loads or raises an NNCompressError; nothing else escapes."""
+"""Mutated .ncz files: every one loads or raises an NNCompressError; nothing else escapes.
+
+Raw corruption (bit flips, truncation, splices: the checksum catches them), bodies edited
+with a recomputed checksum (the decoders catch them), and crafted files whose metadata or
+streams were edited field by field (the schema, the budget and the guarded build catch them;
+see ``test_compact_crafted``).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from nncompress.export import save_compact
 from nncompress.export._container import HEADER_SIZE, parse
 from nncompress.export.compact import _load
 from nncompress.models import build_model
+from tests.test_compact_crafted import base_files, crafted_cases
 
 
 def _base_files(tmp_path: Path) -> list[bytes]:
@@ -81,7 +88,7 @@ def test_thousands_of_mutations_raise_only_nncompress_errors(tmp_path: Path) -> 
         data = bytes(mutate(bytearray(base), rng))
         try:
             meta, streams = parse(data, "fuzz")
-            _load(meta, streams, "fuzz", allow_import=False)
+            _load(meta, streams, "fuzz", False, len(data))
             outcomes["loaded"] += 1
         except NNCompressError as exc:
             assert str(exc)
@@ -99,3 +106,22 @@ def test_other_versions_are_rejected(tmp_path: Path, version: int) -> None:
     data[4:6] = version.to_bytes(2, "little")
     with pytest.raises(NNCompressError, match="version"):
         parse(bytes(data), "x")
+
+
+@pytest.mark.slow
+def test_thousands_of_crafted_files_raise_only_nncompress_errors(tmp_path: Path) -> None:
+    bases = base_files(tmp_path)
+    outcomes: Counter[str] = Counter()
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for data in crafted_cases(bases, seed=2024, count=2000):
+        try:
+            meta, streams = parse(data, "fuzz")
+            _load(meta, streams, "fuzz", False, len(data))
+            outcomes["loaded"] += 1
+        except NNCompressError as exc:
+            assert str(exc).startswith("fuzz")
+            outcomes[type(exc).__name__] += 1
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before
+    assert grown_kib < 200_000, f"peak memory grew by {grown_kib} KiB"
+    assert set(outcomes) <= {"FormatError", "ConfigError", "loaded"}, outcomes
+    assert outcomes["FormatError"] > 1500, outcomes

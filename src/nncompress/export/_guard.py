@@ -98,6 +98,7 @@ class AllocationGuard(TorchFunctionMode):
         self.limit = limit
         self.what = what
         self.live = 0
+        self.refused: FormatError | None = None  # the error raised, even if a caller wraps it
         self._storages: dict[int, int] = {}  # data pointer -> bytes, while alive
         self._finalizers: list[weakref.finalize[Any, Any]] = []
 
@@ -111,11 +112,12 @@ class AllocationGuard(TorchFunctionMode):
         kwargs = kwargs or {}
         planned = self._plan(func, args, kwargs)
         if self.live + planned > self.limit:
-            raise FormatError(
+            self.refused = FormatError(
                 f"{self.what}: building the model would take more than {self.limit} bytes "
                 f"({getattr(func, '__name__', func)} asks for {planned} more, {self.live} are "
                 "in use): the file's architecture describes a far bigger model than its size "
                 "allows")
+            raise self.refused
         out = func(*args, **kwargs)
         for tensor in _tensors(out):
             self._track(tensor)

@@ -83,7 +83,7 @@ def check_meta(meta: dict[str, Any], data_len: int, file_bytes: int,
     if meta.get("format") != FORMAT_NAME:
         raise _fail(what, "'format'", meta.get("format"), repr(FORMAT_NAME))
     float_dtype = meta.get("float_dtype")
-    if float_dtype not in FLOAT_DTYPES:
+    if not isinstance(float_dtype, str) or float_dtype not in FLOAT_DTYPES:
         raise _fail(what, "'float_dtype'", float_dtype, "'float32' or 'float16'")
     writer = meta.get("writer", "")
     if not isinstance(writer, str) or len(writer) > _MAX_WRITER:
@@ -166,7 +166,7 @@ def _check_tensor(t: Any, field: str, float_dtype: str, what: str) -> int:
         raise _fail(what, f"{field}.name", name, f"a string of 1 to {_MAX_NAME} characters")
     field = f"{field}.{{}} (tensor {_show(name)})"
     dtype, shape, kind = t["dtype"], t["shape"], t["values"]
-    if dtype not in DTYPES:
+    if not (isinstance(dtype, str) and dtype in DTYPES):
         raise _fail(what, field.format("dtype"), dtype, f"one of {', '.join(DTYPES)}")
     if not isinstance(shape, list) or len(shape) > MAX_DIMS:
         raise _fail(what, field.format("shape"), shape, f"a list of at most {MAX_DIMS} sizes")
@@ -175,7 +175,7 @@ def _check_tensor(t: Any, field: str, float_dtype: str, what: str) -> int:
             raise _fail(what, field.format(f"shape[{j}]"), size, f"an integer in [0, {MAX_DIM}]")
     floating = DTYPES[dtype].is_floating_point
     kinds = ("pow2", "float16" if float_dtype == "float16" else dtype) if floating else ("raw",)
-    if kind not in kinds:
+    if not isinstance(kind, str) or kind not in kinds:
         raise _fail(what, field.format("values"), kind, f"{' or '.join(map(repr, kinds))} for a "
                     f"{dtype} tensor in a {float_dtype} file")
     numel = math.prod(shape)
@@ -186,9 +186,9 @@ def _check_tensor(t: Any, field: str, float_dtype: str, what: str) -> int:
 def _check_layout(t: dict[str, Any], field: str, numel: int, what: str) -> None:
     """Layout, counts and stream lengths of a tensor entry whose dtype and shape are valid."""
     layout, lengths, shape = t["layout"], t["bytes"], t["shape"]
-    if layout not in ("dense", "sparse") or (t["values"] == "raw" and layout != "dense"):
-        raise _fail(what, field.format("layout"), layout,
-                    "'dense'" if t["values"] == "raw" else "'dense' or 'sparse'")
+    layouts = ("dense",) if t["values"] == "raw" else ("dense", "sparse")
+    if not isinstance(layout, str) or layout not in layouts:
+        raise _fail(what, field.format("layout"), layout, " or ".join(map(repr, layouts)))
     if not (isinstance(lengths, list) and len(lengths) == 2 and _int_in(lengths[0], 0, 2**62)
             and _int_in(lengths[1], 1, 2**62)):
         raise _fail(what, field.format("bytes"), lengths,

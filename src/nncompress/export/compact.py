@@ -141,8 +141,8 @@ def save_compact(model: nn.Module, path: str | Path, *, arch: dict[str, Any] | N
         enc = encode_tensor(name, tensor, float_dtype)
         metas.append(enc.meta | {"bytes": [len(enc.positions), len(enc.values)]})
         streams += [enc.positions, enc.values]
-    from nncompress._version import __version__
     from nncompress._io import atomic_write_bytes
+    from nncompress._version import __version__
 
     meta = {"format": FORMAT_NAME, "arch": arch, "float_dtype": float_dtype,
             "writer": f"nncompress {__version__}", "tensors": metas}
@@ -219,14 +219,13 @@ def _build(arch: dict[str, Any], tensors: list[dict[str, Any]], limit: int,
         skeleton = None
     if skeleton is not None:
         check_matches(tensors, skeleton.state_dict(), what)
+    guard = AllocationGuard(limit, what)
     try:
-        with AllocationGuard(limit, what):
+        with guard:
             model = _call_builder(arch)
-    except FormatError as exc:
-        if str(exc).startswith(f"{what}: "):
-            raise
-        raise _cannot_build(arch, exc, what) from None
     except Exception as exc:
+        if guard.refused is not None:  # said plainly, even where the builder wrapped it
+            raise guard.refused from None
         raise _cannot_build(arch, exc, what) from None
     check_matches(tensors, model.state_dict(), what)
     return model
