@@ -4,15 +4,17 @@ Batches come from a per-epoch permutation of the training set whose generator is
 ``(seed, epoch)`` alone, so the data order at any iteration is a pure function of the iteration:
 resuming needs no saved data-loader state. Like Caffe's data layer, batches run through the
 epoch boundary (a batch may hold the end of one permutation and the start of the next).
+Streamed data (:class:`~nncompress.data.StreamSplits`) follows the same order: its DataLoader
+yields the examples of ``order.indices(i)`` for iteration ``i``, from any starting iteration.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,9 @@ from nncompress.errors import ConfigError, NonFiniteError
 from nncompress.train.config import BiasConfig, LRConfig, OptimizerConfig
 from nncompress.train.lars import LarsSGD
 from nncompress.train.lr import LRSchedule, apply_lr
+
+if TYPE_CHECKING:
+    from nncompress.data.stream import StreamSplits
 
 __all__ = [
     "BatchOrder",
@@ -124,9 +129,13 @@ def build_schedule(spec: LRConfig, max_iter: int) -> LRSchedule:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             batch_size: int = 1000) -> tuple[float, float]:
+def evaluate(model: nn.Module, x: torch.Tensor | Iterable[tuple[torch.Tensor, torch.Tensor]],
+             y: torch.Tensor | None = None, batch_size: int = 1000) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, in eval mode.
+
+    ``x`` may instead be an iterable of ``(inputs, labels)`` batches (``y`` left out), e.g.
+    :meth:`StreamSplits.eval_batches <nncompress.data.StreamSplits.eval_batches>`; batches are
+    moved to the model's device.
 
     Example:
         >>> net = nn.Linear(2, 2)
@@ -134,20 +143,37 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         >>> 0.0 <= acc <= 1.0
         True
     """
-    if len(y) == 0:
-        return math.nan, math.nan
+    if isinstance(x, torch.Tensor):
+        if y is None:
+            raise TypeError("evaluate(model, x, y): labels y are needed with an input tensor")
+        batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = (
+            (x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size))
+    else:
+        batches = x
     was_training = model.training
     model.eval()
-    loss_sum, correct = 0.0, 0
+    loss_sum, correct, count = 0.0, 0, 0
     try:
-        for start in range(0, len(y), batch_size):
-            out = model(x[start:start + batch_size])
-            target = y[start:start + batch_size]
+        for inputs, target in batches:
+            if not isinstance(x, torch.Tensor):
+                inputs, target = _on_device_of(model, inputs, target)
+            out = model(inputs)
             loss_sum += float(F.cross_entropy(out, target, reduction="sum"))
             correct += int((out.argmax(dim=1) == target).sum())
+            count += len(target)
     finally:
         model.train(was_training)
-    return loss_sum / len(y), correct / len(y)
+    if count == 0:
+        return math.nan, math.nan
+    return loss_sum / count, correct / count
+
+
+def _on_device_of(model: nn.Module, x: torch.Tensor,
+                  y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    device = next(iter(model.parameters()), x).device
+    if x.device == device:
+        return x, y
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
 def kept_fraction(model: nn.Module) -> float:
@@ -197,6 +223,10 @@ class TrainingLoop:
         on_eval: receives each evaluation's record.
         on_checkpoint: receives the state every ``checkpoint_interval`` iterations.
         after_iteration: called after each iteration (tests use it to simulate a kill).
+        stream: streamed data; when given, batches come from its DataLoader in ``order``,
+            evaluations read its ``eval_split``, and the four tensors are not used.
+        eval_split: the split of ``stream`` evaluated (``"test"`` or ``"val"``).
+        eval_batch_size: examples per evaluation batch.
     """
 
     model: nn.Module
@@ -215,7 +245,11 @@ class TrainingLoop:
     on_eval: EvalHook | None = None
     on_checkpoint: StateHook | None = None
     after_iteration: Callable[[], None] | None = None
+    stream: StreamSplits | None = None
+    eval_split: str = "test"
+    eval_batch_size: int = 1000
     _last_eval: str = ""
+    _feed: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def run(self, state: TrainState) -> None:
         """Train from ``state.iteration`` to ``iterations``, updating ``state`` in place.
@@ -229,6 +263,9 @@ class TrainingLoop:
         bar = self._bar(state.iteration)
         self.model.train()
         lr = self.schedule.lr_at(max(state.iteration - 1, 0))
+        if self.stream is not None:
+            self._feed = self.stream.train_batches(self.order.batch_size, state.iteration,
+                                                   self.iterations, order=self.order)
         try:
             if state.iteration >= self.iterations:
                 self._evaluate(state, lr, bar)
@@ -249,15 +286,20 @@ class TrainingLoop:
                 if self.after_iteration is not None:
                     self.after_iteration()
         finally:
+            self._feed = None
             if bar is not None:
                 bar.close()
 
     def _step(self, state: TrainState) -> float:
         lr = self.schedule.lr_at(state.iteration)
         apply_lr(self.optimizer, lr)
-        batch = self.order.indices(state.iteration)
+        if self._feed is None:
+            batch = self.order.indices(state.iteration)
+            x, y = self.train_x[batch], self.train_y[batch]
+        else:
+            x, y = _on_device_of(self.model, *next(self._feed))
         self.optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.model(self.train_x[batch]), self.train_y[batch])
+        loss = F.cross_entropy(self.model(x), y)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise NonFiniteError(f"{self.description}: the training loss became {value} at "
@@ -271,7 +313,11 @@ class TrainingLoop:
         return lr
 
     def _evaluate(self, state: TrainState, lr: float, bar: Any) -> None:
-        eval_loss, accuracy = evaluate(self.model, self.eval_x, self.eval_y)
+        if self.stream is None:
+            eval_loss, accuracy = evaluate(self.model, self.eval_x, self.eval_y)
+        else:
+            eval_loss, accuracy = evaluate(
+                self.model, self.stream.eval_batches(self.eval_batch_size, self.eval_split))
         record = {
             "iteration": state.iteration,
             "loss": state.loss_sum / state.loss_count if state.loss_count else None,
