@@ -93,7 +93,7 @@ def test_forward_uses_masked_weights_and_gradient_is_straight_through() -> None:
     layer = nnc.prepare(_layer(), nnc.DNSConfig(c_rate=0.5, iter_stop=1))
     x = torch.randn(4, 20)
     out = layer(x)  # iteration 0: statistics and surgery (p = 1), then the forward
-    mask, bias_mask = layer.buffer("weight_mask"), layer.buffer("bias_mask")
+    mask, bias_mask = layer.mask("weight"), layer.mask("bias")
     assert 0 < int(mask.sum()) < mask.numel()
     masked_weight = (layer.weight * mask).detach().requires_grad_(True)
     masked_bias = (layer.bias * bias_mask).detach().requires_grad_(True)
@@ -137,7 +137,7 @@ def test_surgery_trajectory_matches_reference() -> None:
     x = torch.randn(2, 20)
     for i, delta in enumerate(updates):
         layer(x)
-        got = layer.buffer("weight_mask").flatten().tolist() + layer.buffer("bias_mask").tolist()
+        got = layer.mask("weight").flatten().tolist() + layer.mask("bias").tolist()
         assert got == expected[i], f"iteration {i}"
         with torch.no_grad():
             layer.weight += delta[:200].reshape(10, 20)
@@ -162,14 +162,14 @@ def test_eval_mode_changes_nothing() -> None:
     layer.eval()
     layer(torch.randn(3, 20))
     assert int(layer.dns_iteration) == 0
-    assert bool(layer.buffer("weight_mask").all())
+    assert bool(layer.mask("weight").all())
 
 
 def test_negative_iter_stop_freezes_masks_but_counts() -> None:
     layer = nnc.prepare(_layer(), nnc.DNSConfig(c_rate=1.0, iter_stop=-1))
     for _ in range(3):
         layer(torch.randn(1, 20))
-    assert bool(layer.buffer("weight_mask").all())
+    assert bool(layer.mask("weight").all())
     assert int(layer.dns_iteration) == 3
 
 
@@ -182,7 +182,7 @@ def test_all_zero_layer_makes_no_nan_and_no_update() -> None:
     out = layer(torch.randn(2, 20))
     assert torch.equal(out, torch.zeros(2, 10))
     assert layer.dns_stats.tolist() == [0.0, 0.0, 0.0]
-    assert bool(layer.buffer("weight_mask").all())
+    assert bool(layer.mask("weight").all())
 
 
 def test_nan_weights_raise_at_statistics() -> None:
@@ -199,20 +199,20 @@ def test_manual_advance_with_gradient_accumulation() -> None:
     for _ in range(4):  # four micro-batches: no surgery, no counting
         layer(torch.randn(2, 20))
     assert int(layer.dns_iteration) == 0
-    assert bool(layer.buffer("weight_mask").all())
+    assert bool(layer.mask("weight").all())
     nnc.surgery_step(layer)
     assert int(layer.dns_iteration) == 1
-    assert not bool(layer.buffer("weight_mask").all())
+    assert not bool(layer.mask("weight").all())
 
 
 def test_new_stage_restarts_iteration_and_keeps_masks() -> None:
     layer = nnc.prepare(_layer(), nnc.DNSConfig(c_rate=1.0))
     layer(torch.randn(1, 20))
-    mask = layer.buffer("weight_mask").clone()
+    mask = layer.mask("weight").clone()
     nnc.prepare(layer, nnc.DNSConfig(c_rate=1.0, iter_stop=-1))
     assert int(layer.dns_iteration) == 0
     assert float(layer.dns_stats[2]) == 0.0
-    assert torch.equal(layer.buffer("weight_mask"), mask)
+    assert torch.equal(layer.mask("weight"), mask)
 
 
 def test_bias_excluded_when_asked() -> None:

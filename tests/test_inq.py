@@ -107,7 +107,7 @@ def _net(seed: int = 0) -> nn.Sequential:
 
 
 def _free(layer: nn.Module, blob: str = "weight") -> torch.Tensor:
-    return torch.isnan(layer.buffer(f"{blob}_fixed"))
+    return layer.free_entries(blob)
 
 
 def test_quantize_step_fixes_exact_counts_largest_first() -> None:
@@ -117,7 +117,7 @@ def test_quantize_step_fixes_exact_counts_largest_first() -> None:
     before = net[0].weight.detach().clone()
     nnc.prepare(net, nnc.INQConfig(num_quantum_values=4))
     layer = net[0]
-    n1, n2, n0 = layer.buffer("weight_levels").tolist()
+    n1, n2, n0 = layer.inq_levels("weight")
     assert n0 == 16 * 12 - 5
     assert (n1, n2) == inq.level_range(float(before.abs().max()), 4)
     for q in (0.3, 0.6, 0.8, 1.0):
@@ -224,7 +224,7 @@ def test_full_quantization_lands_in_level_set_and_finalize_is_exact() -> None:
     levels = {}
     for layer in (net[0], net[2]):
         for blob in ("weight", "bias"):
-            n1, n2, _ = layer.buffer(f"{blob}_levels").tolist()
+            n1, n2, _ = layer.inq_levels(blob)
             levels[(id(layer), blob)] = {0.0} | {s * 2.0**e for e in range(n2, n1 + 1)
                                                  for s in (1, -1)}
     net.eval()
@@ -244,7 +244,7 @@ def test_all_zero_layer_and_nan_errors() -> None:
     with torch.no_grad():
         net[2].weight.zero_()
     nnc.prepare(net, nnc.INQConfig())
-    assert net[2].buffer("weight_levels").tolist() == [0, 0, 0]
+    assert net[2].inq_levels("weight") == (0, 0, 0)
     nnc.quantize_step(net, 1.0)
     assert not bool(torch.isnan(net[2].weight).any())
     bad = _net()
@@ -311,14 +311,14 @@ def test_bfloat16_layer_keeps_its_state_through_steps() -> None:
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
     nnc.prepare(net, nnc.INQConfig())
     nnc.quantize_step(net, 0.5)
-    fixed_state = net[0].buffer("weight_fixed").clone()
+    fixed_state = net[0].fixed_values("weight").clone()
     fixed = ~_free(net[0])
     before = net[0].weight.detach().clone()
     for _ in range(3):
         optimizer.zero_grad()
         net(torch.randn(4, 16, dtype=torch.bfloat16)).float().sum().backward()
         optimizer.step()
-    bits = net[0].buffer("weight_fixed").view(torch.int16)
+    bits = net[0].fixed_values("weight").view(torch.int16)
     assert torch.equal(bits, fixed_state.view(torch.int16))  # NaN != NaN, so compare bits
     assert torch.equal(net[0].weight[fixed], before[fixed])
 

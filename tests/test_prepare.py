@@ -186,11 +186,11 @@ def test_dns_then_inq_keeps_pruned_entries_zero() -> None:
     net = nnc.prepare(make_net(), nnc.DNSConfig(c_rate=0.7))
     optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     _train(net, optimizer, 10, seed=3)
-    pruned = {n: ~m.buffer("weight_mask") for n, m in nnc.compressed_layers(net)}
+    pruned = {n: ~m.mask("weight") for n, m in nnc.compressed_layers(net)}
     assert all(bool(p.any()) for p in pruned.values())
     nnc.prepare(net, nnc.INQConfig())
     for name, layer in nnc.compressed_layers(net):
-        assert int(layer.buffer("weight_levels")[2]) == int((~pruned[name]).sum())
+        assert layer.inq_levels("weight")[2] == int((~pruned[name]).sum())
     optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     for q in (0.3, 0.6, 1.0):
         nnc.quantize_step(net, q)
@@ -212,3 +212,18 @@ def test_summary_rows() -> None:
     data = nnc.summarize(net).to_dict()
     assert data["total_entries"] == 15
     assert data["layers"][0]["sparsity"] == pytest.approx(1 - row.kept / 15)
+
+
+def test_state_keys_are_the_documented_ones_and_the_accessors_read_them() -> None:
+    dns = nnc.prepare(nn.Linear(3, 2), nnc.DNSConfig())
+    assert set(dns.state_dict()) == {"weight", "bias", "weight_mask", "bias_mask",
+                                     "dns_iteration", "dns_stats", "dns_seed"}
+    assert dns.mask("weight") is dns.state_dict(keep_vars=True)["weight_mask"]
+    inq = nnc.prepare(nn.Linear(3, 2), nnc.INQConfig())
+    assert set(inq.state_dict()) == {"weight", "bias", "weight_fixed", "bias_fixed",
+                                     "weight_levels", "bias_levels", "inq_portion", "inq_steps",
+                                     "inq_seed"}
+    assert inq.fixed_values("bias") is inq.state_dict(keep_vars=True)["bias_fixed"]
+    assert inq.inq_levels("weight") == tuple(inq.state_dict()["weight_levels"].tolist())
+    assert inq.mask("weight") is None and dns.fixed_values("weight") is None
+    assert dns.inq_levels("weight") is None and dns.free_entries("weight") is None
