@@ -173,12 +173,12 @@ def format_benchmark(result: FileBenchmark) -> str:
     Example:
         >>> r = FileBenchmark("m.ncz", 1, 4000, 400, 0, 9.0, 10.0, [BatchTiming(1, 2.0, 0.5, 4.0)])
         >>> print(format_benchmark(r).splitlines()[2])
-            1     2.000       0.500   4.00x          4,000            400
+            1     2.000       0.500   4.00x           4,000               400
     """
     lines = [f"{result.label}  ({result.threads} thread{'s' if result.threads > 1 else ''})",
              "batch  dense ms  runtime ms   ratio  dense weight B  runtime weight B"]
     lines += [f"{t.batch:>5}  {t.dense_ms:>8.3f}  {t.runtime_ms:>10.3f}  {t.ratio:>5.2f}x  "
-              f"{result.dense_bytes:>13,}  {result.runtime_bytes:>13,}" for t in result.batches]
+              f"{result.dense_bytes:>14,}  {result.runtime_bytes:>16,}" for t in result.batches]
     share = result.runtime_bytes / result.dense_bytes if result.dense_bytes else 0.0
     lines.append(f"runtime weights: {100 * share:.1f}% of dense"
                  + (f" (+ {result.index_bytes:,} B of conv gather tables)"
