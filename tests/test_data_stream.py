@@ -57,6 +57,25 @@ def test_train_batches_follow_a_given_order(tmp_path: Path) -> None:
         stream.train_batches(2, start=0, stop=1, order=order)
 
 
+def test_batches_go_to_the_given_device(tmp_path: Path) -> None:
+    make_folder(tmp_path, classes=("a", "b"), per_class=2)
+    stream = open_stream(f"folder:{tmp_path}", pin_memory=False)
+    (x, y), = stream.eval_batches(4, device=torch.device("cpu"))
+    assert x.device.type == "cpu" and torch.equal(x, reference_batch(stream.test, [0, 1, 2, 3]))
+    assert y.tolist() == [0, 0, 1, 1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_batches_are_pinned_and_copied_to_cuda(tmp_path: Path) -> None:
+    make_folder(tmp_path, classes=("a", "b"), per_class=2)
+    stream = open_stream(f"folder:{tmp_path}", workers=2, seed=1)
+    assert stream.pin_memory  # the default when CUDA is present
+    order = BatchOrder(4, 4, seed=1)
+    x, y = next(stream.train_batches(4, 0, 1, order, device=torch.device("cuda")))
+    assert x.is_cuda and y.is_cuda
+    assert torch.equal(x.cpu(), reference_batch(stream.train, order.indices(0).tolist()))
+
+
 def test_test_batches_in_order_all_examples(tmp_path: Path) -> None:
     make_folder(tmp_path, classes=("a", "b"), per_class=3)
     stream = open_stream(f"folder:{tmp_path}")

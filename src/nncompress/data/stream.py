@@ -90,7 +90,7 @@ class StreamSplits:
     bad_images: set[str] = field(default_factory=set)
 
     def train_batches(self, batch_size: int, start: int, stop: int,
-                      order: BatchOrder | None = None
+                      order: BatchOrder | None = None, device: torch.device | None = None
                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of iterations ``start`` to ``stop - 1``, in order.
 
@@ -100,6 +100,7 @@ class StreamSplits:
             stop: the iteration after the last.
             order: the training loop's batch order; None: ``BatchOrder(len(train),
                 batch_size, seed)``. Its seed also seeds the random transforms.
+            device: where the batches go (copied without blocking); None: stay on the CPU.
 
         Returns:
             An iterator of ``(images, labels)``; workers start at its first ``next``.
@@ -123,15 +124,17 @@ class StreamSplits:
         # differently, so stages do not repeat each other's crops.
         feed = SampleFeed(self.train, ImageTransform(self.transform, train=True),
                           seed=order.seed, skip_bad_images=self.skip_bad_images)
-        return self._batches(feed, IterationSampler(order, start, stop))
+        return self._batches(feed, IterationSampler(order, start, stop), device)
 
-    def eval_batches(self, batch_size: int,
-                     split: str = "test") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def eval_batches(self, batch_size: int, split: str = "test",
+                     device: torch.device | None = None
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """All examples of a split in order (unreadable ones left out with ``skip_bad_images``).
 
         Args:
             batch_size: examples per batch (the last batch may be smaller).
             split: ``"test"``, ``"val"`` (the held-out training examples) or ``"train"``.
+            device: where the batches go; None: stay on the CPU.
 
         Returns:
             An iterator of ``(images, labels)``.
@@ -151,10 +154,10 @@ class StreamSplits:
         feed = SampleFeed(source, ImageTransform(self.transform, train=False), seed=self.seed,
                           skip_bad_images=self.skip_bad_images)
         sampler = BatchSampler(range(len(source)), batch_size, drop_last=False)
-        return self._batches(feed, sampler)
+        return self._batches(feed, sampler, device)
 
-    def _batches(self, feed: SampleFeed,
-                 sampler: Sampler[Any]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _batches(self, feed: SampleFeed, sampler: Sampler[Any],
+                 device: torch.device | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self.workers and "nncompress.data.caffe_lmdb" in sys.modules:
             sys.modules["nncompress.data.caffe_lmdb"].close_environments()
         loader = DataLoader(feed, batch_sampler=sampler, num_workers=self.workers,
@@ -166,8 +169,11 @@ class StreamSplits:
                 raise item.error
             x, y, bad = item
             self.bad_images.update(bad)
-            if x is not None and y is not None:
-                yield x, y
+            if x is None or y is None:
+                continue
+            if device is not None and x.device != device:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            yield x, y
 
 
 def _one_thread(worker_id: int) -> None:

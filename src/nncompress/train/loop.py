@@ -133,9 +133,8 @@ def evaluate(model: nn.Module, x: torch.Tensor | Iterable[tuple[torch.Tensor, to
              y: torch.Tensor | None = None, batch_size: int = 1000) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, in eval mode.
 
-    ``x`` may instead be an iterable of ``(inputs, labels)`` batches (``y`` left out), e.g.
-    :meth:`StreamSplits.eval_batches <nncompress.data.StreamSplits.eval_batches>`; batches are
-    moved to the model's device.
+    ``x`` may instead be an iterable of ``(inputs, labels)`` batches, ``y`` left out (e.g.
+    :meth:`nncompress.data.StreamSplits.eval_batches`).
 
     Example:
         >>> net = nn.Linear(2, 2)
@@ -145,18 +144,13 @@ def evaluate(model: nn.Module, x: torch.Tensor | Iterable[tuple[torch.Tensor, to
     """
     if isinstance(x, torch.Tensor):
         if y is None:
-            raise TypeError("evaluate(model, x, y): labels y are needed with an input tensor")
-        batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = (
-            (x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size))
-    else:
-        batches = x
+            raise TypeError("evaluate(model, x, y): an input tensor needs its labels y")
+        x = zip(torch.split(x, batch_size), torch.split(y, batch_size))
     was_training = model.training
     model.eval()
     loss_sum, correct, count = 0.0, 0, 0
     try:
-        for inputs, target in batches:
-            if not isinstance(x, torch.Tensor):
-                inputs, target = _on_device_of(model, inputs, target)
+        for inputs, target in x:
             out = model(inputs)
             loss_sum += float(F.cross_entropy(out, target, reduction="sum"))
             correct += int((out.argmax(dim=1) == target).sum())
@@ -167,13 +161,6 @@ def evaluate(model: nn.Module, x: torch.Tensor | Iterable[tuple[torch.Tensor, to
         return math.nan, math.nan
     return loss_sum / count, correct / count
 
-
-def _on_device_of(model: nn.Module, x: torch.Tensor,
-                  y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    device = next(iter(model.parameters()), x).device
-    if x.device == device:
-        return x, y
-    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
 def kept_fraction(model: nn.Module) -> float:
@@ -265,7 +252,7 @@ class TrainingLoop:
         lr = self.schedule.lr_at(max(state.iteration - 1, 0))
         if self.stream is not None:
             self._feed = self.stream.train_batches(self.order.batch_size, state.iteration,
-                                                   self.iterations, order=self.order)
+                                                   self.iterations, self.order, self._device())
         try:
             if state.iteration >= self.iterations:
                 self._evaluate(state, lr, bar)
@@ -297,7 +284,7 @@ class TrainingLoop:
             batch = self.order.indices(state.iteration)
             x, y = self.train_x[batch], self.train_y[batch]
         else:
-            x, y = _on_device_of(self.model, *next(self._feed))
+            x, y = next(self._feed)
         self.optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(self.model(x), y)
         value = float(loss.detach())
@@ -316,8 +303,9 @@ class TrainingLoop:
         if self.stream is None:
             eval_loss, accuracy = evaluate(self.model, self.eval_x, self.eval_y)
         else:
-            eval_loss, accuracy = evaluate(
-                self.model, self.stream.eval_batches(self.eval_batch_size, self.eval_split))
+            batches = self.stream.eval_batches(self.eval_batch_size, self.eval_split,
+                                               self._device())
+            eval_loss, accuracy = evaluate(self.model, batches)
         record = {
             "iteration": state.iteration,
             "loss": state.loss_sum / state.loss_count if state.loss_count else None,
@@ -336,6 +324,9 @@ class TrainingLoop:
                   f"{_postfix(record)} lr {lr:.3g}", file=sys.stderr, flush=True)
         if self.on_eval is not None:
             self.on_eval(record)
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     def _bar(self, initial: int) -> Any:
         if self.progress != "bar":
