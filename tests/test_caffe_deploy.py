@@ -127,6 +127,8 @@ def test_converted_files_carry_the_transform_and_output(
     assert json.loads(meta["transform"]) == {"scale": 1 / 128, "mean_values": [20.0],
                                              "crop": 0, "mirror": False}
     assert meta["output"] == "ip1"
+    assert main(["eval", str(st), "--data", DATA, "--allow-import"]) == 0
+    assert _accuracy(capsys.readouterr().out) == caffe_accuracy
     umask = os.umask(0)
     os.umask(umask)
     assert os.stat(st).st_mode & 0o777 == 0o666 & ~umask

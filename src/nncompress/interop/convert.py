@@ -96,13 +96,17 @@ def convert(net: CaffeNet, text: str, out: str | Path) -> Path:
     elif path.suffix == ".ncz":
         from nncompress.export import save_compact
 
-        arch = {"ref": "nncompress.interop.caffe_net:from_text",
-                "kwargs": {"text": text, "input_shape": _shape(net), **_scoring(net)}}
-        save_compact(net, path, arch=arch)
+        save_compact(net, path, arch=_architecture(net, text))
     else:
         raise ConfigError(f"output {str(path)!r} has an unknown suffix; use one of "
                           f"{', '.join(SUFFIXES)}")
     return path
+
+
+def _architecture(net: CaffeNet, text: str) -> dict[str, Any]:
+    """How to rebuild ``net`` (:func:`~nncompress.interop.caffe_net.from_text` arguments)."""
+    return {"ref": "nncompress.interop.caffe_net:from_text",
+            "kwargs": {"text": text, "input_shape": _shape(net), **_scoring(net)}}
 
 
 def _shape(net: CaffeNet) -> list[int] | None:
@@ -127,5 +131,10 @@ def _save_safetensors(net: CaffeNet, text: str, path: Path) -> None:
             "input_shape": ",".join(str(d) for d in _shape(net) or [])}
     meta |= {k: json.dumps(v) if isinstance(v, dict) else str(v)
              for k, v in _scoring(net).items()}
+    from nncompress.run_folder import WEIGHTS_FORMAT
+
+    # the header nncompress eval/export read to rebuild the model (import path: --allow-import)
+    meta["nncompress"] = json.dumps({"format": WEIGHTS_FORMAT, "version": 1,
+                                     "architecture": _architecture(net, text)})
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)
