@@ -197,3 +197,24 @@ def test_the_deepest_head_scoring_the_labels_is_the_output() -> None:
     """
     net = from_text(text)
     assert net.outputs == {"TRAIN": "b", "TEST": "b"}
+
+
+def test_a_mean_image_travels_in_the_ncz_file(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    net, weights = _files(tmp_path, scale=1 / 256, mean=0.0)
+    mean = torch.linspace(0, 120, 64).reshape(1, 8, 8)
+    write_mean_file(tmp_path / "mean.binaryproto", mean)
+    flags = ["--output", "ip1", "--scale", "1/256", "--mean-file",
+             str(tmp_path / "mean.binaryproto")]
+    assert main(["caffe", "eval", str(net), str(weights), "--data", DATA, *flags]) == 0
+    caffe_accuracy = _accuracy(capsys.readouterr().out)
+    assert main(["caffe", "convert", str(net), str(weights), "-o", str(tmp_path / "m.ncz"),
+                 *flags]) == 0
+    (tmp_path / "mean.binaryproto").unlink()  # the file needs nothing beside it
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "m.ncz"), "--data", DATA]) == 0
+    assert _accuracy(capsys.readouterr().out) == caffe_accuracy
+    from nncompress.export import load_compact
+
+    model = load_compact(tmp_path / "m.ncz")
+    assert torch.equal(model.input_transform.mean_image, mean)
