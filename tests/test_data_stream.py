@@ -13,9 +13,12 @@ import torch
 from nncompress.data import (
     DatasetError,
     DatasetNotFoundError,
+    Splits,
+    StreamSplits,
     TransformConfig,
     is_stream_spec,
     load_data,
+    open_data,
     open_stream,
 )
 from nncompress.data._datum import Datum, encode_datum
@@ -268,6 +271,19 @@ def test_validation_holds_out_the_examples_load_data_would(tmp_path: Path) -> No
         open_stream(f"folder:{tmp_path}", validation=8)
     with pytest.raises(ConfigError, match="split='val' must be 'test', 'train' or, with a "):
         whole.eval_batches(4, split="val")
+
+
+def test_open_data_chooses_memory_or_stream(tmp_path: Path) -> None:
+    make_folder(tmp_path, classes=("a", "b"), per_class=3)
+    streamed = open_data(f"folder:{tmp_path}", scale=0.5, validation=2, seed=1, workers=1)
+    assert isinstance(streamed, StreamSplits) and streamed.workers == 1
+    assert streamed.transform.scale == 0.5 and streamed.val is not None and len(streamed.val) == 2
+    (x, _), = streamed.eval_batches(6)
+    assert torch.equal(x, torch.stack([streamed.test.load(i)[0].float() * 0.5 for i in range(6)]))
+    in_memory = open_data("synthetic:n=16,test=4", validation=4)
+    assert isinstance(in_memory, Splits) and in_memory.val_x.shape[0] == 4
+    with pytest.raises(ConfigError, match="data 'synthetic' is held in memory: workers"):
+        open_data("synthetic", skip_bad_images=True)
 
 
 def test_bad_options_and_in_memory_loading(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from nncompress.data._registry import (
 # Importing the loader modules (idx, mnist, synthetic) registers their data sets.
 from nncompress.data.idx import read_idx
 from nncompress.data.mnist import UnsafePickleError, load_array_pickle
+from nncompress.data.opening import open_data
 from nncompress.data.stream import StreamSplits, is_stream_spec, open_stream
 from nncompress.data.synthetic import SyntheticOptions, make_synthetic
 from nncompress.data.transforms import TransformConfig
@@ -44,6 +45,7 @@ __all__ = [
     "load_array_pickle",
     "load_data",
     "make_synthetic",
+    "open_data",
     "open_stream",
     "read_idx",
     "register_dataset",
