@@ -425,6 +425,16 @@ def test_streams_must_decode_to_the_declared_counts(tmp_path: Path, inq_mlp: byt
         decode_tensor(entry, b"", b"\x02" + bytes(8))
 
 
+def test_decoded_values_must_be_valid_for_their_dtype() -> None:
+    from nncompress.export._codec import decode_tensor, encode_tensor
+
+    enc = encode_tensor("flags", torch.tensor([True, False, True]), "float32")
+    assert torch.equal(decode_tensor(enc.meta, enc.positions, enc.values),
+                       torch.tensor([True, False, True]))
+    with pytest.raises(FormatError, match="'flags': a bool tensor holds bytes other than 0 and 1"):
+        decode_tensor(enc.meta, enc.positions, b"\x00\x01\x07\x01")
+
+
 def test_float16_save_refuses_values_that_would_become_inf(tmp_path: Path) -> None:
     model = build_model("tiny_mlp", input_size=4, hidden=6)
     with torch.no_grad():

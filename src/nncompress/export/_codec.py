@@ -11,6 +11,7 @@ the size of each choice and keeps the smallest.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,7 @@ def _codes_stream(codes: np.ndarray, alphabet: int) -> bytes:
 
 
 def _read_codes(stream: bytes, count: int, alphabet: int, what: str) -> np.ndarray:
+    """The ``count`` value codes of a stream, as uint8 (the alphabet fits in a byte)."""
     method, body = unwrap(stream, count, what)
     if method == RANS:
         if count > RANS_MAX_SYMBOLS:  # the writer codes longer streams with zstd
@@ -106,10 +108,19 @@ def _read_codes(stream: bytes, count: int, alphabet: int, what: str) -> np.ndarr
     elif len(body) != count:
         raise FormatError(f"{what}: expected {count} value codes, found {len(body)}")
     else:
-        codes = np.frombuffer(body, dtype=np.uint8).astype(np.int64)
+        codes = np.frombuffer(body, dtype=np.uint8)
     if codes.size and int(codes.max()) >= alphabet:
         raise FormatError(f"{what}: value code {int(codes.max())} outside the level set")
-    return codes
+    return codes.astype(np.uint8)
+
+
+def _levels(codes: np.ndarray, e_min: int, levels: int, dtype: torch.dtype) -> torch.Tensor:
+    """Codes to values through a table of the ``1 + 2 levels`` values (exact in ``dtype``)."""
+    table = np.zeros(1 + 2 * levels)
+    exps = e_min + np.arange(levels)
+    table[1::2], table[2::2] = np.ldexp(1.0, exps), -np.ldexp(1.0, exps)
+    index = torch.from_numpy(codes.astype(np.int32))
+    return torch.index_select(torch.from_numpy(table).to(dtype), 0, index)
 
 
 def _bytes_stream(data: bytes, itemsize: int) -> bytes:
@@ -118,21 +129,20 @@ def _bytes_stream(data: bytes, itemsize: int) -> bytes:
     return smallest(bytes([RAW]) + planes, zstd_stream(planes))
 
 
-def _read_bytes(stream: bytes, count: int, itemsize: int, what: str) -> bytes:
+def _read_values(stream: bytes, count: int, store: torch.dtype, what: str) -> torch.Tensor:
+    """``count`` values of dtype ``store`` from a byte-plane stream (one copy of the bytes)."""
+    itemsize = store.itemsize
     _, body = unwrap(stream, count * itemsize, what)
     if len(body) != count * itemsize:
         raise FormatError(f"{what}: expected {count * itemsize} value bytes, found {len(body)}")
-    return np.frombuffer(body, np.uint8).reshape(itemsize, count).T.tobytes()
+    if count == 0:
+        return torch.zeros(0, dtype=store)
+    planes = np.frombuffer(body, np.uint8).reshape(itemsize, count)
+    return torch.from_numpy(np.array(planes.T, order="C").reshape(-1)).view(store)
 
 
 def _to_bytes(t: torch.Tensor) -> bytes:
     return t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-
-
-def _from_bytes(data: bytes, dtype: torch.dtype, count: int) -> torch.Tensor:
-    if count == 0:
-        return torch.zeros(0, dtype=dtype)
-    return torch.frombuffer(bytearray(data), dtype=dtype)[:count].clone()
 
 
 # ----------------------------------------------------------------------------- tensors
@@ -237,35 +247,42 @@ def decode_tensor(meta: dict[str, Any], positions: bytes, values: bytes,
     what = f"{source}: tensor {meta.get('name')!r}" if source else f"tensor {meta.get('name')!r}"
     dtype = DTYPES[meta["dtype"]]
     shape = tuple(meta["shape"])
-    numel = int(np.prod(shape, dtype=np.int64))
+    numel = math.prod(shape)
     layout, kind = meta.get("layout"), meta.get("values")
     if layout not in ("dense", "sparse"):
         raise FormatError(f"{what}: unknown layout {layout!r}")
     if kind == "raw":
         if layout != "dense" or positions or "rows" in meta or "cols" in meta:
             raise FormatError(f"{what}: raw values are stored dense and whole")
-        data = _read_bytes(values, numel, dtype.itemsize, what)
-        return _from_bytes(data, dtype, numel).reshape(shape)
+        raw = _read_values(values, numel, dtype, what)
+        if dtype == torch.bool and bool((raw.view(torch.uint8) > 1).any()):
+            raise FormatError(f"{what}: a bool tensor holds bytes other than 0 and 1")
+        return raw.reshape(shape)
     if not dtype.is_floating_point:
         raise FormatError(f"{what}: value coding {kind!r} needs a floating dtype")
-    sub_flat, kept_sub = read_layout(positions, meta, shape, layout == "sparse", what)
-    count = sub_flat.size if kept_sub is None else kept_sub.size
+    whole = layout == "dense" and "rows" not in meta and "cols" not in meta
+    if whole:  # every entry in order: no positions to place them at
+        if positions:
+            raise FormatError(f"{what}: a dense tensor has no position stream")
+        sub_flat, kept_sub, count = None, None, numel
+    else:
+        sub_flat, kept_sub = read_layout(positions, meta, shape, layout == "sparse", what)
+        count = sub_flat.size if kept_sub is None else kept_sub.size
     if kind == "pow2":
         e_min = read_int(meta, "exp_min", what, -1100, 1100)
         levels = read_int(meta, "levels", what, 1, _MAX_LEVELS)
-        codes = _read_codes(values, count, 1 + 2 * levels, what)
-        exps = e_min + (codes - 1) // 2
-        decoded = np.where(codes == 0, 0.0, np.ldexp(1.0 - 2.0 * ((codes - 1) % 2), exps))
-        kept_tensor = torch.from_numpy(decoded).to(dtype)
+        kept_tensor = _levels(_read_codes(values, count, 1 + 2 * levels, what), e_min, levels,
+                              dtype)
     elif kind in DTYPES and DTYPES[kind].is_floating_point:
-        store = DTYPES[kind]
-        data = _read_bytes(values, count, store.itemsize, what)
-        kept_tensor = _from_bytes(data, store, count).to(dtype)
+        kept_tensor = _read_values(values, count, DTYPES[kind], what).to(dtype)
     else:
         raise FormatError(f"{what}: unknown value coding {kind!r}")
-    where = sub_flat if kept_sub is None else sub_flat[kept_sub]
-    out = torch.zeros(numel, dtype=dtype)
-    out[torch.from_numpy(where)] = kept_tensor
+    if sub_flat is None:
+        out = kept_tensor
+    else:
+        where = sub_flat if kept_sub is None else sub_flat[kept_sub]
+        out = torch.zeros(numel, dtype=dtype)
+        out[torch.from_numpy(where)] = kept_tensor
     if int(torch.count_nonzero(out)) != read_int(meta, "kept", what, 0, numel):
         raise FormatError(f"{what}: decodes to another number of non-zero entries than recorded")
     return out.reshape(shape)

@@ -31,7 +31,7 @@ Each stream is a method byte (0 raw, 1 zstd without its magic, 2 rANS) and its p
 streams follow in tensor order and their lengths must add up to the rest of the body. Index
 sets are gap codes (see ``_positions``). Every length is checked against the bytes actually
 present before anything is allocated, and zstd output is bounded by what the metadata allows.
-The metadata itself decompresses to at most 1 MiB + 1024 bytes per stored byte, nests at most
+The metadata itself decompresses to at most 1 MiB + 64 bytes per stored byte, nests at most
 ``MAX_JSON_DEPTH`` levels (counted before parsing) and holds no NaN or Infinity.
 """
 
@@ -169,8 +169,8 @@ def _parse_body(body: bytes, crc: int, what: str) -> tuple[dict[str, Any], bytes
     meta_len, offset = _read_varint(body, what)
     if meta_len > len(body) - offset:
         raise FormatError(f"{what}: metadata length {meta_len} exceeds the file")
-    # JSON (keys, Caffe net text) compresses far less than 1024-fold
-    bound = min(_MAX_META_BYTES, (1 << 20) + 1024 * meta_len)
+    # JSON (keys, Caffe net text) compresses about tenfold, far less than 64-fold
+    bound = min(_MAX_META_BYTES, (1 << 20) + 64 * meta_len)
     _, text = unwrap(body[offset:offset + meta_len], bound, f"{what}: metadata",
                      _META_DICTIONARY)
     depth = json_depth(text)
