@@ -153,3 +153,17 @@ def test_alexnet_computes_what_the_caffe_net_computes(tmp_path: Path) -> None:
     ours.eval()
     x = torch.rand(2, 3, 99, 99, generator=torch.Generator().manual_seed(4)) * 255
     torch.testing.assert_close(ours(x), caffe(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow  # writing a compact file takes over a second for these models
+@pytest.mark.parametrize("name", ["resnet20", "squeezenet1_1"])
+def test_quantized_model_round_trips_through_a_compact_file(tmp_path: Path, name: str) -> None:
+    model = _build(name, {})
+    nnc.prepare(model, nnc.INQConfig(num_quantum_values=8))
+    nnc.quantize_step(model, 1.0)
+    model = nnc.finalize(model).eval()
+    nnc.save_compact(model, tmp_path / "model.ncz")
+    loaded = nnc.load_compact(tmp_path / "model.ncz").eval()
+    x = torch.rand(2, 3, 32, 32)
+    assert type(loaded) is type(model)
+    assert torch.equal(loaded(x), model(x))
