@@ -14,6 +14,14 @@ on all four layers), in one process, interleaved so machine drift hits every var
     bytes of state per entry).
 
 Run: .venv/bin/python benchmarks/inq_hooks_cost.py [--steps 100] [--rounds 5] [--threads 1]
+
+Measured on a 2-core machine shared with other jobs (the step times moved from 35 to 267 ms
+between runs with the load), as ratios to ``hooks`` (plain / autograd / autograd-cached):
+  --steps 50 --rounds 5:   1.054 / 0.928 / 0.907
+  --steps 10 --rounds 25:  0.963 / 1.066 / 1.012
+  --steps 10 --rounds 25:  0.847 / 1.037 / 0.941
+  --steps 10 --rounds 30:  1.001 / 0.969 / 0.966
+No variant is consistently faster; the spread is the machine's.
 """
 
 from __future__ import annotations

@@ -39,10 +39,10 @@ Why not an autograd function
     forward, which matters with gradient accumulation), and a prepared INQ layer's forward and
     backward stay those of the plain layer. Speed does not decide it either way:
     ``benchmarks/inq_hooks_cost.py`` times a LeNet-5 training step (batch 64, SGD with
-    momentum and weight decay, after a 50% INQ step, one CPU thread) both ways. On a shared
-    2-core machine, two runs gave the autograd variant 0.93x and 1.07x the hooks' step time
-    (1.01x-0.91x when its mask and values are cached as float32, 8 more bytes per entry), with
-    the plain model's step between 0.96x and 1.05x the hooks': differences within the noise.
+    momentum and weight decay, after a 50% INQ step, one CPU thread) both ways. Four runs on a
+    shared 2-core machine gave the autograd variant 0.93x, 1.07x, 1.04x and 0.97x the hooks'
+    step time (0.91x to 1.01x when its mask and values are cached as float32, 8 more bytes per
+    entry), and the plain model's step 0.85x to 1.05x: all within the machine's noise.
 """
 
 from __future__ import annotations
