@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from nncompress.errors import ConfigError
-from nncompress.models import build_model, list_models
+from nncompress.models import build_model, default_input_shape, list_models
 
 
 def _meta(name: str, **kwargs: object) -> nn.Module:
@@ -212,3 +212,13 @@ def test_smallest_inputs_run() -> None:
     for name, size in (("alexnet", 55), ("vgg16", 32), ("resnet50", 32), ("mobilenet_v2", 32)):
         model = _meta(name, input_size=size)
         assert model(torch.empty(2, 3, size, size, device="meta")).shape == (2, 1000)
+
+
+@pytest.mark.parametrize(("ref", "kwargs", "shape"), [
+    ("resnet18", {}, (3, 224, 224)), ("alexnet", {}, (3, 227, 227)),
+    ("resnet20", {}, (3, 32, 32)), ("mobilenet_v2", {"input_size": 96}, (3, 96, 96)),
+    ("squeezenet1_1", {"in_channels": 1}, (1, 224, 224)), ("lenet300_100", {}, (1, 28, 28)),
+    ("torch.nn:Linear", {}, None), ("nonexistent", {}, None)])
+def test_default_input_shape_reads_factory_defaults(ref: str, kwargs: dict[str, object],
+                                                    shape: tuple[int, ...] | None) -> None:
+    assert default_input_shape(ref, kwargs) == shape

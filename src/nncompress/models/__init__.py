@@ -17,6 +17,7 @@ from nncompress.models._registry import (
     ARCHITECTURE_ATTR,
     architecture,
     build_model,
+    default_input_shape,
     list_models,
     register_model,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "architecture",
     "build_model",
     "caffe_xavier_",
+    "default_input_shape",
     "lenet5",
     "lenet300_100",
     "list_models",

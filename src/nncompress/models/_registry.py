@@ -22,6 +22,7 @@ __all__ = [
     "ModelFactory",
     "architecture",
     "build_model",
+    "default_input_shape",
     "list_models",
     "register_model",
     "require_ints",
@@ -108,6 +109,32 @@ def architecture(model: nn.Module) -> dict[str, Any] | None:
     if not isinstance(recorded, dict):
         return None
     return {"ref": recorded["ref"], "kwargs": dict(recorded["kwargs"])}
+
+
+def default_input_shape(ref: str, kwargs: dict[str, Any]) -> tuple[int, int, int] | None:
+    """The ``(in_channels, input_size, input_size)`` a registered model is built for.
+
+    Values come from ``kwargs`` first, then from the factory's own defaults, so a model built
+    with its defaults (``resnet18``: 3 x 224 x 224) needs no kwargs to say its input shape.
+
+    Returns:
+        The shape of one example, or None when the factory has no such arguments (or ``ref``
+        is not registered).
+
+    Example:
+        >>> default_input_shape("lenet5", {}), default_input_shape("lenet5", {"input_size": 32})
+        ((1, 28, 28), (1, 32, 32))
+    """
+    factory = _MODELS.get(ref)
+    if factory is None:
+        return None
+    defaults = {name: p.default for name, p in inspect.signature(factory).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    values = {**defaults, **kwargs}
+    channels, size = values.get("in_channels"), values.get("input_size")
+    if isinstance(channels, int) and isinstance(size, int):
+        return (channels, size, size)
+    return None
 
 
 def _resolve(ref: str) -> ModelFactory:
