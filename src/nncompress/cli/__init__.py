@@ -31,6 +31,8 @@ _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "per-layer compression report of a run folder"),
     "export": ("export", "write a compact .ncz file (or ONNX) from a run folder or checkpoint"),
     "inspect": ("inspect", "per-layer sizes of a compact .ncz file"),
+    "bench": ("bench", "latency of the sparse inference runtime against the dense model"),
+    "plot": ("plot", "training curves and per-layer plots of a run folder (PNG)"),
     "caffe": ("caffe", "train, evaluate and convert Caffe prototxt/caffemodel files"),
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -48,4 +49,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_report(result.report))
         print(f"run folder:  {out} ({time.monotonic() - started:.0f} s)")
+    from nncompress.cli.plot import plots_after_run
+
+    plots = plots_after_run(out)  # when matplotlib is installed
+    if plots is not None:
+        print(plots, file=sys.stderr if args.json else sys.stdout)
     return 0
