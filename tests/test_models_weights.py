@@ -126,6 +126,18 @@ def test_alexnet_loads_caffe_named_weights(tmp_path: Path) -> None:
     assert float(loaded.fc6.weight.detach().sum()) == 0.5 * 256 * 4096
 
 
+def test_a_converted_caffe_mean_gets_a_hint(tmp_path: Path) -> None:
+    state = _state(build_model("resnet20"))
+    state["input_transform.mean_image"] = torch.zeros(3, 32, 32)
+    save_file(state, str(tmp_path / "converted.safetensors"))
+    with pytest.raises(ConfigError) as info:
+        load_state_dict_file(build_model("resnet20"), tmp_path / "converted.safetensors")
+    assert str(info.value).endswith(
+        "not in the model: 'input_transform.mean_image' (input_transform.* is the input mean "
+        "of a converted Caffe net: convert it without --mean-file/--mean-value and give the "
+        "mean in the data transform)")
+
+
 @pytest.mark.parametrize(("content", "message"), [
     (b"not a checkpoint", "cannot read weights from"),
     ({"w": [1, 2, 3], "b": torch.zeros(1)}, "entries that are not named tensors: 'w'; save "

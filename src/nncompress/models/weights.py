@@ -25,6 +25,8 @@ _PREFIXES = ("model.", "module.")
 # BatchNorm counters that files written before PyTorch 0.4.1 lack; loading keeps the model's.
 _OPTIONAL_SUFFIX = ".num_batches_tracked"
 _LISTED = 10
+# What `nncompress caffe convert --mean-file/--mean-value` adds to a converted net's weights.
+_CAFFE_TRANSFORM = "input_transform."
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -118,7 +120,10 @@ def mismatches(model_state: Mapping[str, torch.Tensor],
     if missing:
         problems.append(f"missing from the file: {_listed(missing)}")
     if unexpected:
-        problems.append(f"not in the model: {_listed(unexpected)}")
+        hint = (" (input_transform.* is the input mean of a converted Caffe net: convert it "
+                "without --mean-file/--mean-value and give the mean in the data transform)"
+                if any(k.startswith(_CAFFE_TRANSFORM) for k in unexpected) else "")
+        problems.append(f"not in the model: {_listed(unexpected)}{hint}")
     return problems
 
 
