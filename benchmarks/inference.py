@@ -9,6 +9,10 @@ bytes, and load time. Models:
     exponents per layer). Trained models have the same densities but other patterns.
   * ``--ncz FILE`` / ``--run RUN_DIR`` (its model.ncz): trained models, e.g. the shipped recipes'.
 
+Each model is measured twice: with the runtime as ``nncompress.runtime.load`` builds it (sparse
+layers and the 2x2 max-pool of ``runtime/_pool.py``) and with the usual ``nn.MaxPool2d`` kept,
+so the share of the speed-up that comes from the sparse layers alone is visible.
+
 ``--sweep`` instead times each layer kind alone, sparse kernel against dense, over densities and
 batch sizes, for both backends (SciPy CSR and torch.sparse CSR): the measurements behind the
 rule in ``nncompress/runtime/_rule.py``.
@@ -113,9 +117,12 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, path in files(args, Path(tmp)):
-            result = benchmark_file(path, batches=batches, rounds=args.rounds, label=label)
-            print(format_benchmark(result), "\n", flush=True)
-            results.append(result.to_dict())
+            for fast_pool in (True, False):
+                result = benchmark_file(
+                    path, batches=batches, rounds=args.rounds, fast_pool=fast_pool,
+                    label=label + ("" if fast_pool else "; runtime with the usual max-pools"))
+                print(format_benchmark(result), "\n", flush=True)
+                results.append(result.to_dict() | {"fast_pool": fast_pool})
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

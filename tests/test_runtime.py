@@ -10,7 +10,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from nncompress.errors import ConfigError
-from nncompress.runtime import CSRMatrix, SparseConv, SparseLinear, _base, sparsify, use_sparse
+from nncompress.runtime import (
+    CSRMatrix,
+    MaxPool2x2,
+    SparseConv,
+    SparseLinear,
+    _base,
+    sparsify,
+    use_sparse,
+)
 from nncompress.runtime._rule import CONV_MIN_REDUCTION, conv_reduction
 
 BACKENDS = ["scipy", "torch"]
@@ -200,3 +208,24 @@ def test_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert SparseLinear.from_linear(nn.Linear(2, 2)).backend == "torch"
     with pytest.raises(ConfigError, match="pip install scipy"):
         SparseLinear.from_linear(nn.Linear(2, 2), "scipy")
+
+
+@pytest.mark.parametrize("ceil_mode", [False, True])
+@pytest.mark.parametrize("shape", [(2, 3, 6, 8), (1, 2, 7, 5), (3, 4, 4)])
+def test_max_pool_2x2_equals_max_pool2d(ceil_mode: bool, shape: tuple[int, ...]) -> None:
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(5))
+    x[..., 0, 0] = float("nan")
+    want = nn.MaxPool2d(2, 2, ceil_mode=ceil_mode)(x)
+    got = MaxPool2x2(ceil_mode)(x)
+    assert got.shape == want.shape
+    assert torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(got.nan_to_num(), want.nan_to_num())
+
+
+def test_sparsify_swaps_only_2x2_pools_unless_told_not_to() -> None:
+    def model() -> nn.Sequential:
+        return nn.Sequential(nn.MaxPool2d(2, 2, ceil_mode=True), nn.MaxPool2d(3, 2),
+                             nn.MaxPool2d(2, 1), nn.MaxPool2d(2))
+    swapped = [type(m).__name__ for m in sparsify(model())]
+    assert swapped == ["MaxPool2x2", "MaxPool2d", "MaxPool2d", "MaxPool2x2"]
+    assert {type(m).__name__ for m in sparsify(model(), fast_pool=False)} == {"MaxPool2d"}

@@ -26,6 +26,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-shape", default=None, metavar="C,H,W",
                         help="one input's shape (default: from the model's in_channels and "
                              "input_size, else 1,28,28)")
+    parser.add_argument("--usual-pools", action="store_true",
+                        help="keep nn.MaxPool2d layers (default: the runtime's 2x2 max-pool)")
     add_allow_import_argument(parser)
     add_json_argument(parser, "the measurements")
 
@@ -65,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seconds {args.seconds}: use a positive number, e.g. 0.05")
     apply_threads(args.threads)
     result = benchmark_file(_model_file(args.model), batches=batches, rounds=args.rounds,
-                            round_seconds=args.seconds, shape=shape, allow_import=args.allow_import)
+                            round_seconds=args.seconds, shape=shape, allow_import=args.allow_import,
+                            fast_pool=not args.usual_pools)
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_benchmark(result))
     return 0

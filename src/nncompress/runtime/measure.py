@@ -115,7 +115,8 @@ def input_shape(path: str | Path) -> tuple[int, ...]:
 
 def benchmark_file(path: str | Path, *, batches: Sequence[int] = (1, 64), rounds: int = 9,
                    round_seconds: float = 0.05, shape: tuple[int, ...] | None = None,
-                   allow_import: bool = False, label: str | None = None) -> FileBenchmark:
+                   allow_import: bool = False, label: str | None = None,
+                   fast_pool: bool = True) -> FileBenchmark:
     """Time ``load_compact(path)`` against ``runtime.load(path)`` at each batch size.
 
     Args:
@@ -126,6 +127,7 @@ def benchmark_file(path: str | Path, *, batches: Sequence[int] = (1, 64), rounds
         shape: one input's shape; by default from the model's arguments (see ``input_shape``).
         allow_import: as for ``load_compact``.
         label: a name for the result (default: the path).
+        fast_pool: as for :func:`nncompress.runtime.load`.
 
     Returns:
         The measurements, under torch's current thread count.
@@ -139,12 +141,12 @@ def benchmark_file(path: str | Path, *, batches: Sequence[int] = (1, 64), rounds
     if not batches or any(b < 1 for b in batches):
         raise ConfigError(f"batch sizes {list(batches)}: give one or more sizes of at least 1")
     dense = load_compact(path, allow_import=allow_import)
-    fast = load(path, allow_import=allow_import)
+    fast = load(path, allow_import=allow_import, fast_pool=fast_pool)
     shape = tuple(shape) if shape is not None else input_shape(path)
     result = FileBenchmark(
         label or str(path), torch.get_num_threads(), weight_bytes(dense), weight_bytes(fast), 0,
         _median_ms(lambda: load_compact(path, allow_import=allow_import), 5),
-        _median_ms(lambda: load(path, allow_import=allow_import), 5))
+        _median_ms(lambda: load(path, allow_import=allow_import, fast_pool=fast_pool), 5))
     gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         for batch in batches:
