@@ -62,10 +62,13 @@ class SparseLayer(nn.Module):
         self.csr_shape = csr.shape
         self.entries = entries  # entries of the dense weight
         self.backend = resolve_backend(backend)
+        # "auto" also takes torch's CSR addmv for single rows (see _linear.py): fewer calls.
+        self.row_kernel_torch = backend in ("auto", "torch")
         self._mode = "auto"
         self._auto: dict[int, bool] = {}  # batch size -> the rule's choice
         self._kernel: Any = None  # the SciPy or torch CSR matrix over the buffers
         self._bias_np: Any = None
+        self._torch_kernel: torch.Tensor | None = None
         self._dtype = csr.values.dtype
 
     @property
@@ -90,7 +93,7 @@ class SparseLayer(nn.Module):
 
     def _apply(self, fn: Any, recurse: bool = True) -> SparseLayer:
         # .to(), .double(), ... replace the buffers: views made of the old ones are dropped.
-        self._kernel = self._bias_np = None
+        self._kernel = self._bias_np = self._torch_kernel = None
         out = super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
         self._dtype = self.weight_values.dtype
         return out  # type: ignore[no-any-return]
@@ -108,6 +111,12 @@ class SparseLayer(nn.Module):
             if self.backend == "scipy" and self.bias is not None:
                 self._bias_np = self.bias.numpy()
         return self._kernel
+
+    def torch_kernel(self) -> torch.Tensor:
+        """The weight as a torch sparse CSR tensor over the buffers, made once."""
+        if self._torch_kernel is None:
+            self._torch_kernel = self.csr().torch()
+        return self._torch_kernel
 
     def sparse_for(self, x: torch.Tensor, batch: int) -> bool:
         """Whether this call runs the sparse kernel (inference only: autograd goes dense)."""
