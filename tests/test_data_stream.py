@@ -280,6 +280,11 @@ def test_open_data_chooses_memory_or_stream(tmp_path: Path) -> None:
     assert streamed.transform.scale == 0.5 and streamed.val is not None and len(streamed.val) == 2
     (x, _), = streamed.eval_batches(6)
     assert torch.equal(x, torch.stack([streamed.test.load(i)[0].float() * 0.5 for i in range(6)]))
+    raw = np.zeros((2, 1, 1, 1), dtype=np.uint8)
+    write_lmdb(tmp_path / "db", [encode_datum(Datum(1, 1, 1, raw[i].tobytes(), label=i))
+                                 for i in range(2)])
+    assert open_data(f"lmdb:{tmp_path / 'db'}", num_classes=1000).num_classes == 1000
+    assert open_data(f"lmdb:{tmp_path / 'db'}").num_classes == 2
     in_memory = open_data("synthetic:n=16,test=4", validation=4)
     assert isinstance(in_memory, Splits) and in_memory.val_x.shape[0] == 4
     with pytest.raises(ConfigError, match="data 'synthetic' is held in memory: workers"):
