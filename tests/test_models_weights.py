@@ -59,6 +59,22 @@ def test_checkpoint_wrappers_and_prefixes_are_unwrapped(tmp_path: Path) -> None:
     assert torch.equal(fresh(x), source(x))
 
 
+def test_nncompress_training_checkpoint_gives_its_model(tmp_path: Path) -> None:
+    from nncompress.train.checkpoint import save_checkpoint
+
+    source = _trained("resnet20", num_classes=4)
+    optimizer = torch.optim.SGD(source.parameters(), lr=0.1, momentum=0.9)
+    source(torch.rand(2, 3, 8, 8)).sum().backward()
+    optimizer.step()
+    source.eval()
+    save_checkpoint(tmp_path / "ckpt.safetensors", model=source, optimizer=optimizer,
+                    metadata={"iteration": 1})
+    fresh = load_state_dict_file(build_model("resnet20", num_classes=4).eval(),
+                                 tmp_path / "ckpt.safetensors")
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(fresh(x), source(x))
+
+
 def test_half_precision_file_loads_into_float32_model(tmp_path: Path) -> None:
     source = _trained("resnet20")
     half = {k: v.half() if v.is_floating_point() else v for k, v in _state(source).items()}

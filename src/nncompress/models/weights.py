@@ -22,6 +22,8 @@ __all__ = ["load_state_dict_file", "mismatches", "read_state_dict"]
 _WRAPPER_KEYS = ("state_dict", "model")
 # Key prefixes of wrapped models: nncompress checkpoints, DataParallel / DistributedDataParallel.
 _PREFIXES = ("model.", "module.")
+# The parts of an nncompress training checkpoint; only its model.* tensors are weights.
+_CHECKPOINT_PARTS = ("model.", "optimizer.", "rng.")
 # BatchNorm counters that files written before PyTorch 0.4.1 lack; loading keeps the model's.
 _OPTIONAL_SUFFIX = ".num_batches_tracked"
 _LISTED = 10
@@ -34,8 +36,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
     ``.pth`` files are read with ``torch.load(weights_only=True)``: tensors and plain containers
     only, never arbitrary pickled objects. A checkpoint holding the state dict under
-    ``state_dict`` or ``model`` is unwrapped; a ``model.`` or ``module.`` prefix on every key is
-    removed.
+    ``state_dict`` or ``model`` is unwrapped, as are the ``model.*`` tensors of an nncompress
+    training checkpoint; a ``model.`` or ``module.`` prefix on every key is removed.
 
     Args:
         path: the file.
@@ -80,6 +82,9 @@ def _plain_state(raw: Any, file: Path) -> dict[str, torch.Tensor]:
         raise ConfigError(f"{str(file)!r}: entries that are not named tensors: "
                           f"{_listed(bad)}; save model.state_dict()")
     state = {str(k): v for k, v in raw.items()}
+    if any(k.startswith("model.") for k in state) and \
+            all(k.startswith(_CHECKPOINT_PARTS) for k in state):
+        state = {k: v for k, v in state.items() if k.startswith("model.")}
     for prefix in _PREFIXES:
         if all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
