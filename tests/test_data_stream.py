@@ -277,6 +277,7 @@ def test_open_data_chooses_memory_or_stream(tmp_path: Path) -> None:
     make_folder(tmp_path, classes=("a", "b"), per_class=3)
     streamed = open_data(f"folder:{tmp_path}", scale=0.5, validation=2, seed=1, workers=1)
     assert isinstance(streamed, StreamSplits) and streamed.workers == 1
+    assert open_data(f"folder:{tmp_path}", grey=True).input_shape == (1, 4, 5)
     assert streamed.transform.scale == 0.5 and streamed.val is not None and len(streamed.val) == 2
     (x, _), = streamed.eval_batches(6)
     assert torch.equal(x, torch.stack([streamed.test.load(i)[0].float() * 0.5 for i in range(6)]))
