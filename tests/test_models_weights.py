@@ -53,7 +53,7 @@ def test_checkpoint_wrappers_and_prefixes_are_unwrapped(tmp_path: Path) -> None:
                                            source.state_dict().items()}}
     torch.save(wrapped, tmp_path / "checkpoint.pth")
     state = read_state_dict(tmp_path / "checkpoint.pth")
-    assert set(state) == set(source.state_dict())
+    assert set(state) == {f"module.{k}" for k in source.state_dict()}
     fresh = load_state_dict_file(build_model("resnet20").eval(), tmp_path / "checkpoint.pth")
     x = torch.rand(2, 3, 32, 32)
     assert torch.equal(fresh(x), source(x))
@@ -73,6 +73,19 @@ def test_nncompress_training_checkpoint_gives_its_model(tmp_path: Path) -> None:
                                  tmp_path / "ckpt.safetensors")
     x = torch.rand(2, 3, 32, 32)
     assert torch.equal(fresh(x), source(x))
+
+
+def test_a_model_whose_own_names_start_with_model_keeps_them(tmp_path: Path) -> None:
+    class Wrapper(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = nn.Linear(3, 2)
+
+    source = Wrapper()
+    save_file(_state(source), str(tmp_path / "wrapper.safetensors"))
+    assert set(read_state_dict(tmp_path / "wrapper.safetensors")) == {"model.weight", "model.bias"}
+    fresh = load_state_dict_file(Wrapper(), tmp_path / "wrapper.safetensors")
+    assert torch.equal(fresh.model.weight, source.model.weight)
 
 
 def test_half_precision_file_loads_into_float32_model(tmp_path: Path) -> None:

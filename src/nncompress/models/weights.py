@@ -20,7 +20,7 @@ __all__ = ["load_state_dict_file", "mismatches", "read_state_dict"]
 
 # Checkpoint wrappers that hold the state dict one level down.
 _WRAPPER_KEYS = ("state_dict", "model")
-# Key prefixes of wrapped models: nncompress checkpoints, DataParallel / DistributedDataParallel.
+# Key prefixes of wrapped models: DataParallel / DistributedDataParallel, wrapper modules.
 _PREFIXES = ("model.", "module.")
 # The parts of an nncompress training checkpoint; only its model.* tensors are weights.
 _CHECKPOINT_PARTS = ("model.", "optimizer.", "rng.")
@@ -36,8 +36,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
     ``.pth`` files are read with ``torch.load(weights_only=True)``: tensors and plain containers
     only, never arbitrary pickled objects. A checkpoint holding the state dict under
-    ``state_dict`` or ``model`` is unwrapped, as are the ``model.*`` tensors of an nncompress
-    training checkpoint; a ``model.`` or ``module.`` prefix on every key is removed.
+    ``state_dict`` or ``model`` is unwrapped; of an nncompress training checkpoint
+    (``model.*``, ``optimizer.*``, ``rng.*``), the model's tensors are returned.
 
     Args:
         path: the file.
@@ -82,12 +82,20 @@ def _plain_state(raw: Any, file: Path) -> dict[str, torch.Tensor]:
         raise ConfigError(f"{str(file)!r}: entries that are not named tensors: "
                           f"{_listed(bad)}; save model.state_dict()")
     state = {str(k): v for k, v in raw.items()}
-    if any(k.startswith("model.") for k in state) and \
+    if any(k.startswith("rng.") for k in state) and \
             all(k.startswith(_CHECKPOINT_PARTS) for k in state):
-        state = {k: v for k, v in state.items() if k.startswith("model.")}
+        state = {k[6:]: v for k, v in state.items() if k.startswith("model.")}
+    return state
+
+
+def _without_prefix(state: dict[str, torch.Tensor],
+                    model_keys: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Remove a wrapper's prefix shared by every key, unless the keys already fit the model."""
+    if any(k in model_keys for k in state):
+        return state
     for prefix in _PREFIXES:
         if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+            return {k[len(prefix):]: v for k, v in state.items()}
     return state
 
 
@@ -136,8 +144,9 @@ def load_state_dict_file(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a pretrained ``state_dict`` file into a plain (not yet prepared) model, in place.
 
     Names and shapes must match exactly (BatchNorm's ``num_batches_tracked`` may be absent);
-    values are cast to the model's dtypes and copied to its devices. Nothing is copied unless
-    everything fits.
+    when no name matches, a ``module.`` or ``model.`` prefix shared by every key (a wrapped
+    model's) is removed first. Values are cast to the model's dtypes and copied to its
+    devices. Nothing is copied unless everything fits.
 
     Args:
         model: e.g. ``build_model("resnet18")``; torchvision's ResNet, VGG, SqueezeNet and
@@ -155,8 +164,9 @@ def load_state_dict_file(model: nn.Module, path: str | Path) -> nn.Module:
         >>> from nncompress.models import build_model
         >>> net = load_state_dict_file(build_model("resnet18"), "resnet18.pth")  # doctest: +SKIP
     """
-    state = read_state_dict(path)
-    problems = mismatches(model.state_dict(), state)
+    expected = model.state_dict()
+    state = _without_prefix(read_state_dict(path), expected)
+    problems = mismatches(expected, state)
     if problems:
         raise ConfigError(f"weights in {str(path)!r} do not fit the model: "
                           + "; ".join(problems))
