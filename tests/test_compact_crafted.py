@@ -435,6 +435,37 @@ def test_decoded_values_must_be_valid_for_their_dtype() -> None:
         decode_tensor(enc.meta, enc.positions, b"\x00\x01\x07\x01")
 
 
+def test_guard_counts_the_live_tensors() -> None:
+    from nncompress.export._guard import AllocationGuard
+
+    with AllocationGuard(10 << 20, "t") as guard:
+        for _ in range(10):
+            x = torch.zeros(1 << 20)  # 4 MiB, the previous one freed each time
+        keep = torch.zeros(1 << 20)
+        assert guard.live == 8 << 20
+    assert x.numel() == keep.numel()
+    with pytest.raises(FormatError) as err, AllocationGuard(10 << 20, "t"):
+        held = [torch.zeros(1 << 20) for _ in range(3)]
+    assert str(err.value) == (
+        "t: building the model would take more than 10485760 bytes (zeros asks for 4194304 "
+        "more, 8388608 are in use): the file's architecture describes a far bigger model than "
+        "its size allows")
+    assert "held" not in locals()
+
+
+def test_writer_refuses_a_file_the_reader_would_refuse(tmp_path: Path) -> None:
+    model = torch.nn.Linear(4096, 1100)  # 18 MB of zeros: a file of a few hundred bytes
+    torch.nn.init.zeros_(model.weight)
+    torch.nn.init.zeros_(model.bias)
+    arch = {"ref": "torch.nn:Linear", "kwargs": {"in_features": 4096, "out_features": 1100}}
+    with pytest.raises(ConfigError) as err:
+        save_compact(model, tmp_path / "zeros.ncz", arch=arch)
+    assert str(err.value).startswith(
+        "this model cannot be stored in a compact file that loads back: "
+        f"{tmp_path / 'zeros.ncz'}: the metadata declares tensors of 18026800 bytes in all")
+    assert not (tmp_path / "zeros.ncz").exists()
+
+
 def test_float16_save_refuses_values_that_would_become_inf(tmp_path: Path) -> None:
     model = build_model("tiny_mlp", input_size=4, hidden=6)
     with torch.no_grad():
