@@ -123,13 +123,15 @@ def test_conv_matches_the_reference(backend: str, make: object) -> None:
             assert torch.allclose(got.double(), want, atol=1e-5), (mode, batch)
 
 
-def test_conv_keeps_only_used_columns_and_rebuilds_the_weight() -> None:
+def test_conv_csr_columns_and_the_rebuilt_weight() -> None:
     conv = nn.Conv2d(2, 2, 2, groups=2)
     with torch.no_grad():
         conv.weight.zero_()
         conv.weight[1, 0, 1, 0] = 0.5  # group 1: input channel 1, kernel (1, 0)
     fast = SparseConv.from_conv(conv)
-    assert fast.used_cols.tolist() == [1 * 4 + 1 * 2 + 0]
+    assert fast.used_columns == 1
+    assert fast.weight_cols.tolist() == [1 * 4 + 1 * 2 + 0]  # (input channel, kh, kw)
+    assert fast.weight_row_ptr.tolist() == [0, 0, 1]
     assert fast.weight_values.tolist() == [0.5]
     assert torch.equal(fast.dense_weight(), conv.weight)
 

@@ -116,8 +116,7 @@ def sparsify(model: nn.Module, *, backend: str = "auto", max_density: float = MA
 def weight_bytes(model: nn.Module) -> int:
     """Bytes of the tensors a model holds for inference: parameters and buffers.
 
-    Sparse layers count their CSR arrays and bias; the gather tables of :class:`SparseConv`
-    (an index, not weights) are in :meth:`SparseConv.index_bytes`.
+    Sparse layers count their CSR arrays and bias (they keep nothing else between calls).
 
     Example:
         >>> weight_bytes(nn.Linear(10, 10))

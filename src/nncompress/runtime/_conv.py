@@ -1,10 +1,11 @@
-"""SparseConv: Conv1d/Conv2d as a CSR weight times the gathered input patches.
+"""SparseConv: Conv1d/Conv2d as a CSR weight times the input's patch matrix (im2col).
 
-The weight ``(O, C/g, kh, kw)`` becomes an ``O x (C·kh·kw)`` matrix (a grouped convolution is
-the block-diagonal one; the blocks' zeros cost nothing in CSR) and only the columns that hold a
-non-zero are kept. For each input size the layer precomputes, once, where each kept column reads
-the input at each output position; a call gathers those values (``(columns, positions)``) and
-multiplies them by the CSR matrix. The dense path rebuilds the weight and runs ``F.conv2d``.
+The weight ``(O, C/g, kh, kw)`` becomes an ``O x (C·kh·kw)`` CSR matrix (a grouped convolution
+is the block-diagonal one; the blocks' zeros cost nothing in CSR). A call views the (padded)
+input through strides as ``(C, kh, kw, out_h, out_w)`` windows, copies that view into the
+``(C·kh·kw) x positions`` patch matrix (a strided copy; no index tables are kept) and multiplies.
+For several images the batch goes innermost first, so the product streams over
+``positions x batch`` columns. The dense path rebuilds the weight and runs ``F.conv2d``.
 """
 
 from __future__ import annotations
@@ -66,15 +67,12 @@ class SparseConv(SparseLayer):
     """
 
     kind = "conv"
-    used_cols: torch.Tensor
 
     def __init__(self, layer: nn.Conv1d | nn.Conv2d, backend: str = "auto") -> None:
         weight = layer.weight.detach()
         matrix = _block_diagonal(weight, layer.groups).reshape(weight.shape[0], -1)
-        used = (matrix != 0).any(0).nonzero().flatten()
-        super().__init__(CSRMatrix.from_dense(matrix[:, used]), layer.bias, weight.numel(),
-                         backend)
-        self.register_buffer("used_cols", used.to(torch.int32))
+        super().__init__(CSRMatrix.from_dense(matrix), layer.bias, weight.numel(), backend)
+        self.used_columns = int((matrix != 0).any(0).sum())
         self.one_d = isinstance(layer, nn.Conv1d)
         self.weight_shape = tuple(weight.shape)
         self.groups = layer.groups
@@ -83,7 +81,6 @@ class SparseConv(SparseLayer):
         self.padding = _pair(layer.padding, 0)  # type: ignore[arg-type]
         self.dilation = _pair(layer.dilation, 1)
         self.in_channels, self.out_channels = layer.in_channels, layer.out_channels
-        self._gathers: dict[tuple[int, ...], tuple[np.ndarray | torch.Tensor, bool, _Pair]] = {}
 
     @classmethod
     def from_conv(cls, layer: nn.Conv1d | nn.Conv2d, backend: str = "auto") -> SparseConv:
@@ -101,9 +98,7 @@ class SparseConv(SparseLayer):
     def dense_weight(self) -> torch.Tensor:
         """The layer's weight ``(O, C/g, k...)``, rebuilt from the CSR arrays."""
         out_ch = self.weight_shape[0]
-        full = self.weight_values.new_zeros(out_ch, self.in_channels * self._kernel_numel())
-        full[:, self.used_cols.long()] = self.csr().to_dense()
-        full = full.view(out_ch, self.in_channels, -1)
+        full = self.csr().to_dense().view(out_ch, self.in_channels, -1)
         if self.groups > 1:
             per, step = self.in_channels // self.groups, out_ch // self.groups
             full = torch.cat([full[g * step:(g + 1) * step, g * per:(g + 1) * per]
@@ -112,32 +107,21 @@ class SparseConv(SparseLayer):
 
     def reduction(self) -> float:
         """Dense over sparse work per output position (see :mod:`._rule`)."""
-        return conv_reduction(self.entries, self.weight_values.numel(),
-                              self.used_cols.numel(), self.out_channels)
+        return conv_reduction(self.entries, self.weight_values.numel(), self.used_columns,
+                              self.out_channels)
 
-    def _kernel_numel(self) -> int:
-        return self.kernel_size[0] * self.kernel_size[1]
+    def _out_size(self, height: int, width: int) -> _Pair:
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (self.kernel_size, self.stride, self.padding,
+                                                  self.dilation)
+        return ((height + 2 * ph - dh * (kh - 1) - 1) // sh + 1,
+                (width + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
 
-    def _gather(self, shape: tuple[int, ...]) -> tuple[np.ndarray | torch.Tensor, bool, _Pair]:
-        """Input index of each kept column at each output position, for input ``(C, H, W)``."""
-        if shape not in self._gathers:
-            numel = int(np.prod(shape))
-            base = torch.arange(1, numel + 1, dtype=torch.float64).view(1, *shape)
-            cols = F.unfold(base, self.kernel_size, self.dilation, self.padding, self.stride)[0]
-            index = cols[self.used_cols.long()].long() - 1
-            padded = bool((index < 0).any())
-            index[index < 0] = numel  # padding reads a zero appended to the input
-            out_hw = tuple(
-                (shape[i + 1] + 2 * self.padding[i] - self.dilation[i] * (k - 1) - 1)
-                // self.stride[i] + 1 for i, k in enumerate(self.kernel_size))
-            table = index.to(torch.int32).numpy() if self.backend == "scipy" else index
-            self._gathers[shape] = (table, padded, (out_hw[0], out_hw[1]))
-        return self._gathers[shape]
-
-    def index_bytes(self) -> int:
-        """Bytes of the gather tables made so far (one per input size seen)."""
-        return sum(t.nbytes if isinstance(t, np.ndarray) else t.numel() * t.element_size()
-                   for t, _, _ in self._gathers.values())
+    def _window(self, out_hw: _Pair, strides: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+        """Shape and strides of the ``(C, kh, kw, out_h, out_w[, N])`` view of an input."""
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        shape = (self.in_channels, kh, kw, *out_hw)
+        s_c, s_h, s_w = strides[:3]
+        return shape, (s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution of ``x`` (``(N, C, L)`` or ``(N, C, H, W)``)."""
@@ -151,31 +135,33 @@ class SparseConv(SparseLayer):
         return out.squeeze(2) if self.one_d else out
 
     def _sparse_forward(self, x: torch.Tensor) -> torch.Tensor:
-        # One image: gather the (columns, positions) patch matrix and multiply. Several: put
-        # the batch innermost first, so each gathered entry is a contiguous run of ``batch``
-        # values and the product streams over (positions x batch) columns.
-        batch = x.shape[0]
-        index, padded, (out_h, out_w) = self._gather(tuple(x.shape[1:]))
+        batch, _, height, width = x.shape
+        out_h, out_w = self._out_size(height, width)
+        ph, pw = self.padding
         kernel = self._kernel if self._kernel is not None else self.kernel()
-        if isinstance(index, np.ndarray):  # SciPy: gather and add the bias in numpy
-            flat = x.numpy().reshape(batch, -1)
-            if batch == 1:
-                if padded:
-                    flat = np.concatenate([flat, np.zeros((1, 1), flat.dtype)], 1)
-                out_np = kernel @ flat[0][index]  # (O, positions)
-            else:
-                inner = np.zeros((flat.shape[1] + padded, batch), flat.dtype)
-                inner[:flat.shape[1]] = flat.T
-                out_np = kernel @ inner.take(index.ravel(), 0).reshape(index.shape[0], -1)
+        if self.backend == "scipy":
+            images = x.numpy()
+            if ph or pw:
+                images = np.pad(images, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+            if batch > 1:  # (C, H, W, N): the batch innermost
+                images = np.ascontiguousarray(images.transpose(1, 2, 3, 0))
+            base = images[0] if batch == 1 else images
+            shape, strides = self._window((out_h, out_w), base.strides)
+            if batch > 1:
+                shape, strides = (*shape, batch), (*strides, base.strides[3])
+            view = np.lib.stride_tricks.as_strided(base, shape, strides, writeable=False)
+            out_np = kernel @ view.reshape(self.csr_shape[1], -1)  # (O, positions[ x N])
             if self._bias_np is not None:
                 out_np += self._bias_np[:, None]
             out = torch.from_numpy(out_np)
         else:
-            inner_t = x.reshape(batch, -1).t()
-            if padded:
-                inner_t = torch.cat([inner_t, inner_t.new_zeros(1, batch)])
-            columns = inner_t[index.reshape(-1)].reshape(index.shape[0], -1)
-            out = torch.sparse.mm(kernel, columns)
+            padded = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+            inner = padded[0] if batch == 1 else padded.permute(1, 2, 3, 0).contiguous()
+            shape, strides = self._window((out_h, out_w), inner.stride())
+            if batch > 1:
+                shape, strides = (*shape, batch), (*strides, inner.stride(3))
+            patches = inner.as_strided(shape, strides).reshape(self.csr_shape[1], -1)
+            out = torch.sparse.mm(kernel, patches)
             if self.bias is not None:
                 out.add_(self.bias.view(-1, 1))
         if batch > 1:  # (O, positions, batch) -> (batch, O, positions)

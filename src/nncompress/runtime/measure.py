@@ -41,7 +41,6 @@ class FileBenchmark:
     threads: int
     dense_bytes: int
     runtime_bytes: int
-    index_bytes: int
     load_compact_ms: float
     runtime_load_ms: float
     batches: list[BatchTiming] = field(default_factory=list)
@@ -136,7 +135,7 @@ def benchmark_file(path: str | Path, *, batches: Sequence[int] = (1, 64), rounds
         FormatError: a bad file. ConfigError: a bad batch size or input shape.
     """
     from nncompress.export import load_compact
-    from nncompress.runtime import SparseConv, load, weight_bytes
+    from nncompress.runtime import load, weight_bytes
 
     if not batches or any(b < 1 for b in batches):
         raise ConfigError(f"batch sizes {list(batches)}: give one or more sizes of at least 1")
@@ -144,7 +143,7 @@ def benchmark_file(path: str | Path, *, batches: Sequence[int] = (1, 64), rounds
     fast = load(path, allow_import=allow_import, fast_pool=fast_pool)
     shape = tuple(shape) if shape is not None else input_shape(path)
     result = FileBenchmark(
-        label or str(path), torch.get_num_threads(), weight_bytes(dense), weight_bytes(fast), 0,
+        label or str(path), torch.get_num_threads(), weight_bytes(dense), weight_bytes(fast),
         _median_ms(lambda: load_compact(path, allow_import=allow_import), 5),
         _median_ms(lambda: load(path, allow_import=allow_import, fast_pool=fast_pool), 5))
     gen = torch.Generator().manual_seed(0)
@@ -155,7 +154,6 @@ def benchmark_file(path: str | Path, *, batches: Sequence[int] = (1, 64), rounds
             d, f, ratio = time_pair(lambda: dense(x), lambda: fast(x), rounds=rounds,  # noqa: B023
                                     round_seconds=round_seconds)
             result.batches.append(BatchTiming(batch, 1e3 * d, 1e3 * f, ratio))
-    result.index_bytes = sum(m.index_bytes() for m in fast.modules() if isinstance(m, SparseConv))
     return result
 
 
@@ -173,7 +171,7 @@ def format_benchmark(result: FileBenchmark) -> str:
     """A text table of one file's measurements.
 
     Example:
-        >>> r = FileBenchmark("m.ncz", 1, 4000, 400, 0, 9.0, 10.0, [BatchTiming(1, 2.0, 0.5, 4.0)])
+        >>> r = FileBenchmark("m.ncz", 1, 4000, 400, 9.0, 10.0, [BatchTiming(1, 2.0, 0.5, 4.0)])
         >>> print(format_benchmark(r).splitlines()[2])
             1     2.000       0.500   4.00x           4,000               400
     """
@@ -182,9 +180,7 @@ def format_benchmark(result: FileBenchmark) -> str:
     lines += [f"{t.batch:>5}  {t.dense_ms:>8.3f}  {t.runtime_ms:>10.3f}  {t.ratio:>5.2f}x  "
               f"{result.dense_bytes:>14,}  {result.runtime_bytes:>16,}" for t in result.batches]
     share = result.runtime_bytes / result.dense_bytes if result.dense_bytes else 0.0
-    lines.append(f"runtime weights: {100 * share:.1f}% of dense"
-                 + (f" (+ {result.index_bytes:,} B of conv gather tables)"
-                    if result.index_bytes else ""))
+    lines.append(f"runtime weights: {100 * share:.1f}% of dense")
     lines.append(f"load: load_compact {result.load_compact_ms:.1f} ms, runtime.load "
                  f"{result.runtime_load_ms:.1f} ms (decode + build)")
     return "\n".join(lines)
