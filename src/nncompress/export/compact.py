@@ -5,17 +5,22 @@ its keyword arguments) and every tensor of its ``state_dict``, each coded by
 :mod:`nncompress.export._codec`: INQ tensors (all non-zeros ``±2**e``) as level codes, other
 floats as float32 (their own precision) or float16, positions of zeros as gaps, all entropy
 coded. The container (:mod:`._container`) is versioned and checksummed.
+
+Loading trusts nothing in the file: every metadata field is checked against its schema
+(:mod:`._schema`), the declared tensors against a budget of the file's size, the model built on
+the ``meta`` device against the declared tensors, and the real build runs under an allocation
+guard of the same budget (:mod:`._guard`); anything else is one ``FormatError``.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -251,7 +256,7 @@ def inspect_compact(path: str | Path) -> CompactInfo:
 def _info(path: str, meta: dict[str, Any], size: int) -> CompactInfo:
     tensors = []
     for t in meta["tensors"]:
-        entries = int(np.prod(t["shape"], dtype=np.int64))
+        entries = math.prod(t["shape"])
         tensors.append(TensorInfo(
             t["name"], tuple(t["shape"]), t["dtype"], t["values"], t["layout"], entries,
             int(t.get("kept", entries)), t["bytes"][0], t["bytes"][1]))
