@@ -1,19 +1,13 @@
 """Crafted .ncz files: checksum-valid, with edited metadata or streams, each one FormatError.
 
-Also the generator of such files that the fuzz and resource-limit tests use: it decodes a
-real file, edits its metadata (any field, to any JSON value, huge numbers, deep nesting, the
-net text of a converted Caffe net) or its streams, and packs it again with a valid checksum.
+One test per reported case, one per field check, and a seeded run of a few hundred generated
+files (the generator is ``tests/compact_crafting.py``).
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import random
 import re
-import struct
-import zlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,257 +17,16 @@ import torch
 import nncompress as nnc
 from nncompress.errors import ConfigError, FormatError
 from nncompress.export import load_compact, save_compact
-from nncompress.export._container import MAGIC, VERSION, pack, parse
+from nncompress.export._container import pack, parse
 from nncompress.models import build_model
-
-CAFFE_REF = "nncompress.interop.caffe_net:from_text"
-CAFFE_TEXT = ('name: "tiny" input: "data" input_shape { dim: 1 dim: 1 dim: 6 dim: 6 } '
-              'layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" '
-              'convolution_param { num_output: 4 kernel_size: 3 stride: 1 pad: 1 } } '
-              'layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" '
-              'pooling_param { pool: MAX kernel_size: 2 stride: 2 } } '
-              'layer { name: "ip1" type: "InnerProduct" bottom: "pool1" top: "ip1" '
-              'inner_product_param { num_output: 3 } }')
-
-
-# ----------------------------------------------------------------------------- base files
-def base_files(folder: Path) -> list[bytes]:
-    """Small real files: INQ + DNS CNN, float16 MLP, pruned float MLP, a converted Caffe net."""
-    from nncompress.interop.caffe_net import from_text
-
-    torch.manual_seed(0)
-    cnn = build_model("tiny_cnn", width=4)
-    with torch.no_grad():
-        for p in cnn.parameters():
-            p.mul_(torch.rand_like(p) < 0.3)
-    nnc.prepare(cnn, nnc.INQConfig(num_quantum_values=4))
-    nnc.quantize_step(cnn, 1.0)
-    mlp = build_model("tiny_mlp", input_size=4, hidden=6)
-    with torch.no_grad():
-        mlp.fc1.weight.mul_(torch.rand_like(mlp.fc1.weight) < 0.2)
-    net = from_text(CAFFE_TEXT)
-    caffe_arch = {"ref": CAFFE_REF, "kwargs": {"text": CAFFE_TEXT, "input_shape": None}}
-    saves: list[tuple[torch.nn.Module, dict[str, Any] | None, str]] = [
-        (cnn, None, "float32"), (mlp, None, "float16"), (mlp, None, "float32"),
-        (net, caffe_arch, "float32")]
-    out = []
-    for i, (model, arch, float_dtype) in enumerate(saves):
-        save_compact(model, folder / f"base{i}.ncz", arch=arch, float_dtype=float_dtype)
-        out.append((folder / f"base{i}.ncz").read_bytes())
-    return out
-
-
-def split(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
-    """A file's metadata and its streams, two per tensor (positions, values)."""
-    meta, body = parse(data, "base")
-    streams, offset = [], 0
-    for t in meta["tensors"]:
-        for n in t["bytes"]:
-            streams.append(body[offset:offset + n])
-            offset += n
-    return meta, streams
-
-
-def pack_text(text: bytes, streams: list[bytes]) -> bytes:
-    """A file whose metadata is ``text`` as it is (raw method byte), with a valid checksum."""
-    meta_stream = b"\x00" + text
-    length, n = bytearray(), len(meta_stream)
-    while True:
-        length.append((n & 0x7F) | (0x80 if n >> 7 else 0))
-        n >>= 7
-        if not n:
-            break
-    body = bytes(length) + meta_stream + b"".join(streams)
-    return struct.pack("<4sHHQI", MAGIC, VERSION, 0, len(body), zlib.crc32(body)) + body
-
-
-# ----------------------------------------------------------------------------- edits
-HUGE = [2**31 - 1, 2**31, 2**32 + 1, 2**40, 2**53 + 1, 2**63, 2**64 + 5, 10**20, 10**40]
-VALUES: list[Any] = [*HUGE, -1, -(2**63), 0, 1, 2, 3, 7, 127, 128, 255, 1e308, 0.5, -0.0,
-                     float("inf"), "", "x", "float16", "float64", "bfloat16", "int64", "bool",
-                     "pow2", "raw", "sparse", "dense", "lenet5", "os:system", "y" * 5000, None,
-                     True, False, [], {}, [1, 2], [2**40, 2**40], [0], [-1], {"a": 1}]
-
-
-def _nodes(obj: Any, out: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
-    """Every (container, key) of a JSON tree."""
-    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(
-        obj, list) else []
-    for key, value in items:
-        out.append((obj, key))
-        _nodes(value, out)
-    return out
-
-
-def _set_any_field(meta: dict[str, Any], rng: random.Random) -> None:
-    container, key = rng.choice(_nodes(meta, []))
-    container[key] = copy.deepcopy(rng.choice(VALUES))
-
-
-def _scale_a_number(meta: dict[str, Any], rng: random.Random) -> None:
-    numbers = [(c, k) for c, k in _nodes(meta, []) if type(c[k]) is int]
-    if numbers:
-        c, k = rng.choice(numbers)
-        c[k] = rng.choice([c[k] * rng.choice(HUGE), c[k] + rng.choice([-2, -1, 1, 2]), 0,
-                           -c[k], c[k] ** 2])
-
-
-def _drop_or_add_key(meta: dict[str, Any], rng: random.Random) -> None:
-    dicts = [c[k] for c, k in _nodes(meta, []) if isinstance(c[k], dict)] + [meta]
-    target = rng.choice(dicts)
-    if target and rng.random() < 0.6:
-        del target[rng.choice(list(target))]
-    else:
-        target[rng.choice(["kept", "rows", "cols", "levels", "exp_min", "extra", "layout"])] = (
-            rng.choice(VALUES))
-
-
-def _edit_tensor_list(meta: dict[str, Any], rng: random.Random) -> None:
-    tensors = meta.get("tensors")
-    if not (isinstance(tensors, list) and tensors and all(isinstance(t, dict) for t in tensors)):
-        _set_any_field(meta, rng)  # an earlier edit broke the list
-        return
-    i, j = rng.randrange(len(tensors)), rng.randrange(len(tensors))
-    choice = rng.randrange(5)
-    if choice == 0:
-        tensors.insert(j, copy.deepcopy(tensors[i]))
-    elif choice == 1:
-        del tensors[i]
-    elif choice == 2:
-        tensors[i], tensors[j] = tensors[j], tensors[i]
-    else:
-        key = rng.choice(["shape", "dtype", "values", "layout", "bytes", "name", "kept"])
-        tensors[i][key] = copy.deepcopy(tensors[j].get(key))
-
-
-def _edit_arch(meta: dict[str, Any], rng: random.Random) -> None:
-    arch = meta.get("arch")
-    if not (isinstance(arch, dict) and isinstance(arch.get("kwargs"), dict)):
-        _set_any_field(meta, rng)  # an earlier edit broke the architecture
-        return
-    kwargs = arch["kwargs"]
-    if arch.get("ref") == CAFFE_REF and isinstance(kwargs.get("text"), str):
-        numbers = re.findall(r"(?:num_output|dim|kernel_size|pad|stride): (\d+)", kwargs["text"])
-        new = str(rng.choice([*HUGE, 0, 100, 10**6, 65536]))
-        spot = rng.randrange(max(len(numbers), 1))
-        counter = iter(range(10**6))
-        kwargs["text"] = re.sub(
-            r"((?:num_output|dim|kernel_size|pad|stride): )(\d+)",
-            lambda m: m.group(1) + (new if next(counter) == spot else m.group(2)),
-            kwargs["text"])
-        return
-    key = rng.choice(["input_size", "hidden", "width", "num_classes", "in_channels", "bogus"])
-    kwargs[key] = rng.choice([*HUGE, 0, -3, 5, 1000, 100000, 3.5, "8", None, [4]])
-    if rng.random() < 0.2:
-        arch["ref"] = rng.choice(["lenet5", "lenet300_100", "tiny_conv1d", "tiny_mlp"])
-
-
-MetaEdit = Callable[[dict[str, Any], random.Random], None]
-META_EDITS: list[MetaEdit] = [_set_any_field, _set_any_field, _scale_a_number, _scale_a_number,
-                              _drop_or_add_key, _edit_tensor_list, _edit_arch, _edit_arch]
-
-
-def _edit_stream(streams: list[bytes], rng: random.Random) -> list[bytes]:
-    """Edit one stream (the metadata's lengths are fixed up by the caller)."""
-    live = [i for i, s in enumerate(streams) if s]
-    i = rng.choice(live)
-    s = bytearray(streams[i])
-    choice = rng.randrange(4)
-    if choice == 0:
-        for _ in range(rng.randint(1, 3)):
-            s[rng.randrange(len(s))] = rng.randrange(256)
-    elif choice == 1:
-        s[0] = rng.choice([0, 1, 2, 3, 255])
-    elif choice == 2:
-        from nncompress.export._streams import zstd_stream
-
-        s = bytearray(zstd_stream(bytes(rng.choice([0, 1, 255]) for _ in range(
-            rng.choice([1, 100, 5000, 200000])))))
-    else:
-        s = s[:rng.randrange(1, len(s) + 1)] + bytearray(rng.randbytes(rng.randint(0, 4)))
-    return [*streams[:i], bytes(s), *streams[i + 1:]]
-
-
-def _deep_json(streams: list[bytes], meta: dict[str, Any], rng: random.Random) -> bytes:
-    depth = rng.choice([40, 1000, 100000])
-    text = json.dumps(meta).encode()
-    nest = b"[" * depth + b"1" + b"]" * depth
-    where = rng.choice([b'"kwargs": {', b'"tensors": ['])
-    return pack_text(text.replace(where, where + b'"deep": ' + nest + b", "
-                                  if where.endswith(b"{") else where + nest + b", ", 1), streams)
-
-
-def crafted(base: bytes, rng: random.Random) -> bytes:
-    """One checksum-valid edit of ``base``: metadata fields, streams, or raw metadata text."""
-    meta, streams = split(base)
-    kind = rng.random()
-    if kind < 0.04:
-        return _deep_json(streams, meta, rng)
-    if kind < 0.08:
-        text = json.dumps(meta).encode()
-        return pack_text(text.replace(b'"float_dtype"', rng.choice(
-            [b'"n": NaN, "float_dtype"', b'"n": 1e999, "float_dtype"',
-             b'"n": ' + b"9" * 5000 + b', "float_dtype"', b'"float_dtype": 1, "float_dtype"'])),
-            streams)
-    if kind < 0.25:
-        streams = _edit_stream(streams, rng)
-        for t, pos, val in zip(meta["tensors"], streams[::2], streams[1::2], strict=True):
-            t["bytes"] = [len(pos), len(val)]
-    else:
-        for _ in range(rng.choice([1, 1, 1, 2, 3])):
-            rng.choice(META_EDITS)(meta, rng)
-    try:
-        return pack(meta, streams)
-    except (TypeError, ValueError):  # a value json cannot write (inf): write the text
-        return pack_text(json.dumps(meta).encode(), streams)
-
-
-def crafted_cases(bases: list[bytes], seed: int, count: int) -> Iterator[bytes]:
-    """``count`` crafted files, reproducible from ``seed``."""
-    rng = random.Random(seed)
-    for i in range(count):
-        yield crafted(bases[i % len(bases)], rng)
-
-
-def _edited(base: bytes, edit: Callable[[dict[str, Any]], None]) -> bytes:
-    meta, streams = split(base)
-    edit(meta)
-    return pack(meta, streams)
-
-
-def _set_shape(meta: dict[str, Any]) -> None:
-    meta["tensors"][0]["shape"] = [2**31 - 1] * 4
-
-
-def _half_one(meta: dict[str, Any]) -> None:
-    meta["tensors"][2]["dtype"] = "float16"
-
-
-BIG_IP = CAFFE_TEXT.replace("dim: 6 dim: 6", "dim: 256 dim: 256").replace(
-    "num_output: 3", "num_output: 131072")  # 4 x 128 x 128 inputs: 8 GiB of ip1 weights
-# the same parameters (conv1 4x1x3x3, ip1 3x36), but 2 x 4 x 60006^2 floats of conv1 output
-# while the net infers its shapes
-BIG_ACTIVATIONS = CAFFE_TEXT.replace("pad: 1", "pad: 30001").replace(
-    "kernel_size: 2 stride: 2", "kernel_size: 20002 stride: 20002")
-
-
-def reported_cases(bases: list[bytes]) -> dict[str, bytes]:
-    """The crafted files of the bug report, by name (``bases`` from :func:`base_files`)."""
-    meta, streams = split(bases[0])
-    deep = json.dumps(meta).encode().replace(
-        b'"kwargs": {', b'"kwargs": {"deep": ' + b"[" * 100000 + b"]" * 100000 + b", ", 1)
-    return {
-        "input_size": _edited(bases[1], lambda m: m["arch"]["kwargs"].update(
-            input_size=1099511627776)),
-        "shape_product": _edited(bases[1], _set_shape),
-        "kwargs_product": _edited(bases[1], lambda m: m["arch"]["kwargs"].update(
-            input_size=2**31 - 1, hidden=2**31 - 1)),
-        "deep_json": pack_text(deep, streams),
-        "float16_dtype": _edited(bases[1], _half_one),
-        "caffe_8gb": _edited(bases[3], lambda m: m["arch"]["kwargs"].update(text=BIG_IP)),
-        "caffe_activations": _edited(bases[3], lambda m: m["arch"]["kwargs"].update(
-            text=BIG_ACTIVATIONS)),
-    }
+from tests.compact_crafting import (
+    base_files,
+    crafted_cases,
+    edited,
+    pack_text,
+    reported_cases,
+    split,
+)
 
 
 # ----------------------------------------------------------------------------- the cases
@@ -325,7 +78,7 @@ def test_sizes_whose_product_overflows(tmp_path: Path, bases: list[bytes]) -> No
                               "bytes in all (the largest, 'fc1.weight', of shape [2147483647, ")
     assert re.search(r"at most \d+ bytes for a file of \d+ bytes \(16 MiB \+ 1024 per file "
                      r"byte\)$", message), message
-    data = _edited(bases[1], lambda m: m["tensors"][0]["shape"].__setitem__(0, 2**63))
+    data = edited(bases[1], lambda m: m["tensors"][0]["shape"].__setitem__(0, 2**63))
     assert _error(tmp_path, data) == (
         "metadata field tensors[0].shape[0] (tensor 'fc1.weight') is 9223372036854775808, "
         "expected an integer in [0, 2147483647]")
@@ -351,7 +104,7 @@ def test_float16_file_whose_dtype_field_disagrees(tmp_path: Path, bases: list[by
         for t in meta["tensors"]:
             t["dtype"] = "float16"
 
-    (tmp_path / "half.ncz").write_bytes(_edited(bases[1], all_half))
+    (tmp_path / "half.ncz").write_bytes(edited(bases[1], all_half))
     model = load_compact(tmp_path / "half.ncz")
     assert {p.dtype for p in model.parameters()} == {torch.float16}
 
@@ -384,7 +137,7 @@ def test_tensor_fields_are_named(tmp_path: Path, inq_mlp: bytes, field: str, val
                                  expected: str) -> None:
     meta, _ = split(inq_mlp)
     assert meta["tensors"][0]["values"] == "pow2"
-    message = _error(tmp_path, _edited(inq_mlp, lambda m: m["tensors"][0].update(
+    message = _error(tmp_path, edited(inq_mlp, lambda m: m["tensors"][0].update(
         {field: value})))
     assert message.startswith(f"metadata field tensors[0].{field} (tensor 'fc1.weight') is "
                               f"{value!r}, expected {expected}")
@@ -392,10 +145,10 @@ def test_tensor_fields_are_named(tmp_path: Path, inq_mlp: bytes, field: str, val
 
 def test_duplicate_names_unknown_keys_and_non_numbers(tmp_path: Path,
                                                       bases: list[bytes]) -> None:
-    data = _edited(bases[1], lambda m: m["tensors"][1].update(name="fc1.weight"))
+    data = edited(bases[1], lambda m: m["tensors"][1].update(name="fc1.weight"))
     assert _error(tmp_path, data) == ("metadata field tensors[1].name is 'fc1.weight', "
                                       "expected a name no other tensor has")
-    data = _edited(bases[1], lambda m: m["tensors"][1].update(scale=2))
+    data = edited(bases[1], lambda m: m["tensors"][1].update(scale=2))
     assert "unknown ['scale']" in _error(tmp_path, data)
     meta, streams = split(bases[1])
     text = json.dumps(meta).encode().replace(b'"hidden": 6', b'"hidden": NaN')

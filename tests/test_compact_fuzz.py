@@ -24,7 +24,7 @@ from nncompress.export import save_compact
 from nncompress.export._container import HEADER_SIZE, parse
 from nncompress.export.compact import _load
 from nncompress.models import build_model
-from tests.test_compact_crafted import base_files, crafted_cases
+from tests.compact_crafting import base_files, crafted_cases
 
 
 def _base_files(tmp_path: Path) -> list[bytes]:

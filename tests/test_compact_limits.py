@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_compact_crafted import base_files, crafted_cases, reported_cases
+from tests.compact_crafting import base_files, crafted_cases, reported_cases
 
 CHILD = r"""
 import json, resource, sys
