@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,16 +58,27 @@ from nncompress.stages import (
 from nncompress.train.checkpoint import (
     Checkpoint,
     list_checkpoints,
+    load_checkpoint,
     restore_optimizer,
     save_checkpoint,
 )
+from nncompress.train.distributed import (
+    RankBatchOrder,
+    check_batch_divides,
+    evaluate_sharded,
+    is_writer,
+    mean_over_ranks,
+    share_from_writer,
+    verify_ranks,
+    world_size,
+    wrap,
+    writer_first,
+)
 from nncompress.train.loop import (
-    BatchOrder,
     TrainingLoop,
     TrainState,
     build_optimizer,
     build_schedule,
-    evaluate,
 )
 
 # check_recipe (stages), load_run_model and load_weights (run_folder) are re-exported: code
@@ -122,7 +134,8 @@ class _Runner:
     def __init__(self, recipe: Recipe, out: Path, model: nn.Module, splits: Splits,
                  progress: str, stop_after: int | None) -> None:
         self.recipe, self.out, self.model, self.splits = recipe, out, model, splits
-        self.progress, self.stop_after = progress, stop_after
+        self.writer = is_writer()  # under torchrun only rank 0 writes and shows progress
+        self.progress, self.stop_after = progress if self.writer else "none", stop_after
         self.rows: list[dict[str, Any]] = []
         self.iterations_done = 0
         self.started = time.monotonic()
@@ -138,8 +151,11 @@ class _Runner:
         stage = self.recipe.stages[pos.stage]
         name = (f"s{pos.stage:02d}-{_safe_name(stage.name)}-p{pos.step:03d}-"
                 f"i{pos.iteration:09d}{'-end' if state is None else ''}.safetensors")
+        verify_ranks(self.model, f"at checkpoint {name}")
+        if not self.writer:
+            return
         meta = {"position": dataclasses.asdict(pos), "metrics_rows": len(self.rows),
-                "recipe": self.recipe.name}
+                "recipe": self.recipe.name, "world_size": world_size()}
         if state is not None:
             meta["train_state"] = dataclasses.asdict(state)
         folder = self.out / "checkpoints"
@@ -152,6 +168,11 @@ class _Runner:
         self.model, pos = restore_checkpoint(self.recipe, self.model, checkpoint)
         torch.set_rng_state(checkpoint.rng_state["torch"])
         self.rows = read_rows(self.out / "metrics.jsonl")[:checkpoint.metadata["metrics_rows"]]
+        saved = int(checkpoint.metadata.get("world_size", 1))
+        if saved != world_size() and self.writer:
+            print(f"nncompress: resuming a run of {saved} process(es) with {world_size()}: the "
+                  "global batch is the same, but the result will not be bit-identical to an "
+                  f"uninterrupted run of {saved}", file=sys.stderr, flush=True)
         return pos
 
     # -- stages ---------------------------------------------------------------------------
@@ -208,21 +229,24 @@ class _Runner:
             f"{stage.name} {stage.portions[step]:g}"
 
         def on_eval(record: dict[str, Any]) -> None:
+            record["loss"] = mean_over_ranks(record["loss"])  # evaluations are global already
             self.rows.append({"stage": stage.name, "stage_index": index, "step": step,
                               **record, "split": self.eval_split,
                               "elapsed_s": round(time.monotonic() - self.started, 3)})
-            atomic_write_text(self.out / "metrics.jsonl",
-                              "".join(json.dumps(r) + "\n" for r in self.rows))
+            if self.writer:
+                atomic_write_text(self.out / "metrics.jsonl",
+                                  "".join(json.dumps(r) + "\n" for r in self.rows))
 
         def on_checkpoint(current: TrainState) -> None:
+            current.loss_sum = mean_over_ranks(current.loss_sum)  # saved alike by every rank
             self.save(Position(index, step, current.iteration, False), optimizer, current)
 
         TrainingLoop(
-            model=self.model, train_x=self.splits.train_x, train_y=self.splits.train_y,
+            model=wrap(self.model), train_x=self.splits.train_x, train_y=self.splits.train_y,
             eval_x=self.eval_x, eval_y=self.eval_y, optimizer=optimizer,
             schedule=build_schedule(stage.lr, iterations),
-            order=BatchOrder(len(self.splits.train_y), stage.batch_size,
-                             seed=self.recipe.seed * 1_000_003 + index * 1009 + step),
+            order=RankBatchOrder(len(self.splits.train_y), stage.batch_size,
+                                 seed=self.recipe.seed * 1_000_003 + index * 1009 + step),
             iterations=iterations, eval_interval=stage.eval_interval,
             checkpoint_interval=stage.checkpoint_interval, description=label,
             progress=self.progress, on_eval=on_eval, on_checkpoint=on_checkpoint,
@@ -237,6 +261,8 @@ class _Runner:
     def export(self, stage: ExportStage) -> None:
         from nncompress.export import save_compact
 
+        if not self.writer:
+            return
         arch = {"ref": self.recipe.model.ref, "kwargs": self.recipe.model.kwargs}
         save_compact(plain_copy(self.model), self.out / stage.file, arch=arch,
                      float_dtype=stage.float_dtype)
@@ -244,9 +270,11 @@ class _Runner:
     # -- the end --------------------------------------------------------------------------
 
     def finish(self) -> dict[str, Any]:
-        test_loss, test_accuracy = evaluate(self.model, self.splits.test_x, self.splits.test_y)
+        test_loss, test_accuracy = evaluate_sharded(self.model, self.splits.test_x,
+                                                    self.splits.test_y)
         final = plain_copy(self.model)
-        save_weights(self.out / "model.safetensors", final, self.recipe)
+        if self.writer:
+            save_weights(self.out / "model.safetensors", final, self.recipe)
         extra: dict[str, Any] = {"recipe": self.recipe.name, "model": self.recipe.model.ref,
                                  "data": self.recipe.data.spec, "stages": self.stage_results()}
         exports = [s for s in self.recipe.stages if isinstance(s, ExportStage)]
@@ -255,7 +283,8 @@ class _Runner:
                                 "bytes": (self.out / exports[-1].file).stat().st_size}
         report = build_report(summarize(final).to_dict()["layers"],
                               test={"loss": test_loss, "accuracy": test_accuracy}, **extra)
-        write_report(self.out / "report.json", report)
+        if self.writer:
+            write_report(self.out / "report.json", report)
         return report
 
     def stage_results(self) -> list[dict[str, Any]]:
@@ -265,6 +294,15 @@ class _Runner:
         return [{"stage": s.stage, "name": s.name,
                  **{k: last[s.name].get(k) for k in ("iteration", "accuracy", "kept_fraction")
                     if s.name in last}} for s in self.recipe.stages]
+
+
+def _open_for_rank(out: Path, recipe: Recipe, resume: bool) -> Checkpoint | None:
+    """Rank 0 opens (or checks) the run folder; under torchrun the others load its checkpoint."""
+    checkpoint = writer_first(lambda: open_run_folder(out, recipe, resume))
+    path = share_from_writer(None if checkpoint is None else str(checkpoint.path))
+    if is_writer() or path is None:
+        return checkpoint
+    return load_checkpoint(path)
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path, *, resume: bool = False,
@@ -295,8 +333,11 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, resume: bool = False,
     out = Path(out_dir)
     model, splits = load_inputs(recipe)
     check_recipe(recipe, model)
-    checkpoint = open_run_folder(out, recipe, resume)
-    if on_ready is not None:
+    for stage in recipe.stages:
+        if isinstance(stage, (TrainStage, DNSStage, INQStage)):
+            check_batch_divides(stage.batch_size)
+    checkpoint = _open_for_rank(out, recipe, resume)
+    if on_ready is not None and is_writer():
         on_ready(out)
     runner = _Runner(recipe, out, model, splits, progress, stop_after)
     runner.run(checkpoint)

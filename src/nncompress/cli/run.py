@@ -31,19 +31,42 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="continue the run in --out from its newest checkpoint")
     add_progress_arguments(parser)
     add_json_argument(parser, "report.json instead of a table")
+    parser.add_argument("--dist-backend", choices=("gloo", "nccl"), default=None,
+                        help="under torchrun: the process group's backend (default gloo: the "
+                             "pipeline trains on the CPU)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the recipe and print the per-layer report; 0 on success."""
+    """Run the recipe and print the per-layer report; 0 on success.
+
+    Under torchrun every process runs it; rank 0 alone writes the run folder and prints.
+    """
+    from nncompress.errors import ConfigError
+    from nncompress.train.distributed import failure_guard, init_distributed, shutdown
+
+    if args.dist_backend == "nccl":
+        raise ConfigError("--dist-backend nccl needs a model on the GPU, and the pipeline trains "
+                          "on the CPU; use --dist-backend gloo")
+    init_distributed(args.dist_backend or "gloo")  # nothing happens without torchrun
+    with failure_guard():
+        code = _run(args)
+    shutdown()
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     from nncompress.pipeline import run_recipe
     from nncompress.recipe import load_recipe
     from nncompress.report import format_report
+    from nncompress.train.distributed import is_writer
 
     recipe = load_recipe(args.recipe, args.overrides)
     apply_threads(args.threads)
     out = args.out if args.out is not None else Path("runs") / recipe.name
     started = time.monotonic()
     result = run_recipe(recipe, out, resume=args.resume, progress="log" if args.quiet else "bar")
+    if not is_writer():
+        return 0
     if args.json:
         print(json.dumps(result.report, indent=2))
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -24,6 +25,7 @@ __all__ = [
     "is_writer",
     "launched_by_torchrun",
     "rank",
+    "share_from_writer",
     "shutdown",
     "world_size",
 ]
@@ -31,6 +33,7 @@ __all__ = [
 BACKENDS = ("gloo", "nccl")
 _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 _CPU = torch.device("cpu")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -191,3 +194,17 @@ def shutdown() -> None:
     """
     if is_distributed():
         dist.destroy_process_group()
+
+
+def share_from_writer(value: T) -> T:
+    """Rank 0's ``value`` on every rank (a collective; any picklable value).
+
+    Example:
+        >>> share_from_writer("runs/demo/checkpoints/s01.safetensors")
+        'runs/demo/checkpoints/s01.safetensors'
+    """
+    if not is_distributed() or world_size() == 1:
+        return value
+    box: list[T] = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -10,7 +10,8 @@ counted exactly once, whether or not the batch count divides by ``N``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import overload
 
 import torch
 import torch.distributed as dist
@@ -20,7 +21,8 @@ from torch import nn
 from nncompress.train._dist_check import compression_buffer_names, unwrap
 from nncompress.train._dist_env import collective_device, is_distributed, rank, world_size
 
-__all__ = ["batches_of_rank", "broadcast_plain_buffers", "evaluate_sharded", "sharded_sums"]
+__all__ = ["batches_of_rank", "broadcast_plain_buffers", "evaluate_batches_sharded",
+           "evaluate_sharded", "mean_over_ranks", "sharded_sums"]
 
 BatchFn = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
 
@@ -129,3 +131,67 @@ def evaluate_sharded(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
     loss_sum, correct = sharded_sums(model, num_batches, batch)
     return loss_sum / len(y), correct / len(y)
+
+
+@torch.no_grad()
+def evaluate_batches_sharded(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+                             ) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over ``batches``, every N-th batch on each rank.
+
+    Every rank iterates the same batches in the same order and evaluates only its own, so the
+    result equals :func:`nncompress.train.loop.evaluate` of the same batches in one process.
+
+    Example:
+        >>> data = [(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long))] * 3
+        >>> evaluate_batches_sharded(nn.Linear(3, 2, bias=False), data)[1]
+        1.0
+    """
+    module = unwrap(model)
+    broadcast_plain_buffers(module)
+    rows: list[tuple[float, float, float]] = []
+    was_training = module.training
+    module.eval()
+    try:
+        for k, (inputs, target) in enumerate(batches):
+            if k % world_size() != rank():
+                rows.append((0.0, 0.0, 0.0))
+                continue
+            out = module(inputs)
+            target = target.to(out.device)
+            rows.append((float(F.cross_entropy(out, target, reduction="sum")),
+                         int((out.argmax(dim=1) == target).sum()), len(target)))
+    finally:
+        module.train(was_training)
+    table = torch.tensor(rows, dtype=torch.float64).reshape(len(rows), 3)
+    if is_distributed() and world_size() > 1:
+        shared = table.to(collective_device())
+        dist.all_reduce(shared)
+        table = shared.cpu()
+    loss_sum, correct, count = 0.0, 0, 0
+    for k in range(len(rows)):
+        loss_sum += float(table[k, 0])
+        correct += int(table[k, 1])
+        count += int(table[k, 2])
+    return (math.nan, math.nan) if count == 0 else (loss_sum / count, correct / count)
+
+
+@overload
+def mean_over_ranks(value: float) -> float: ...
+
+
+@overload
+def mean_over_ranks(value: None) -> None: ...
+
+
+def mean_over_ranks(value: float | None) -> float | None:
+    """The mean of ``value`` over all ranks (a collective; None stays None on every rank).
+
+    Example:
+        >>> mean_over_ranks(0.25)
+        0.25
+    """
+    if value is None or not is_distributed() or world_size() == 1:
+        return value
+    shared = torch.tensor([value], dtype=torch.float64, device=collective_device())
+    dist.all_reduce(shared)
+    return float(shared) / world_size()

@@ -54,14 +54,14 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from nncompress.errors import ConfigError
+from nncompress.errors import ConfigError, NNCompressError
 from nncompress.train._dist_check import (
     PARTS,
     RankMismatchError,
@@ -79,25 +79,31 @@ from nncompress.train._dist_env import (
     is_writer,
     launched_by_torchrun,
     rank,
+    share_from_writer,
     shutdown,
     world_size,
 )
 from nncompress.train._dist_eval import (
     batches_of_rank,
     broadcast_plain_buffers,
+    evaluate_batches_sharded,
     evaluate_sharded,
+    mean_over_ranks,
     sharded_sums,
 )
+from nncompress.train.loop import BatchOrder
 
 __all__ = [
     "BACKENDS",
     "PARTS",
     "DistContext",
+    "RankBatchOrder",
     "RankMismatchError",
     "batches_of_rank",
     "broadcast_plain_buffers",
     "check_batch_divides",
     "compression_buffer_names",
+    "evaluate_batches_sharded",
     "evaluate_sharded",
     "failure_guard",
     "init_distributed",
@@ -105,15 +111,20 @@ __all__ = [
     "is_writer",
     "launched_by_torchrun",
     "layer_checksums",
+    "mean_over_ranks",
     "rank",
     "rank_share",
     "sharded_sums",
+    "share_from_writer",
     "shutdown",
     "unwrap",
     "verify_ranks",
     "world_size",
     "wrap",
+    "writer_first",
 ]
+
+T = TypeVar("T")
 
 LAYOUTS = ("contiguous", "strided")
 
@@ -178,6 +189,43 @@ def rank_share(indices: torch.Tensor, layout: str = "contiguous", *, process: in
     if layout == "strided":
         return indices[me::count]
     raise ConfigError(f"batch layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+
+
+class RankBatchOrder(BatchOrder):
+    """This rank's share of each global batch of a :class:`BatchOrder`, as a batch order.
+
+    ``batch_size`` is the share (``global_batch_size / N``); ``indices(i)`` is
+    :func:`rank_share` of the global batch of iteration ``i``. In one process it equals the
+    plain order. A training loop given it needs no other change to train its share.
+
+    Args:
+        num_examples: size of the training set.
+        batch_size: the global batch.
+        seed: seed of the permutations.
+        layout: ``"contiguous"`` or ``"strided"`` (see :func:`rank_share`).
+
+    Raises:
+        ConfigError: the global batch does not divide by the process count.
+
+    Example:
+        >>> RankBatchOrder(10, 4, seed=0).indices(3).tolist() == BatchOrder(10, 4, 0).indices(
+        ...     3).tolist()
+        True
+    """
+
+    def __init__(self, num_examples: int, batch_size: int, seed: int,
+                 layout: str = "contiguous") -> None:
+        self.whole = BatchOrder(num_examples, batch_size, seed)
+        super().__init__(num_examples, check_batch_divides(batch_size), seed)
+        self.global_batch_size, self.layout = batch_size, layout
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        """The order of epoch ``epoch`` (of the whole training set)."""
+        return self.whole.permutation(epoch)
+
+    def indices(self, iteration: int) -> torch.Tensor:
+        """This rank's indices of the batch of ``iteration``."""
+        return rank_share(self.whole.indices(iteration), self.layout)
 
 
 def _broadcast_compression_state(model: nn.Module) -> None:
@@ -247,3 +295,40 @@ def failure_guard() -> Iterator[None]:
             with contextlib.suppress(Exception):
                 shutdown()
         raise
+
+
+def writer_first(action: Callable[[], T]) -> T | None:
+    """Run ``action`` on rank 0 while the other ranks wait; its user error stops every rank.
+
+    For what only the writer may do before the others go on (opening the run folder). On the
+    other ranks the same :class:`~nncompress.errors.NNCompressError` message is raised, so the
+    whole job ends with one clear message instead of ranks waiting on a rank that has left.
+
+    Returns:
+        ``action()`` on rank 0 (and in a single process), None on the other ranks.
+
+    Raises:
+        NNCompressError: on the other ranks, when ``action`` failed on rank 0 (where its own
+            error is raised).
+
+    Example:
+        >>> writer_first(lambda: 42)
+        42
+    """
+    if not is_distributed() or world_size() == 1:
+        return action()
+    message: list[str | None] = [None]
+    result: T | None = None
+    try:
+        if is_writer():
+            try:
+                result = action()
+            except Exception as error:
+                message[0] = str(error) if isinstance(error, NNCompressError) else \
+                    f"{type(error).__name__}: {error}"
+                raise
+    finally:
+        dist.broadcast_object_list(message, src=0)
+    if message[0] is not None:
+        raise NNCompressError(f"rank 0 stopped the job: {message[0]}")
+    return result

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nncompress.errors import ConfigError, NonFiniteError
+from nncompress.train._dist_eval import evaluate_batches_sharded, evaluate_sharded
 from nncompress.train.config import BiasConfig, LRConfig, OptimizerConfig
 from nncompress.train.lars import LarsSGD
 from nncompress.train.lr import LRSchedule, apply_lr
@@ -301,11 +302,11 @@ class TrainingLoop:
 
     def _evaluate(self, state: TrainState, lr: float, bar: Any) -> None:
         if self.stream is None:
-            eval_loss, accuracy = evaluate(self.model, self.eval_x, self.eval_y)
+            eval_loss, accuracy = evaluate_sharded(self.model, self.eval_x, self.eval_y)
         else:
             batches = self.stream.eval_batches(self.eval_batch_size, self.eval_split,
                                                self._device())
-            eval_loss, accuracy = evaluate(self.model, batches)
+            eval_loss, accuracy = evaluate_batches_sharded(self.model, batches)
         record = {
             "iteration": state.iteration,
             "loss": state.loss_sum / state.loss_count if state.loss_count else None,

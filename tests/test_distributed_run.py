@@ -1,0 +1,143 @@
+"""The recipe runner on 2 gloo processes: equal to 1 process, rank 0 writes alone, resumable.
+
+One spawned 2-process job (loopback TCP only) runs every 2-process case in turn; the tests
+read its folders. A last test starts the real command under torchrun.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from nncompress.pipeline import RunInterrupted, run_recipe
+from nncompress.recipe import parse_recipe
+from nncompress.train import distributed as nd
+from tests.test_pipeline import tiny_recipe
+
+# (run folder of rank 0, run folder of rank 1, resume, stop after so many iterations)
+PLAN = [
+    ("a", "a-rank1", False, None),  # rank 1 is given a folder of its own: it must stay absent
+    ("b", "b", False, 18),  # killed in DNS at its iteration 6 (checkpoint at 4)
+    ("b", "b", True, 9),  # killed again, in INQ's first step
+    ("b", "b", True, None),
+    ("d", "d", False, 18),  # resumed by one process in a test
+]
+
+
+def _worker(process: int, port: int, root: str) -> None:
+    os.environ.update(RANK=str(process), WORLD_SIZE="2", LOCAL_RANK=str(process),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    nd.init_distributed("gloo")
+    here = Path(root) / f"cwd{process}"
+    here.mkdir()
+    os.chdir(here)  # anything written to the working directory would show here
+    recipe = parse_recipe(tiny_recipe())
+    for first, second, resume, stop in PLAN:
+        out = Path(root) / (first if process == 0 else second)
+        with contextlib.suppress(RunInterrupted):
+            run_recipe(recipe, out, progress="none", resume=resume, stop_after=stop)
+    nd.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("ddp-run")
+    torch.multiprocessing.spawn(_worker, args=(_free_port(), str(folder)), nprocs=2, join=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("one") / "run"
+    run_recipe(parse_recipe(tiny_recipe()), out, progress="none")
+    return out
+
+
+def _rows(out: Path) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in rows]
+
+
+@pytest.mark.slow
+def test_rank_1_writes_nothing(root: Path) -> None:
+    assert not (root / "a-rank1").exists()
+    assert list((root / "cwd0").iterdir()) == [] and list((root / "cwd1").iterdir()) == []
+    assert sorted(p.name for p in (root / "a").iterdir()) == [
+        "checkpoints", "metrics.jsonl", "model.safetensors", "recipe.yaml", "report.json"]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(root: Path, single: Path) -> None:
+    two, one = load_file(root / "a" / "model.safetensors"), load_file(single / "model.safetensors")
+    assert two.keys() == one.keys()
+    for key in one:
+        assert torch.equal(two[key] != 0, one[key] != 0), key  # the same entries kept
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5)
+    report_two = json.loads((root / "a" / "report.json").read_text())
+    report_one = json.loads((single / "report.json").read_text())
+    assert [r["kept"] for r in report_two["layers"]] == [r["kept"] for r in report_one["layers"]]
+    assert report_two["test"]["accuracy"] == report_one["test"]["accuracy"]
+    assert report_two["test"]["loss"] == pytest.approx(report_one["test"]["loss"], rel=1e-4)
+    rows_two, rows_one = _rows(root / "a"), _rows(single)
+    assert [(r["stage"], r["iteration"]) for r in rows_two] == \
+        [(r["stage"], r["iteration"]) for r in rows_one]
+    for a, b in zip(rows_two, rows_one):
+        assert (a["loss"] is None) == (b["loss"] is None)
+        if b["loss"] is not None:
+            assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)  # mean over both ranks
+        assert a["accuracy"] == b["accuracy"] and a["kept_fraction"] == b["kept_fraction"]
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_run_has_the_same_bytes(root: Path) -> None:
+    assert any((root / "b" / "checkpoints").iterdir())
+    assert (root / "a" / "model.safetensors").read_bytes() == \
+        (root / "b" / "model.safetensors").read_bytes()
+    assert _rows(root / "a") == _rows(root / "b")
+
+
+@pytest.mark.slow
+def test_resume_with_another_process_count_is_allowed_and_said(
+        root: Path, single: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = root / "d"
+    assert not (out / "model.safetensors").exists()
+    run_recipe(parse_recipe(tiny_recipe()), out, progress="none", resume=True)
+    assert "resuming a run of 2 process(es) with 1" in capsys.readouterr().err
+    finished = load_file(out / "model.safetensors")
+    reference = load_file(single / "model.safetensors")
+    for key in reference:
+        torch.testing.assert_close(finished[key], reference[key], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_the_command_runs_under_torchrun(tmp_path: Path) -> None:
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe()))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
+               "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
+               str(_free_port()), "-m", "nncompress", "run", str(recipe), "--out",
+               str(tmp_path / "run"), "-q", "--json", "--threads", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)  # printed once, by rank 0
+    assert report == json.loads((tmp_path / "run" / "report.json").read_text())
