@@ -1,22 +1,31 @@
 """When a layer runs its sparse kernel and when the dense one: a rule measured on a CPU.
 
-Measured with ``benchmarks/inference.py --sweep`` and the runtime's own layers (random masks,
-SciPy backend, one thread, the 2-core x86 build machine under load from other jobs; each
-number a median ratio of interleaved rounds):
+Measured with ``benchmarks/inference.py --sweep`` (each layer alone against its dense PyTorch
+layer, random masks, one thread, the 2-core x86 build machine while other jobs ran: single
+numbers are noisy, the trends below held across three sweeps):
 
-* Linear. The runtime does not keep the dense weight, so the dense path must rebuild it each
-  call; against that the sparse kernel wins at every density up to 50% and batch 1-64 (at 20%
-  density, 800x500: 8.8x at batch 1, 1.9x at 64). Against a dense layer kept in memory it wins
-  at 1-3% density (800x500: 1.7-2.4x at batch 1, 3.7-6.9x at 64) and breaks even near 10%.
-  So Linear layers always run sparse; :func:`nncompress.runtime.sparsify` converts only layers
-  at or below 25% density.
-* Conv (im2col gather + CSR product). The sparse kernel touches about
-  ``used columns + non-zeros + 4 x out channels`` values per output position where the dense one
-  does ``entries`` multiply-adds; their quotient, the *reduction*, predicts the winner better
-  than density alone (a 1-channel input is cheap for the dense kernel). Sparse won at batch 1
-  from a reduction of 2 (LeNet conv1 at 30%: 1.3x), at batch 8 from 3 (conv1 at 10%: 1.1x;
-  conv2 at 10%, reduction 7.8: 1.7x) and at batch 64 from 10 (conv2 at 3%, reduction 19:
-  2.0x; at 10%, reduction 7.8: 0.9x; conv1 at 1%, reduction 5.6: 0.65x).
+* Linear. Against a dense layer kept in memory, the sparse kernel (800x500, 784x300) is
+  1.7-2.8x faster at 1-3% density for one row, 2.1-5x for 8 rows and 3.4-6.9x for 64; at 10%
+  it breaks even for one row and is 1.6-2.3x faster for 64; at 30% dense wins. Small layers
+  (300x100, 500x10) lose 10-40% for one row: a call's fixed cost outweighs their arithmetic.
+  The runtime does not keep dense weights, though, and rebuilding one per call costs more than
+  the sparse product at every density up to 50% (800x500 at 20%: 8.8x at one row, 1.9x at 64).
+  So Linear layers always run sparse, and :func:`nncompress.runtime.sparsify` converts only
+  layers at or below 25% density.
+* Conv (strided im2col + CSR product). The sparse kernel touches about
+  ``used columns + non-zeros + 4 x out channels`` values per output position where the dense
+  one does ``entries`` multiply-adds; their quotient, the *reduction*, predicts the winner
+  better than density alone (a one-channel input is cheap for the dense kernel). One image:
+  sparse won at every point measured (reduction 2.0-37, 1.1-2.3x). 8 images: won from 3.3
+  (LeNet conv1 at 10%: 1.2x; conv2 at 10%, reduction 7.8: 1.7x), lost at 3.0 (conv2 at 30%:
+  0.7x). 64 images: won from 7.8 (conv2 at 10%: 1.1x; at 3%, reduction 19: 2.1x), lost at 5.6
+  and below (conv1 at 1%: 0.5x).
+
+SciPy's CSR product against ``torch.sparse`` CSR: neither wins everywhere. For one row, torch's
+``addmv`` wins inside a model (LeNet-300-100, one image: 1.46x dense against 1.09x with SciPy)
+because it skips the numpy round trip, so the ``auto`` backend uses it there. For convolutions
+SciPy was ahead in 14 of 24 sweep points and torch in 9 (most of them LeNet conv2's), with
+single points noisy; ``auto`` uses SciPy for convolutions and for Linear batches.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ __all__ = ["CONV_MIN_REDUCTION", "conv_reduction", "use_sparse"]
 
 # (largest batch, reduction from which the sparse conv kernel runs); larger batches use the
 # last row.
-CONV_MIN_REDUCTION: tuple[tuple[int, float], ...] = ((1, 2.0), (8, 3.0), (64, 10.0))
+CONV_MIN_REDUCTION: tuple[tuple[int, float], ...] = ((1, 2.0), (8, 3.2), (64, 7.5))
 
 
 def conv_reduction(entries: int, nnz: int, used_columns: int, out_channels: int) -> float:
@@ -50,7 +59,7 @@ def use_sparse(kind: str, batch: int, reduction: float) -> bool:
         True for the sparse kernel, False for the dense one.
 
     Example:
-        >>> use_sparse("conv", 1, 3.0), use_sparse("conv", 64, 3.0)
+        >>> use_sparse("conv", 1, 3.0), use_sparse("conv", 64, 3.0)  # LeNet-5 conv1 at 12.7%
         (True, False)
     """
     if kind == "linear":
