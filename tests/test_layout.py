@@ -70,11 +70,8 @@ def test_training_code_does_not_import_recipes() -> None:
 
 
 def test_modules_import_the_core_directly_not_the_package_face() -> None:
-    # Only ``nncompress/__init__.py`` (the face itself) may import from ``nncompress``. The Caffe
-    # interop package (interop/solver_train.py) still imports the face; it is excluded until it
-    # imports nncompress.prepare directly.
-    modules = [m for m in _modules()
-               if m != "nncompress" and not m.startswith("nncompress.interop")]
+    # Only ``nncompress/__init__.py`` (the face itself) may import from ``nncompress``.
+    modules = [m for m in _modules() if m != "nncompress"]
     assert {"nncompress.pipeline", "nncompress.stages", "nncompress.report.summary"} <= set(modules)
     for module in modules:
         assert "nncompress" not in _imports(module), module

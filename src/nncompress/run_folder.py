@@ -25,6 +25,7 @@ from torch import nn
 
 from nncompress._io import atomic_write_bytes, atomic_write_text
 from nncompress.errors import ConfigError, FormatError
+from nncompress.export._schema import is_builtin
 from nncompress.models import build_model
 from nncompress.recipe import Recipe, dump_recipe, load_recipe, recipe_to_dict
 from nncompress.stages import restore_checkpoint
@@ -175,7 +176,7 @@ def _run_recipe_of(folder: Path) -> Recipe | None:
 
 
 def _checked_ref(ref: str, allow_import: bool) -> str:
-    if ":" in ref and not allow_import:
+    if not is_builtin(ref) and not allow_import:
         raise ConfigError(f"the model {ref!r} is built by importing Python code; pass "
                           "--allow-import if you trust this file")
     return ref

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 
-import nncompress as nnc
 from nncompress.data import Splits, load_data
 from nncompress.errors import ConfigError
 from nncompress.interop.caffe_net import CaffeNet
@@ -33,6 +32,7 @@ from nncompress.interop.solver_nets import solver_net
 from nncompress.interop.transform import CaffeTransform, TransformSpec
 from nncompress.interop.weights import LoadedMasks, apply_masks, bake_masks, load_blobs, net_blobs
 from nncompress.layers import COMPRESSIBLE
+from nncompress.prepare import is_prepared, mask_fixed_gradients, prepare
 from nncompress.train import apply_lr
 
 __all__ = ["DataFeed", "TrainResult", "prepare_compression", "train_from_solver"]
@@ -109,7 +109,7 @@ def prepare_compression(net: CaffeNet, masks: dict[str, LoadedMasks]) -> None:
         if group:
             configs = {k: c.config() for k, c in group.items()}
             selection = {name: configs.get(name) for name in plain}
-            nnc.prepare(net, next(iter(configs.values())), layers=selection)
+            prepare(net, next(iter(configs.values())), layers=selection)
             plain = [n for n in plain if n not in group]
     apply_masks(net, {k: m for k, m in masks.items() if k in dns or k in inq},
                 {k: c.portions[0] for k, c in inq.items()})
@@ -201,7 +201,7 @@ class _Run:
             # Caffe clips the gradient summed over iter_size before it divides by iter_size;
             # ours is already divided, so the threshold is divided too. Fixed INQ entries are
             # zeroed first, as the seed's backward did, so they do not count in the norm.
-            nnc.mask_fixed_gradients(self.net)
+            mask_fixed_gradients(self.net)
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, self.s.clip_gradients / self.s.iter_size)
         self.optimizer.step()
@@ -230,7 +230,7 @@ class _Run:
         plain = base.with_name(base.name + ".caffemodel")
         write_caffemodel(plain, net_blobs(self.net), self.net.net_name, self._io())
         self.result.snapshots.append(plain)
-        if nnc.is_prepared(self.net):
+        if is_prepared(self.net):
             raw = base.with_name(base.name + ".masks.caffemodel")
             write_caffemodel(raw, net_blobs(self.net, with_masks=True), self.net.net_name,
                              self._io())
