@@ -109,7 +109,7 @@ def histograms(data: dict[str, Any]) -> Figure | None:
         values = values[values != 0]
         ax.hist(values.numpy(), bins=80, color="tab:blue")
         for level in _pow2_levels(values):
-            ax.axvline(level, color="tab:red", linewidth=1.0, zorder=3)
+            ax.axvline(level, color="tab:red", linewidth=0.8, zorder=0)
         ax.set_title(f"{layer['name']} ({values.numel():,} kept)", fontsize=9)
         ax.tick_params(labelsize=7)
     figure.suptitle("kept weights (red: INQ levels ±2^e)" if any(
