@@ -135,7 +135,7 @@ def test_the_command_runs_under_torchrun(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
                "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
                str(_free_port()), "-m", "nncompress", "run", str(recipe), "--out",
-               str(tmp_path / "run"), "-q", "--json", "--threads", "1"]
+               str(tmp_path / "run"), "-q", "--json", "--threads", "1", "--verify-ranks"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]

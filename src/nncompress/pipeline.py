@@ -132,10 +132,11 @@ class _Runner:
     """Runs the stages of one recipe into one folder."""
 
     def __init__(self, recipe: Recipe, out: Path, model: nn.Module, splits: Splits,
-                 progress: str, stop_after: int | None) -> None:
+                 progress: str, stop_after: int | None, verify: bool = False) -> None:
         self.recipe, self.out, self.model, self.splits = recipe, out, model, splits
         self.writer = is_writer()  # under torchrun only rank 0 writes and shows progress
         self.progress, self.stop_after = progress if self.writer else "none", stop_after
+        self.verify = verify  # compare the ranks' checksums at every evaluation too
         self.rows: list[dict[str, Any]] = []
         self.iterations_done = 0
         self.started = time.monotonic()
@@ -230,6 +231,8 @@ class _Runner:
 
         def on_eval(record: dict[str, Any]) -> None:
             record["loss"] = mean_over_ranks(record["loss"])  # evaluations are global already
+            if self.verify:
+                verify_ranks(self.model, f"at iteration {record['iteration']} of {label}")
             self.rows.append({"stage": stage.name, "stage_index": index, "step": step,
                               **record, "split": self.eval_split,
                               "elapsed_s": round(time.monotonic() - self.started, 3)})
@@ -306,7 +309,7 @@ def _open_for_rank(out: Path, recipe: Recipe, resume: bool) -> Checkpoint | None
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path, *, resume: bool = False,
-               progress: str = "bar", stop_after: int | None = None,
+               progress: str = "bar", stop_after: int | None = None, verify_ranks: bool = False,
                on_ready: Callable[[Path], None] | None = None) -> RunResult:
     """Run every stage of ``recipe`` into ``out_dir`` and write the report.
 
@@ -319,6 +322,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, resume: bool = False,
         resume: continue the run in ``out_dir`` from its newest checkpoint.
         progress: ``"bar"``, ``"log"`` (a line per evaluation) or ``"none"``.
         stop_after: stop with :class:`RunInterrupted` after this many iterations (tests).
+        verify_ranks: under torchrun, compare the ranks at every evaluation too.
         on_ready: called with the folder once the run starts writing into it.
 
     Returns:
@@ -339,7 +343,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, resume: bool = False,
     checkpoint = _open_for_rank(out, recipe, resume)
     if on_ready is not None and is_writer():
         on_ready(out)
-    runner = _Runner(recipe, out, model, splits, progress, stop_after)
+    runner = _Runner(recipe, out, model, splits, progress, stop_after, verify_ranks)
     runner.run(checkpoint)
     report = runner.finish()
     return RunResult(out_dir=out, report=report, model=runner.model)

@@ -34,6 +34,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dist-backend", choices=("gloo", "nccl"), default=None,
                         help="under torchrun: the process group's backend (default gloo: the "
                              "pipeline trains on the CPU)")
+    parser.add_argument("--verify-ranks", action="store_true",
+                        help="under torchrun: compare the ranks' weights, masks and fixed values "
+                             "at every evaluation (always done at checkpoints)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,7 +67,8 @@ def _run(args: argparse.Namespace) -> int:
     apply_threads(args.threads)
     out = args.out if args.out is not None else Path("runs") / recipe.name
     started = time.monotonic()
-    result = run_recipe(recipe, out, resume=args.resume, progress="log" if args.quiet else "bar")
+    result = run_recipe(recipe, out, resume=args.resume, progress="log" if args.quiet else "bar",
+                        verify_ranks=args.verify_ranks)
     if not is_writer():
         return 0
     if args.json:
