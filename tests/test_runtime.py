@@ -213,7 +213,8 @@ def test_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("ceil_mode", [False, True])
-@pytest.mark.parametrize("shape", [(2, 3, 6, 8), (1, 2, 7, 5), (3, 4, 4)])
+@pytest.mark.parametrize("shape", [(2, 3, 6, 8), (1, 2, 7, 5), (3, 4, 4), (1, 16, 24, 26),
+                                   (1, 16, 25, 27)])  # the last two: above SMALL
 def test_max_pool_2x2_equals_max_pool2d(ceil_mode: bool, shape: tuple[int, ...]) -> None:
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(5))
     x[..., 0, 0] = float("nan")

@@ -2,8 +2,10 @@
 
 The same values as ``nn.MaxPool2d(2, 2)`` (a maximum is exact; NaN propagates as there), in
 the input's layout. On the CPU build measured (PyTorch 2.13, one thread) ``max_pool2d`` on
-contiguous NCHW tensors is 2x slower than this for one LeNet-5 image and 6-8x slower for 64
-(``benchmarks/inference.py`` reports the runtime with and without it).
+contiguous NCHW tensors is 2x slower than this on LeNet-5's first pooling for one image and
+6-8x slower for 64 (``benchmarks/inference.py`` reports the runtime with and without it);
+inputs of fewer than :data:`SMALL` values and partial windows (``ceil_mode`` with an odd size)
+use ``F.max_pool2d``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MaxPool2x2", "replaceable_pool"]
+__all__ = ["SMALL", "MaxPool2x2", "replaceable_pool"]
+
+# Below this many input values the usual kernel's single call is faster (measured: one LeNet-5
+# image, 50x8x8: 16 us against 20 us; 20x24x24: 54 us against 25 us).
+SMALL = 8192
 
 
 def replaceable_pool(layer: nn.Module) -> bool:
@@ -46,8 +52,8 @@ class MaxPool2x2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The 2x2 maxima of ``x``."""
         height, width = x.shape[-2:]
-        if self.ceil_mode and (height % 2 or width % 2):  # a partial window: the usual kernel
-            return F.max_pool2d(x, 2, 2, ceil_mode=True)
+        if (self.ceil_mode and (height % 2 or width % 2)) or x.numel() < SMALL:
+            return F.max_pool2d(x, 2, 2, ceil_mode=self.ceil_mode)
         x = x[..., :height - height % 2, :width - width % 2]
         columns = torch.maximum(x[..., 0::2], x[..., 1::2])
         return torch.maximum(columns[..., 0::2, :], columns[..., 1::2, :])
