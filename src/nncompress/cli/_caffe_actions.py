@@ -11,11 +11,25 @@ __all__ = ["convert", "decode_compact", "encode_compact", "evaluate", "train"]
 
 
 def train(args: argparse.Namespace) -> int:
-    """``caffe train``: run a solver; prints the last test outputs and the snapshots."""
-    from nncompress.interop.solver_train import train_from_solver
+    """``caffe train``: run a solver; prints the last test outputs and the snapshots.
 
-    result = train_from_solver(args.solver, net=args.net, weights=args.weights, data=args.data,
-                               out_dir=args.out, max_iter=args.max_iter)
+    Under torchrun every process trains its share of each batch; rank 0 alone writes and prints.
+    """
+    from nncompress.errors import ConfigError
+    from nncompress.interop.solver_train import train_from_solver
+    from nncompress.train.distributed import failure_guard, init_distributed, is_writer, shutdown
+
+    if args.dist_backend == "nccl":
+        raise ConfigError("--dist-backend nccl needs a net on the GPU, and the solver trains on "
+                          "the CPU; use --dist-backend gloo")
+    init_distributed("gloo")  # nothing happens without torchrun
+    with failure_guard():
+        result = train_from_solver(args.solver, net=args.net, weights=args.weights,
+                                   data=args.data, out_dir=args.out, max_iter=args.max_iter)
+    writer = is_writer()
+    shutdown()
+    if not writer:
+        return 0
     if result.tests:
         it, outputs = result.tests[-1]
         shown = ", ".join(f"{k} = {v:.4f}" for k, v in outputs.items())

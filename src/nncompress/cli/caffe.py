@@ -72,6 +72,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--out", type=Path, default=Path("."), help="folder of the snapshots")
     train.add_argument("--max-iter", type=int, default=None,
                        help="override the solver's max_iter (short trial runs)")
+    train.add_argument("--dist-backend", choices=("gloo", "nccl"), default=None,
+                       help="under torchrun: the process group's backend (default gloo: the "
+                            "solver trains on the CPU)")
     for name, text in (("eval", "top-1 accuracy of a caffemodel on a data set"),
                        ("convert", "caffemodel to .ncz, .safetensors or plain .caffemodel")):
         p = sub.add_parser(name, help=text, description=text)

@@ -34,10 +34,22 @@ from nncompress.interop.weights import LoadedMasks, apply_masks, bake_masks, loa
 from nncompress.layers import COMPRESSIBLE
 from nncompress.prepare import is_prepared, mask_fixed_gradients, prepare
 from nncompress.train import apply_lr
+from nncompress.train.distributed import (
+    average_gradients,
+    broadcast_model,
+    is_writer,
+    mean_over_ranks,
+    rank_share,
+    verify_ranks,
+)
 
 __all__ = ["DataFeed", "TrainResult", "prepare_compression", "train_from_solver"]
 
 Log = Callable[[str], None]
+
+
+def _silent(line: str) -> None:
+    """The log of the ranks other than 0 under torchrun."""
 
 
 @dataclass
@@ -80,6 +92,8 @@ class DataFeed:
         n = self.x.shape[0]
         index = (torch.arange(self.batch_size) + self.cursor) % n
         self.cursor = (self.cursor + self.batch_size) % n
+        if self.train:  # under torchrun each rank takes its share of the batch
+            index = rank_share(index)
         batch = self.transform(self.x[index])
         out = {self.tops[0]: batch}
         if len(self.tops) > 1:
@@ -191,7 +205,8 @@ class _Run:
             assert isinstance(loss, torch.Tensor)
             (loss / self.s.iter_size).backward()  # type: ignore[no-untyped-call]
             total += float(loss.detach()) / self.s.iter_size
-        self.losses.append(total)
+        average_gradients(self.net.parameters())  # under torchrun, as DDP would
+        self.losses.append(mean_over_ranks(total))
         lr = self.schedule.lr_at(it)
         if self.s.display and it % self.s.display == 0:
             smoothed = sum(self.losses) / len(self.losses)
@@ -226,6 +241,9 @@ class _Run:
         return means
 
     def snapshot(self, it: int) -> None:
+        verify_ranks(self.net, f"at the snapshot of iteration {it}")
+        if not is_writer():  # under torchrun only rank 0 writes
+            return
         base = self.out_dir / f"{self.prefix}_iter_{it}"
         plain = base.with_name(base.name + ".caffemodel")
         write_caffemodel(plain, net_blobs(self.net), self.net.net_name, self._io())
@@ -281,5 +299,8 @@ def train_from_solver(solver: str | Path, net: str | Path | None = None,
     if weights is not None:
         masks = load_blobs(model, read_caffemodel(weights), weights)
     prepare_compression(model, masks)
+    broadcast_model(model)  # under torchrun every rank starts from rank 0's net
+    if not is_writer():
+        log = _silent
     log(f"Solving {model.net_name or net_path} ({settings.type}, {settings.max_iter} iterations)")
     return _Run(settings, model, splits, Path(out_dir), log, net_path.parent).solve()

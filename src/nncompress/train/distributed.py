@@ -91,6 +91,7 @@ from nncompress.train._dist_eval import (
     mean_over_ranks,
     sharded_sums,
 )
+from nncompress.train._dist_grad import average_gradients, broadcast_model
 from nncompress.train.loop import BatchOrder
 
 __all__ = [
@@ -99,7 +100,9 @@ __all__ = [
     "DistContext",
     "RankBatchOrder",
     "RankMismatchError",
+    "average_gradients",
     "batches_of_rank",
+    "broadcast_model",
     "broadcast_plain_buffers",
     "check_batch_divides",
     "compression_buffer_names",
