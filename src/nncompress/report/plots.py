@@ -108,12 +108,14 @@ def existing_plots(run_dir: str | Path) -> list[Path]:
     return [folder / f"{n}.png" for n in PLOT_NAMES if (folder / f"{n}.png").is_file()]
 
 
-def write_plots(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+def write_plots(run_dir: str | Path, out_dir: str | Path | None = None, *,
+                dpi: int = 100) -> list[Path]:
     """Write the PNG plots of a run folder (atomically, one file per plot).
 
     Args:
         run_dir: the run folder.
         out_dir: where to write (default ``run_dir/plots``).
+        dpi: pixels per inch (the curves are 10 x 7 inches).
 
     Returns:
         The files written: the curves and the per-layer plots; ``histograms.png`` only when
@@ -139,6 +141,6 @@ def write_plots(run_dir: str | Path, out_dir: str | Path | None = None) -> list[
             continue
         target = out / f"{name}.png"
         with atomic_path(target) as tmp:
-            figure.savefig(tmp, format="png", dpi=100)
+            figure.savefig(tmp, format="png", dpi=dpi)
         written.append(target)
     return written
