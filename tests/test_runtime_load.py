@@ -112,3 +112,32 @@ def test_import_paths_and_backends_are_checked_first(tmp_path: Path) -> None:
         runtime.load(DATA / "golden_v1_bn.ncz")
     with pytest.raises(ConfigError, match="backend="):
         runtime.load(tmp_path / "missing.ncz", backend="gpu")
+
+
+@pytest.mark.slow  # encodes and decodes the full-size models
+@pytest.mark.parametrize(("name", "densities"), [
+    ("lenet5", {"conv1": 0.127, "conv2": 0.029, "ip1": 0.0075, "ip2": 0.05}),
+    ("lenet300_100", {"ip1": 0.018, "ip2": 0.018, "ip3": 0.055}),
+])
+def test_shipped_architectures_at_published_densities(tmp_path: Path, name: str,
+                                                      densities: dict[str, float]) -> None:
+    gen = torch.Generator().manual_seed(6)
+    model = build_model(name)
+    with torch.no_grad():
+        for layer, density in densities.items():
+            w = model.get_submodule(layer).weight
+            keep = torch.rand(w.shape, generator=gen) < density
+            w.copy_(torch.where(keep, torch.sign(w) * 2.0 ** torch.round(torch.log2(w.abs())), 0.0))
+    path = tmp_path / f"{name}.ncz"
+    save_compact(model, path)
+    dense, fast = load_compact(path), runtime.load(path)
+    sparse_layers = [m for m in fast.modules() if isinstance(m, (SparseLinear, SparseConv))]
+    assert len(sparse_layers) == len(densities)
+    assert weight_bytes(fast) < 0.1 * weight_bytes(dense)
+    x = torch.rand(64, 1, 28, 28, generator=gen)
+    with torch.inference_mode():
+        for mode in ("auto", "sparse"):
+            for m in sparse_layers:
+                m.mode = mode
+            for batch in (1, 64):
+                assert _close(fast(x[:batch]), dense(x[:batch])), (mode, batch)
