@@ -5,6 +5,7 @@ is a no-op in a single process, so one script serves both. All compression state
 function of the weights, the seeds and the iteration (DNS statistics and per-layer surgery
 draws, INQ level sets and partitions), and DDP keeps the weights equal on every rank, so each
 rank computes the same masks and fixed values on its own. :func:`verify_ranks` proves it.
+``nncompress run`` and ``nncompress caffe train`` use these helpers under torchrun.
 
 Your own DDP loop (``torchrun --nproc-per-node 2 train.py``)::
 
@@ -18,6 +19,7 @@ Your own DDP loop (``torchrun --nproc-per-node 2 train.py``)::
     nnc.prepare(model, nnc.DNSConfig(c_rate=2.5))     # 1. prepare, on every rank
     ddp = nd.wrap(model)                              # 2. wrap after prepare
     optimizer = torch.optim.SGD(ddp.parameters(), lr=0.01, momentum=0.9)
+    order = BatchOrder(len(y), 64, seed=0)            # global batch 64 (nncompress.train.loop)
     for i in range(iterations):                       # 3. train: each rank its share
         batch = nd.rank_share(order.indices(i))       #    of the global batch of step i
         optimizer.zero_grad()
