@@ -123,8 +123,9 @@ def save_compact(model: nn.Module, path: str | Path, *, arch: dict[str, Any] | N
         The file's :class:`CompactInfo`.
 
     Raises:
-        ConfigError: no architecture, an architecture that does not rebuild this model, or a
-            bad ``float_dtype``.
+        ConfigError: no architecture, an architecture that does not rebuild this model, a
+            bad ``float_dtype``, a value float16 cannot hold (with ``"float16"``), or a model
+            that compresses beyond the reader's budget (16 MiB + 1024 bytes per file byte).
 
     Example:
         >>> from nncompress.models import build_model
@@ -170,7 +171,8 @@ def load_compact(path: str | Path, *, allow_import: bool = False) -> nn.Module:
         The model with the stored weights; its eval outputs equal the saved model's.
 
     Raises:
-        FormatError: the file is not a valid .ncz file, or does not match its architecture.
+        FormatError: the file is not a valid .ncz file (naming the field and its value), does
+            not match its architecture, or describes more than its size allows.
         ConfigError: the architecture is an import path and ``allow_import`` is False.
 
     Example:
