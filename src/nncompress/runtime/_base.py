@@ -69,6 +69,7 @@ class SparseLayer(nn.Module):
         self._kernel: Any = None  # the SciPy or torch CSR matrix over the buffers
         self._bias_np: Any = None
         self._torch_kernel: torch.Tensor | None = None
+        self._bias_t: torch.Tensor | None = None
         self._dtype = csr.values.dtype
 
     @property
@@ -93,7 +94,7 @@ class SparseLayer(nn.Module):
 
     def _apply(self, fn: Any, recurse: bool = True) -> SparseLayer:
         # .to(), .double(), ... replace the buffers: views made of the old ones are dropped.
-        self._kernel = self._bias_np = self._torch_kernel = None
+        self._kernel = self._bias_np = self._torch_kernel = self._bias_t = None
         out = super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
         self._dtype = self.weight_values.dtype
         return out  # type: ignore[no-any-return]
@@ -116,6 +117,7 @@ class SparseLayer(nn.Module):
         """The weight as a torch sparse CSR tensor over the buffers, made once."""
         if self._torch_kernel is None:
             self._torch_kernel = self.csr().torch()
+            self._bias_t = self.bias  # a plain attribute: a buffer lookup costs microseconds
         return self._torch_kernel
 
     def sparse_for(self, x: torch.Tensor, batch: int) -> bool:

@@ -63,7 +63,7 @@ class SparseLinear(SparseLayer):
             kernel = self._torch_kernel
             if kernel is None:
                 kernel = self.torch_kernel()
-            bias = self.bias
+            bias = self._bias_t
             row = flat[0]
             out = torch.mv(kernel, row) if bias is None else torch.addmv(bias, kernel, row)
             return out.view(1, -1) if x.dim() == 2 else out.view(*x.shape[:-1], -1)
