@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nncompress.errors import ConfigError
+from nncompress.interop import caffe_checks as checks
 from nncompress.interop import caffe_ops as ops
 from nncompress.interop._layer_base import (
     Builder,
@@ -72,13 +73,20 @@ def _convolution(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> 
     kernel = _per_axis(p, "kernel", nsp, 0, spec)
     if min(kernel) <= 0:
         raise PrototxtError(p.where, f"layer '{spec.name}': kernel_size is required and > 0")
-    group = p.get_int("group", 1) or 1
+    stride, pad = _per_axis(p, "stride", nsp, 1, spec), _per_axis(p, "pad", nsp, 0, spec)
+    dilation = _per_axis(p, "dilation", nsp, 1, spec)
+    for name, values, low in (("kernel_size", kernel, 1), ("stride", stride, 1), ("pad", pad, 0),
+                              ("dilation", dilation, 1)):
+        checks.check_spatial(spec, p.where, name, values, low)
+    group = p.get_int("group", 1)
+    if group is None or group <= 0 or shape[1] % group or num_output % group:
+        raise PrototxtError(p.where, f"layer '{spec.name}': group {group} must divide both the "
+                            f"{shape[1]} input channels and num_output {num_output}")
+    checks.check_params(spec, p.where, (num_output, shape[1] // group, *kernel))
+    checks.check_window_output(spec, num_output, shape[2:], kernel, stride, pad, dilation)
     conv_class: Any = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[nsp - 1]
-    dilation = p.ints("dilation") or [1]
-    module = conv_class(shape[1], num_output, tuple(kernel),
-                        stride=tuple(_per_axis(p, "stride", nsp, 1, spec)),
-                        padding=tuple(_per_axis(p, "pad", nsp, 0, spec)),
-                        dilation=tuple(dilation * nsp if len(dilation) == 1 else dilation),
+    module = conv_class(shape[1], num_output, tuple(kernel), stride=tuple(stride),
+                        padding=tuple(pad), dilation=tuple(dilation),
                         groups=group, bias=bool(p.get_bool("bias_term", True)))
     fill(module.weight, p.message("weight_filler"), gen, spec)
     if module.bias is not None:
@@ -95,6 +103,7 @@ def _inner_product(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -
     num_output = p.get_int("num_output")
     if num_output is None or num_output <= 0:
         raise PrototxtError(p.where, f"layer '{spec.name}': inner_product_param needs num_output")
+    checks.check_params(spec, p.where, (num_output, math.prod(shape[axis:])))
     module = nn.Linear(math.prod(shape[axis:]), num_output,
                        bias=bool(p.get_bool("bias_term", True)))
     fill(module.weight, p.message("weight_filler"), gen, spec)
@@ -160,9 +169,13 @@ def _pooling(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Buil
         stride, pad = _per_axis(p, "stride", 2, 1, spec), _per_axis(p, "pad", 2, 0, spec)
         if min(kernel) <= 0:
             raise PrototxtError(p.where, f"layer '{spec.name}': kernel_size is required")
+        for name, values, low in (("kernel_size", kernel, 1), ("stride", stride, 1),
+                                  ("pad", pad, 0)):
+            checks.check_spatial(spec, p.where, name, values, low)
         if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
             raise PrototxtError(p.where, f"layer '{spec.name}': pad {pad} must be smaller "
                                 f"than the kernel {kernel}")
+        checks.check_window_output(spec, shapes[0][1], shapes[0][2:], kernel, stride, pad, [1, 1])
     return Built(None, lambda m, xs, t: [ops.caffe_pool2d(xs[0], kernel, stride, pad, mode)])
 
 

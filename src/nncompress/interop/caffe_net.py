@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from nncompress.errors import ConfigError
+from nncompress.interop.caffe_checks import check_blob_size, check_bottoms, check_layers
 from nncompress.interop.caffe_layers import (
     BUILDERS,
     INPUT_TYPES,
@@ -90,6 +91,7 @@ class CaffeNet(nn.Module):
         self.net_name = net.get_str("name", "") or ""
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.specs = layer_specs(net)
+        check_layers(net, self.specs, PHASES)
         self.steps: list[Step] = []
         self.keys: dict[str, str] = {}  # Caffe layer name -> child module name
         self.outputs: dict[str, str | None] = {}  # phase -> the blob net(x) returns
@@ -111,6 +113,7 @@ class CaffeNet(nn.Module):
             for index, spec in enumerate(self.specs):
                 if not phase_included(spec, phase):
                     continue
+                check_bottoms(spec, shapes, phase)
                 step = built.get(index) or self._build_step(spec, shapes, phase, gen)
                 built[index] = step
                 step.phases += (phase,)
@@ -125,11 +128,6 @@ class CaffeNet(nn.Module):
                     gen: torch.Generator) -> Step:
         if spec.type in INPUT_TYPES:
             return Step(spec, None, None, ())
-        for bottom in spec.bottoms:
-            if bottom not in shapes:
-                raise ConfigError(f"{spec.where}: layer '{spec.name}' ({spec.type}) reads bottom "
-                                  f"'{bottom}', which no earlier layer of the {phase} phase "
-                                  "produces")
         built = BUILDERS[spec.type](spec, [shapes[b] for b in spec.bottoms], gen)
         key = None
         if built.module is not None:
@@ -156,6 +154,8 @@ class CaffeNet(nn.Module):
         if spec.type in INPUT_TYPES:
             for i, top in enumerate(spec.tops):
                 shapes[top] = input_blob_shape(spec, i, self.input_shape)
+                check_blob_size(spec, top, dummy_blob(spec, i, None) if spec.type == "DummyData"
+                                else shapes[top])
             return
         with torch.no_grad():
             xs = [torch.zeros((2, *shapes[b][1:])) if shapes[b] else torch.zeros(())
@@ -182,6 +182,7 @@ class CaffeNet(nn.Module):
                     module.train(was_training)
         for top, out in zip(spec.tops, outs):
             shapes[top] = (1, *out.shape[1:]) if out.dim() else ()
+            check_blob_size(spec, top, shapes[top])
 
     def _output_blob(self, phase: str, built: Mapping[int, Step]) -> str | None:
         """The scores: the first bottom of the Accuracy or loss layer that scores the labels,

@@ -1,0 +1,170 @@
+"""Hostile and broken Caffe nets and caffemodels: one clear error each, never a traceback, a huge
+allocation or a silently wrong net."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nncompress.cli import main
+from nncompress.errors import ConfigError, FormatError, NNCompressError
+from nncompress.interop import caffe_checks
+from nncompress.interop.caffe_net import from_text
+from tests.caffe_mutations import base_nets, classify, mutations
+
+NET = """name: "small"
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 1 dim: 4 dim: 12 dim: 12 } } }
+layer { name: "conv1" type: "DNSConvolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 6 kernel_size: 3 }
+        dns_convolution_param { c_rate: 0.4 } }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+        pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "pool1" top: "ip1"
+        inner_product_param { num_output: 5 } }
+"""
+LABELLED = """name: "labelled"
+layer { name: "d" type: "Data" top: "data" top: "label" include { phase: TRAIN } }
+layer { name: "d" type: "Data" top: "data" top: "label" include { phase: TEST } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+        inner_product_param { num_output: 3 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+
+def _edit(old: str, new: str, text: str = NET) -> str:
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+def _refused(text: str, kind: type[Exception] = NNCompressError,
+             input_shape: tuple[int, ...] | None = None) -> str:
+    with pytest.raises(kind) as info:
+        from_text(text, input_shape=input_shape)
+    return str(info.value)
+
+
+def test_the_base_net_builds() -> None:
+    assert [name for name, _ in from_text(NET).named_children()] == ["conv1", "ip1"]
+
+
+@pytest.mark.parametrize("value", [999_999_999, 2_147_483_647, 10 ** 20])
+def test_huge_num_output_is_refused_naming_the_layer_and_the_count(value: int) -> None:
+    message = _refused(_edit("num_output: 5", f"num_output: {value}"), FormatError)
+    assert "layer 'ip1'" in message and f"{value * 6 * 5 * 5:,} weights" in message
+    message = _refused(_edit("num_output: 6", f"num_output: {value}"), FormatError)
+    assert "layer 'conv1'" in message and f"{value * 4 * 9:,} weights" in message
+
+
+def test_huge_kernel_and_zero_stride_are_refused() -> None:
+    message = _refused(_edit("kernel_size: 3", f"kernel_size: {2 ** 31}"), FormatError)
+    assert f"kernel_size {2 ** 31} is out of range" in message and "'conv1'" in message
+    message = _refused(_edit("kernel_size: 3", "kernel_size: 3 stride: 0"), FormatError)
+    assert "stride 0 is out of range" in message
+    message = _refused(_edit("stride: 2", "stride: 0"), FormatError)
+    assert "layer 'pool1': stride 0" in message
+    message = _refused(_edit("kernel_size: 3", "kernel_size: 13"))
+    assert "window [13, 13]" in message and "larger than its input [12, 12]" in message
+
+
+@pytest.mark.parametrize("group", [3, 0, -2])
+def test_group_must_divide_the_channels(group: int) -> None:
+    message = _refused(_edit("kernel_size: 3", f"kernel_size: 3 group: {group}"), FormatError)
+    assert f"group {group} must divide both the 4 input channels and num_output 6" in message
+
+
+def test_a_group_dividing_both_builds() -> None:
+    net = from_text(_edit("kernel_size: 3", "kernel_size: 3 group: 2"))
+    assert tuple(net.get_submodule("conv1").weight.shape) == (6, 2, 3, 3)
+
+
+def test_large_pad_is_bounded_by_the_layer_after_it() -> None:
+    text = _edit("kernel_size: 3", "kernel_size: 3 pad: 100")
+    message = _refused(_edit("num_output: 5", "num_output: 50000", text), FormatError)
+    assert "layer 'ip1' would hold" in message and "[50000, 66150]" in message
+    message = _refused(_edit("dim: 12 dim: 12", "dim: 4000 dim: 4000", text))
+    assert "blob 'conv1' of shape [6, 4198, 4198]" in message  # before anything is allocated
+
+
+def test_a_huge_input_blob_is_refused() -> None:
+    message = _refused(_edit("dim: 12 dim: 12", "dim: 100000 dim: 100000"), ConfigError)
+    assert "layer 'data' makes blob 'data' of shape [1, 4, 100000, 100000]" in message
+
+
+def test_misspelt_compression_field_names_the_right_one() -> None:
+    message = _refused(_edit("c_rate: 0.4", "c_rat: 0.4"), FormatError)
+    assert "unknown field 'c_rat' in dns_convolution_param" in message
+    assert "did you mean 'c_rate'" in message and "layer 'conv1'" in message
+    message = _refused(_edit("pool: MAX", "pool: MAX group: 2"), FormatError)
+    assert "unknown field 'group' in pooling_param" in message
+    message = _refused(_edit("inner_product_param", "inner_produc_param"), FormatError)
+    assert "did you mean 'inner_product_param'" in message
+
+
+def test_a_misspelt_filler_field_is_refused() -> None:
+    text = _edit("num_output: 5", "num_output: 5 weight_filler { type: 'gaussian' sdt: 0.1 }")
+    assert "did you mean 'std'" in _refused(text, FormatError)
+
+
+def test_a_layer_name_used_twice_in_one_phase_is_refused() -> None:
+    message = _refused(_edit('name: "pool1"', 'name: "conv1"'), ConfigError)
+    assert "layer name 'conv1' is used twice in the TRAIN phase" in message
+    # one name in two phases: the TRAIN and TEST copies of a layer, as Caffe's nets have them
+    assert from_text(LABELLED, input_shape=(1, 2, 2)).inputs == {"TRAIN": "data", "TEST": "data"}
+
+
+def test_a_removed_data_top_names_the_missing_bottom() -> None:
+    text = LABELLED.replace('top: "data" top: "label" include { phase: TEST }',
+                            'top: "label" include { phase: TEST }')
+    message = _refused(text, ConfigError, input_shape=(1, 2, 2))
+    assert "reads bottom 'data', which no earlier layer of the TEST phase produces" in message
+
+
+@pytest.mark.parametrize(("old", "new", "said"), [
+    ('bottom: "pool1" top: "ip1"', 'top: "ip1"', "(InnerProduct) has 0 bottom blob(s)"),
+    ('top: "loss"', "", "(SoftmaxWithLoss) has 0 top blob(s)"),
+    ('type: "Pooling" ', "", "layer 'pool1' has no type"),
+])
+def test_missing_bottoms_tops_and_types_are_refused(old: str, new: str, said: str) -> None:
+    text = NET + LABELLED.split("\n", 1)[1].replace('"d"', '"d2"').replace('"data"', '"x"')
+    assert said in _refused(_edit(old, new, text), FormatError, input_shape=(1, 2, 2))
+
+
+def test_the_bounds_are_what_the_docs_say() -> None:
+    assert caffe_checks.MAX_LAYER_PARAMS == 1 << 28
+    assert caffe_checks.MAX_BLOB_VALUES == 1 << 26
+    assert caffe_checks.MAX_SPATIAL == 1 << 16
+
+
+@pytest.mark.skipif(not base_nets(), reason="shared Caffe fixtures absent")
+def test_seeded_mutations_of_the_lenet_fixtures_are_valid_or_refused() -> None:
+    outcomes = {}
+    for m in mutations(base_nets(), seed=5, count=40):
+        outcome = classify(m.text)
+        outcomes[m.detail] = outcome
+        assert outcome in ("accepted", "refused"), (m.detail, outcome)
+        if m.invalid:
+            assert outcome == "refused", m.detail
+    assert "accepted" in outcomes.values() and "refused" in outcomes.values()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not base_nets(), reason="shared Caffe fixtures absent")
+def test_many_seeded_mutations() -> None:
+    for m in mutations(base_nets(), seed=14, count=330):
+        outcome = classify(m.text)
+        assert outcome in ("accepted", "refused") and (outcome == "refused" or not m.invalid), \
+            (m.detail, outcome)
+
+
+def test_the_cli_says_one_line_and_exits_1(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    net = tmp_path / "net.prototxt"
+    net.write_text(_edit("c_rate: 0.4", "c_rat: 0.4"))
+    weights = tmp_path / "w.caffemodel"
+    weights.write_bytes(b"")
+    code = main(["caffe", "eval", str(net), str(weights), "--data",
+                 "synthetic:n=20,test=10,size=12,seed=1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "did you mean 'c_rate'" in err and "Traceback" not in err
