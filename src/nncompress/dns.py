@@ -175,11 +175,13 @@ def thresholds(mu: float, sigma: float, config: DNSConfig) -> tuple[float, float
     return config.alpha_low * t, config.alpha_high * t
 
 
-def update_mask(weight: torch.Tensor, mask: torch.Tensor, low: float, high: float) -> None:
+def update_mask(weight: torch.Tensor, mask: torch.Tensor, low: float | torch.Tensor,
+                high: float | torch.Tensor) -> None:
     """Prune and splice ``mask`` in place from the magnitudes of ``weight``.
 
     Kept entries stay while ``|w| > low``; pruned ones come back when ``|w| > high``. The
-    thresholds are compared in the weight's dtype.
+    thresholds are numbers (a NaN one changes nothing) or 0-dimensional tensors on the
+    weight's device (compared as they are: the caller excludes NaN, so nothing is read back).
 
     Example:
         >>> m = torch.tensor([True, True, False, False])
@@ -187,7 +189,8 @@ def update_mask(weight: torch.Tensor, mask: torch.Tensor, low: float, high: floa
         >>> m.tolist()
         [False, True, False, True]
     """
-    if math.isnan(low) or math.isnan(high):
+    if isinstance(low, float) and isinstance(high, float) and (math.isnan(low) or
+                                                               math.isnan(high)):
         return
     magnitude = weight.detach().abs()
     mask.copy_(torch.where(mask, magnitude > low, magnitude > high))

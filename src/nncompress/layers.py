@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nncompress import _inq_hooks
+from nncompress import _inq_hooks, _surgery
 from nncompress import dns as _dns
 from nncompress import inq as _inq
 from nncompress.dns import DNSConfig
@@ -91,7 +91,7 @@ class CompressedLayer(nn.Module):
                                       if k not in _DNS_BUFFERS + _INQ_BUFFERS}
         plain.__dict__["_parameters"] = dict(self._parameters)
         plain.__dict__["_modules"] = dict(self._modules)
-        for key in ("layer_name", "dns_config", "inq_config", "_step_keep"):
+        for key in ("layer_name", "dns_config", "inq_config", "_step_keep", "_dns_host"):
             plain.__dict__.pop(key, None)
         return plain
 
@@ -158,29 +158,16 @@ class CompressedLayer(nn.Module):
                 param = self.param(blob)
                 self.register_buffer(f"{blob}_mask", torch.ones_like(param, dtype=torch.bool))
         seed = _dns.mix_seed(config.seed, self.layer_name)
-        self.register_buffer("dns_iteration", torch.zeros((), dtype=torch.int64))
-        self.register_buffer("dns_stats", torch.zeros(3, dtype=torch.float64))
-        self.register_buffer("dns_seed", torch.tensor(seed, dtype=torch.int64))
+        device = self.param("weight").device  # the scalar state lives with the weights
+        self.register_buffer("dns_iteration", torch.zeros((), dtype=torch.int64, device=device))
+        self.register_buffer("dns_stats", torch.zeros(3, dtype=torch.float64, device=device))
+        self.register_buffer("dns_seed", torch.tensor(seed, dtype=torch.int64, device=device))
         self.dns_config = config
+        _surgery.start(self, seed)
 
     def surgery(self) -> None:
-        """One DNS iteration: statistics at ``i = 0``, a probabilistic mask update, ``i += 1``."""
-        config = self.dns_config
-        assert config is not None
-        iteration = int(self.dns_iteration)
-        blobs = self.blobs(config.include_bias)
-        if iteration == 0:
-            masked = [self.param(b).detach() * self.buffer(f"{b}_mask") for b in blobs]
-            stats = _dns.mask_statistics(masked, self.layer_name)
-            self.dns_stats.copy_(torch.tensor([*(stats or (0.0, 0.0)), float(stats is not None)],
-                                              dtype=torch.float64))
-        active = 0 <= iteration < config.iter_stop and bool(self.dns_stats[2] == 1)
-        if active and _dns.uniform_draw(int(self.dns_seed), iteration) < \
-                _dns.surgery_probability(iteration, config.gamma, config.power):
-            low, high = _dns.thresholds(float(self.dns_stats[0]), float(self.dns_stats[1]), config)
-            for b in blobs:
-                _dns.update_mask(self.param(b), self.buffer(f"{b}_mask"), low, high)
-        self.dns_iteration.add_(1)
+        """One DNS iteration (statistics at ``i = 0``, then no device read: see ``_surgery``)."""
+        _surgery.surgery(self)
 
     def bake_masks(self) -> None:
         """Zero the pruned entries (as +0.0, whatever their sign) and drop the DNS state."""
@@ -192,6 +179,7 @@ class CompressedLayer(nn.Module):
         for key in _DNS_BUFFERS:
             self._buffers.pop(key, None)
         self.dns_config = None
+        _surgery.forget(self)
 
     # -- INQ ----------------------------------------------------------------------------------
     def start_inq(self, config: INQConfig) -> None:
@@ -207,10 +195,11 @@ class CompressedLayer(nn.Module):
             self.bake_masks()
         for blob in self.blobs(config.include_bias):
             self._start_inq_blob(blob, config.num_quantum_values)
-        self.register_buffer("inq_portion", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("inq_steps", torch.zeros((), dtype=torch.int64))
+        device = self.param("weight").device
+        self.register_buffer("inq_portion", torch.zeros((), dtype=torch.float64, device=device))
+        self.register_buffer("inq_steps", torch.zeros((), dtype=torch.int64, device=device))
         seed = _dns.mix_seed(config.seed, self.layer_name)
-        self.register_buffer("inq_seed", torch.tensor(seed, dtype=torch.int64))
+        self.register_buffer("inq_seed", torch.tensor(seed, dtype=torch.int64, device=device))
         self.inq_config = config
 
     def _start_inq_blob(self, blob: str, num_quantum_values: int) -> None:
@@ -223,7 +212,8 @@ class CompressedLayer(nn.Module):
             n1, n2 = _inq.level_range(float(param.abs().max()), num_quantum_values)
         fixed = torch.where(participating, math.nan, 0.0).to(_inq.FIXED_DTYPE)
         self.register_buffer(f"{blob}_fixed", fixed)
-        self.register_buffer(f"{blob}_levels", torch.tensor([n1, n2, count], dtype=torch.int64))
+        self.register_buffer(f"{blob}_levels", torch.tensor([n1, n2, count], dtype=torch.int64,
+                                                            device=param.device))
         _inq_hooks.track(self, blob)
 
     def next_portion(self) -> float | None:
@@ -260,7 +250,8 @@ class CompressedLayer(nn.Module):
         else:
             generator = torch.Generator().manual_seed(
                 _dns.mix_seed(int(self.inq_seed) + int(self.inq_steps), f"{blob}:{index}"))
-            keys = torch.where(free, torch.rand(weights.shape, generator=generator), -1.0)
+            draws = torch.rand(weights.shape, generator=generator).to(weights.device)
+            keys = torch.where(free, draws, -1.0)
         self.fix_entries(blob, _inq.select_largest(keys, add))
 
     def mask_fixed_gradient(self, blob: str, keep_for_restore: bool = False) -> None:
@@ -283,6 +274,16 @@ class CompressedLayer(nn.Module):
         for key in _INQ_BUFFERS:
             self._buffers.pop(key, None)
         self.inq_config = None
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        _surgery.load_from_state(self, state_dict, prefix)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        mirror = _surgery.current(self) if self.dns_config is not None else None
+        result = super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
+        _surgery.rebind(self, mirror)
+        return result
 
     # -- forward ------------------------------------------------------------------------------
     def effective(self) -> tuple[torch.Tensor, torch.Tensor | None]:

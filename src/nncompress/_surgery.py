@@ -1,0 +1,154 @@
+"""One DNS surgery step without host-device synchronisation: host mirrors of a layer's counters.
+
+A prepared layer's DNS state lives in buffers (``dns_iteration``, ``dns_stats``, ``dns_seed``),
+which sit on the layer's device. Deciding whether surgery runs at iteration ``i`` needs ``i``,
+the seed and whether the statistics were taken; reading those from a CUDA buffer at every
+forward would stall the host until the GPU catches up. The layer therefore keeps a
+:class:`HostMirror`: the iteration, the seed and an ``active`` flag as Python values, plus the
+prune and splice thresholds as 0-dimensional float64 tensors on the layer's device. The draw,
+the probability and the branch are computed on the host from the mirror; the mask update
+compares magnitudes against the device thresholds. The only read from the device is the
+statistics at ``i = 0``.
+
+The mirror follows its buffers: :func:`current` compares the buffers' identities and version
+counters (plain attributes, no device access) with those recorded, and re-reads the buffers
+only when something outside the layer changed them. ``load_state_dict`` (values read from the
+state dict's own tensors) and ``.to()`` (values kept, tensors re-bound) update the mirror
+without any read, through :meth:`CompressedLayer._load_from_state_dict` and ``_apply``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from nncompress import dns as _dns
+
+if TYPE_CHECKING:
+    from nncompress.layers import CompressedLayer
+
+__all__ = ["HostMirror", "current", "forget", "load_from_state", "rebind", "start", "surgery"]
+
+_KEYS = ("dns_iteration", "dns_stats", "dns_seed")
+_ATTR = "_dns_host"
+
+
+@dataclass
+class HostMirror:
+    """Host copies of a layer's DNS counters and the device thresholds derived from them."""
+
+    iteration: int
+    seed: int
+    active: bool  # statistics taken and the thresholds are numbers: surgery may run
+    low: torch.Tensor  # prune threshold, float64, 0-dim, on the layer's device
+    high: torch.Tensor  # splice threshold
+    tensors: tuple[torch.Tensor, ...] = ()  # the buffers mirrored, by identity
+    versions: tuple[int, ...] = ()  # and their version counters when last in sync
+
+
+def _buffers(layer: CompressedLayer) -> tuple[torch.Tensor, ...]:
+    return tuple(layer.buffer(key) for key in _KEYS)
+
+
+def _record(layer: CompressedLayer, mirror: HostMirror) -> HostMirror:
+    mirror.tensors = _buffers(layer)
+    mirror.versions = tuple(t._version for t in mirror.tensors)
+    layer.__dict__[_ATTR] = mirror
+    return mirror
+
+
+def _device_thresholds(stats: torch.Tensor,
+                       layer: CompressedLayer) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(alpha_low*t, alpha_high*t)``, ``t = max(mu + c*sigma, 0)``, computed where ``stats`` is.
+
+    The same float64 operations in the same order as :func:`nncompress.dns.thresholds`.
+    """
+    config = layer.dns_config
+    assert config is not None
+    t = (stats[0] + stats[1] * config.c_rate).clamp_min(0.0)
+    return t * config.alpha_low, t * config.alpha_high
+
+
+def _active(stats: list[float], layer: CompressedLayer) -> bool:
+    config = layer.dns_config
+    assert config is not None
+    if stats[2] != 1:
+        return False
+    low, high = _dns.thresholds(stats[0], stats[1], config)
+    return not (math.isnan(low) or math.isnan(high))
+
+
+def _mirror_from(layer: CompressedLayer, iteration: int, seed: int,
+                 stats: list[float]) -> HostMirror:
+    low, high = _device_thresholds(layer.buffer("dns_stats"), layer)
+    return _record(layer, HostMirror(iteration, seed, _active(stats, layer), low, high))
+
+
+def start(layer: CompressedLayer, seed: int) -> None:
+    """A new stage's mirror: iteration 0, no statistics (no device read)."""
+    _mirror_from(layer, 0, seed, [0.0, 0.0, 0.0])
+
+
+def forget(layer: CompressedLayer) -> None:
+    """Drop the mirror (the layer leaves DNS)."""
+    layer.__dict__.pop(_ATTR, None)
+
+
+def current(layer: CompressedLayer) -> HostMirror:
+    """The layer's mirror, re-read from the buffers only when they changed behind its back."""
+    mirror: HostMirror | None = layer.__dict__.get(_ATTR)
+    buffers = _buffers(layer)
+    if mirror is not None and len(mirror.tensors) == len(buffers) and all(
+            a is b and b._version == v
+            for a, b, v in zip(mirror.tensors, buffers, mirror.versions)):
+        return mirror
+    iteration, stats, seed = buffers  # changed outside the layer: one read from the device
+    return _mirror_from(layer, int(iteration), int(seed), stats.tolist())
+
+
+def rebind(layer: CompressedLayer, mirror: HostMirror | None) -> None:
+    """After ``.to()``/``.cuda()``: keep the values of ``mirror``, bind the new buffers."""
+    if mirror is None or not all(k in layer._buffers for k in _KEYS):
+        return
+    mirror.low, mirror.high = _device_thresholds(layer.buffer("dns_stats"), layer)
+    _record(layer, mirror)
+
+
+def load_from_state(layer: CompressedLayer, state: Mapping[str, torch.Tensor],
+                    prefix: str) -> None:
+    """After ``load_state_dict``: the mirror from the loaded values (read where they came from)."""
+    if not all(k in layer._buffers for k in _KEYS):
+        return
+    source = [state.get(prefix + k) for k in _KEYS]
+    if any(s is None for s in source):
+        forget(layer)  # not all given: the next surgery reads the buffers
+        return
+    iteration, stats, seed = (s for s in source if s is not None)
+    _mirror_from(layer, int(iteration), int(seed), [float(v) for v in stats.tolist()])
+
+
+def surgery(layer: CompressedLayer) -> None:
+    """One DNS iteration: statistics at ``i = 0``, a probabilistic mask update, ``i += 1``."""
+    config = layer.dns_config
+    assert config is not None
+    mirror = current(layer)
+    iteration = mirror.iteration
+    blobs = layer.blobs(config.include_bias)
+    if iteration == 0:  # the stage's one read from the device
+        masked = [layer.param(b).detach() * layer.buffer(f"{b}_mask") for b in blobs]
+        stats = _dns.mask_statistics(masked, layer.layer_name)
+        values = [*(stats or (0.0, 0.0)), float(stats is not None)]
+        layer.buffer("dns_stats").copy_(torch.tensor(values, dtype=torch.float64))
+        mirror = _mirror_from(layer, 0, mirror.seed, values)
+    if mirror.active and 0 <= iteration < config.iter_stop and \
+            _dns.uniform_draw(mirror.seed, iteration) < \
+            _dns.surgery_probability(iteration, config.gamma, config.power):
+        for b in blobs:
+            _dns.update_mask(layer.param(b), layer.buffer(f"{b}_mask"), mirror.low, mirror.high)
+    layer.buffer("dns_iteration").add_(1)
+    mirror.iteration = iteration + 1
+    _record(layer, mirror)
