@@ -250,9 +250,12 @@ def _half_one(meta: dict[str, Any]) -> None:
 
 BIG_IP = CAFFE_TEXT.replace("dim: 6 dim: 6", "dim: 256 dim: 256").replace(
     "num_output: 3", "num_output: 131072")  # 4 x 128 x 128 inputs: 8 GiB of ip1 weights
-# the same parameters (conv1 4x1x3x3, ip1 3x36), but 2 x 4 x 60006^2 floats of conv1 output
-# while the net infers its shapes
-BIG_ACTIVATIONS = CAFFE_TEXT.replace("pad: 1", "pad: 30001").replace(
+# the same parameters (conv1 4x1x3x3, ip1 3x36), but 2 x 4 x 1998^2 floats (128 MB) of conv1
+# output while the net infers its shapes: within what the Caffe builder allows, beyond the budget
+BIG_ACTIVATIONS = CAFFE_TEXT.replace("pad: 1", "pad: 997").replace(
+    "kernel_size: 2 stride: 2", "kernel_size: 666 stride: 666")
+# 2 x 4 x 60006^2 floats (115 GB) of conv1 output
+HUGE_BLOB = CAFFE_TEXT.replace("pad: 1", "pad: 30001").replace(
     "kernel_size: 2 stride: 2", "kernel_size: 20002 stride: 20002")
 
 
@@ -272,4 +275,6 @@ def reported_cases(bases: list[bytes]) -> dict[str, bytes]:
         "caffe_8gb": edited(bases[3], lambda m: m["arch"]["kwargs"].update(text=BIG_IP)),
         "caffe_activations": edited(bases[3], lambda m: m["arch"]["kwargs"].update(
             text=BIG_ACTIVATIONS)),
+        "caffe_huge_blob": edited(bases[3], lambda m: m["arch"]["kwargs"].update(
+            text=HUGE_BLOB)),
     }

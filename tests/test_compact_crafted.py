@@ -112,15 +112,18 @@ def test_float16_file_whose_dtype_field_disagrees(tmp_path: Path, bases: list[by
 def test_caffe_net_asking_for_8_gb_in_a_tiny_file(tmp_path: Path, bases: list[bytes]) -> None:
     data = reported_cases(bases)["caffe_8gb"]
     assert len(data) < 1000
-    assert _error(tmp_path, data) == (
-        "tensor 'ip1.weight' has shape (3, 36) in the file, (131072, 65536) in the model")
+    message = _error(tmp_path, data)
+    # refused on the meta device: by the Caffe builder's own bound, or as another shape
+    assert "ip1" in message and "131072" in message, message
 
 
 def test_caffe_net_whose_activations_are_huge(tmp_path: Path, bases: list[bytes]) -> None:
     # the guarded build stops before allocating the activations
     message = _error(tmp_path, reported_cases(bases)["caffe_activations"])
-    assert re.search(r"building the model would take more than \d+ bytes \(\w+ asks for "
-                     r"115\d{9} more", message), message
+    assert re.search(r"^building the model would take more than \d+ bytes \(\w+ asks for "
+                     r"127\d{6} more", message), message
+    message = _error(tmp_path, reported_cases(bases)["caffe_huge_blob"])
+    assert "conv1" in message or "would take more than" in message, message
 
 
 @pytest.mark.parametrize(("field", "value", "expected"), [
