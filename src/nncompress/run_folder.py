@@ -24,10 +24,17 @@ import torch
 from torch import nn
 
 from nncompress._io import atomic_write_bytes, atomic_write_text
+from nncompress.checkpoint_checks import check_checkpoint
 from nncompress.errors import ConfigError, FormatError
 from nncompress.export._schema import is_builtin
 from nncompress.models import build_model
 from nncompress.recipe import Recipe, dump_recipe, load_recipe, recipe_to_dict
+from nncompress.run_resume import (
+    read_rows,
+    read_saved_recipe,
+    remove_stale_temporaries,
+    resume_checkpoint,
+)
 from nncompress.stages import restore_checkpoint
 from nncompress.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint
 
@@ -89,15 +96,12 @@ def save_weights(path: Path, model: nn.Module, recipe: Recipe) -> None:
     atomic_write_bytes(path, save(tensors, metadata={"nncompress": header}))
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file ([] when it does not exist)."""
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def newest_checkpoint(folder: Path) -> Checkpoint | None:
-    """The newest readable checkpoint in ``folder``; damaged ones fall back to the one before."""
+    """The newest readable checkpoint in ``folder``; damaged ones fall back to the one before.
+
+    Only the file is checked (checksum, header); a run resumes through
+    :func:`~nncompress.run_resume.resume_checkpoint`, which also checks it against the recipe.
+    """
     for path in reversed(list_checkpoints(folder)):
         try:
             return load_checkpoint(path)
@@ -129,29 +133,36 @@ def open_run_folder(out: Path, recipe: Recipe, resume: bool) -> Checkpoint | Non
         The checkpoint to resume from, or None for a fresh start.
 
     Raises:
-        ConfigError: the folder is not empty (without ``resume``), or was started with a
-            different recipe.
+        ConfigError: ``out`` is a file or cannot be written, is not empty (without
+            ``resume``), or was started with a different recipe.
+        FormatError: on resume, its ``recipe.yaml``, ``metrics.jsonl`` or every checkpoint
+            is damaged (see :mod:`nncompress.run_resume`).
 
     Example:
         >>> # checkpoint = open_run_folder(Path("runs/demo"), recipe, resume=False)
     """
     saved = out / "recipe.yaml"
-    if resume and saved.is_file():
-        import yaml
-
-        previous = yaml.safe_load(saved.read_text(encoding="utf-8"))
-        where = _first_difference(previous, recipe_to_dict(recipe))
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a file, not a folder; give a folder for the "
+                          "run (new, or an earlier run's with --resume)")
+    if resume and saved.exists():
+        where = _first_difference(read_saved_recipe(saved), recipe_to_dict(recipe))
         if where:
             raise ConfigError(f"{out}: the run was started with a different recipe (first "
                               f"difference at {where}); resume with the same recipe and --set "
                               "values, or start a new run with another --out")
-        return newest_checkpoint(out / "checkpoints")
+        remove_stale_temporaries(out)
+        return resume_checkpoint(out, recipe)
     if out.exists() and any(out.iterdir()):
         hint = "use --resume to continue it" if saved.is_file() else "it is not a run folder"
         raise ConfigError(f"output folder {str(out)!r} is not empty ({hint}); "
                           "or choose another --out")
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    atomic_write_text(saved, dump_recipe(recipe))
+    try:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        atomic_write_text(saved, dump_recipe(recipe))
+    except OSError as exc:
+        raise ConfigError(f"cannot write the run folder {str(out)!r} ({exc.strerror or exc}); "
+                          "choose another --out") from None
     return None
 
 
@@ -166,7 +177,19 @@ def _read_header(path: Path) -> dict[str, Any]:
     if text is None:
         raise FormatError(f"{path}: no nncompress header; give a run folder, its "
                           "model.safetensors, a checkpoint or a .ncz file")
-    header: dict[str, Any] = json.loads(text)
+    try:
+        header = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise FormatError(f"{path}: its nncompress header is not JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise FormatError(f"{path}: its nncompress header is not a JSON object")
+    if header.get("format") == WEIGHTS_FORMAT:
+        arch = header.get("architecture")
+        if not isinstance(arch, dict) or not isinstance(arch.get("ref"), str) \
+                or not isinstance(arch.get("kwargs", {}), dict):
+            raise FormatError(f"{path}: its nncompress header lacks the architecture (an "
+                              "object with a ref string and kwargs); re-export the weights "
+                              "from their run folder")
     return header
 
 
@@ -227,7 +250,7 @@ def load_run_model(path: str | Path, *, allow_import: bool = False) -> tuple[nn.
     header = _read_header(target)
     if header.get("format") == WEIGHTS_FORMAT:
         arch = header["architecture"]
-        model = build_model(_checked_ref(arch["ref"], allow_import), **arch["kwargs"])
+        model = build_model(_checked_ref(arch["ref"], allow_import), **arch.get("kwargs", {}))
         load_weights(model, target)
         return model.eval(), _run_recipe_of(target.parent)
     recipe = _run_recipe_of(target.parent.parent)
@@ -235,5 +258,7 @@ def load_run_model(path: str | Path, *, allow_import: bool = False) -> tuple[nn.
         raise ConfigError(f"{target}: a checkpoint is loaded with its run folder's recipe.yaml, "
                           f"which is not at {target.parent.parent / 'recipe.yaml'}")
     model = build_model(_checked_ref(recipe.model.ref, allow_import), **recipe.model.kwargs)
-    model, _ = restore_checkpoint(recipe, model, load_checkpoint(target))
+    checkpoint = load_checkpoint(target)
+    check_checkpoint(recipe, checkpoint)
+    model, _ = restore_checkpoint(recipe, model, checkpoint)
     return model.eval(), recipe

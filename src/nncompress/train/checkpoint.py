@@ -6,10 +6,17 @@ the run stands (stage, INQ step, iteration), the optimizer's non-tensor state an
 loss. Tensor keys are namespaced: ``model.<key>``, ``optimizer.<param index>.<name>``,
 ``rng.<name>``. The JSON lives in the safetensors metadata under ``nncompress``, so a file is
 either complete or absent: it is written to a temporary name and moved into place.
+
+Every checkpoint also carries a SHA-256 checksum (metadata key ``nncompress_sha256``) of its
+JSON header text and of each tensor's name, dtype, shape and bytes; :func:`load_checkpoint`
+recomputes it, so a flipped bit anywhere is a :class:`~nncompress.errors.FormatError`.
+Checkpoints written before checksums existed have none: they load, with
+:attr:`Checkpoint.verified` False (the run folder says so when it resumes from one).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +34,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "Checkpoint",
+    "checksum",
     "list_checkpoints",
     "load_checkpoint",
     "optimizer_tensors",
@@ -37,6 +45,7 @@ __all__ = [
 CHECKPOINT_FORMAT = "nncompress-checkpoint"
 CHECKPOINT_VERSION = 1
 _HEADER_KEY = "nncompress"
+_CHECKSUM_KEY = "nncompress_sha256"
 
 
 @dataclass
@@ -48,6 +57,22 @@ class Checkpoint:
     model_state: dict[str, torch.Tensor] = field(default_factory=dict)
     optimizer_state: dict[str, torch.Tensor] = field(default_factory=dict)
     rng_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    verified: bool = True  # False: an old checkpoint without a checksum
+
+
+def checksum(header: str, tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a checkpoint's header text and its tensors (names, dtypes, shapes, bytes).
+
+    Example:
+        >>> len(checksum("{}", {"model.w": torch.zeros(2)}))
+        64
+    """
+    digest = hashlib.sha256(header.encode("utf-8"))
+    for key in sorted(tensors):
+        value = tensors[key].detach().cpu().contiguous()
+        digest.update(json.dumps([key, str(value.dtype), list(value.shape)]).encode("utf-8"))
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor],
@@ -122,36 +147,46 @@ def save_checkpoint(path: str | Path, *, model: torch.nn.Module,
     states = {"torch": torch.get_rng_state()} if rng is None else dict(rng)
     tensors.update({f"rng.{k}": v.clone().contiguous() for k, v in states.items()})
     text = json.dumps(header, allow_nan=True)
-    atomic_write_bytes(path, save_tensors(tensors, metadata={_HEADER_KEY: text}))
+    meta = {_HEADER_KEY: text, _CHECKSUM_KEY: checksum(text, tensors)}
+    atomic_write_bytes(path, save_tensors(tensors, metadata=meta))
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint` (no pickle involved).
 
     Raises:
-        FormatError: the file is not a readable nncompress checkpoint of a known version.
+        FormatError: the file is not a readable nncompress checkpoint of a known version, or
+            its checksum does not match its contents.
 
     Example:
         >>> # see save_checkpoint
     """
     file = Path(path)
+    if file.is_dir():
+        raise FormatError(f"{file}: a directory where a checkpoint file should be")
     try:
         with safe_open(str(file), framework="pt") as handle:
-            header = (handle.metadata() or {}).get(_HEADER_KEY)
+            extra = handle.metadata() or {}
             tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
     except Exception as exc:  # safetensors raises several types for damaged files
         raise FormatError(f"{file}: not a readable checkpoint ({exc})") from None
+    header, expected = extra.get(_HEADER_KEY), extra.get(_CHECKSUM_KEY)
     if header is None:
         raise FormatError(f"{file}: not an nncompress checkpoint (no {_HEADER_KEY!r} header)")
+    if expected is not None and checksum(header, tensors) != expected:
+        raise FormatError(f"{file}: checksum mismatch: the file was changed or damaged after "
+                          "it was written")
     try:
         metadata = json.loads(header)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise FormatError(f"{file}: damaged checkpoint header ({exc})") from None
+    if not isinstance(metadata, dict):
+        raise FormatError(f"{file}: damaged checkpoint header (not a JSON object)")
     if metadata.get("format") != CHECKPOINT_FORMAT or metadata.get("version") != CHECKPOINT_VERSION:
         raise FormatError(f"{file}: checkpoint format {metadata.get('format')!r} version "
                           f"{metadata.get('version')!r} is not {CHECKPOINT_FORMAT!r} version "
                           f"{CHECKPOINT_VERSION}")
-    out = Checkpoint(path=file, metadata=metadata)
+    out = Checkpoint(path=file, metadata=metadata, verified=expected is not None)
     for key, value in tensors.items():
         space, _, rest = key.partition(".")
         target = {"model": out.model_state, "optimizer": out.optimizer_state,
