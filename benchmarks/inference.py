@@ -106,7 +106,9 @@ def main() -> None:
     parser.add_argument("--run", type=Path, action="append", default=[], help="run folder")
     parser.add_argument("--batch", default="1,64", help="batch sizes, comma-separated")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=9)
+    # Short rounds, many of them: on a shared machine both models then see the same load.
+    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--seconds", type=float, default=0.02, help="per model per round")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--sweep", action="store_true", help="time layers alone (see above)")
     args = parser.parse_args()
@@ -121,7 +123,8 @@ def main() -> None:
             has_pools = any(isinstance(m, MaxPool2x2) for m in load(path).modules())
             for fast_pool in (True, False) if has_pools else (True,):
                 result = benchmark_file(
-                    path, batches=batches, rounds=args.rounds, fast_pool=fast_pool,
+                    path, batches=batches, rounds=args.rounds, round_seconds=args.seconds,
+                    fast_pool=fast_pool,
                     label=label + ("" if fast_pool else "; runtime with the usual max-pools"))
                 print(format_benchmark(result), "\n", flush=True)
                 results.append(result.to_dict() | {"fast_pool": fast_pool})
