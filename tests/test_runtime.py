@@ -232,3 +232,12 @@ def test_sparsify_swaps_only_2x2_pools_unless_told_not_to() -> None:
     swapped = [type(m).__name__ for m in sparsify(model())]
     assert swapped == ["MaxPool2x2", "MaxPool2d", "MaxPool2d", "MaxPool2x2"]
     assert {type(m).__name__ for m in sparsify(model(), fast_pool=False)} == {"MaxPool2d"}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_batches(backend: str) -> None:
+    conv, layer = _sparse_(nn.Conv2d(2, 3, 3), 0.3), _sparse_(nn.Linear(5, 4), 0.3)
+    for module, x in ((conv, torch.zeros(0, 2, 6, 6)), (layer, torch.zeros(0, 5))):
+        fast = sparsify(nn.Sequential(module), backend=backend)
+        fast[0].mode = "sparse"
+        assert fast(x).shape == module(x).shape

@@ -130,7 +130,7 @@ class SparseLayer(nn.Module):
                 use = self._auto[batch] = use_sparse(self.kind, batch, self.reduction())
         else:
             use = mode == "sparse"
-        return (use and x.dtype is self._dtype and x.is_cpu
+        return (use and batch > 0 and x.dtype is self._dtype and x.is_cpu
                 and not (x.requires_grad and torch.is_grad_enabled()))
 
     def weight_bytes(self) -> int:
