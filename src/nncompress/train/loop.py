@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -22,7 +22,9 @@ from torch import nn
 
 from nncompress.errors import ConfigError, NonFiniteError
 from nncompress.train._dist_eval import evaluate_batches_sharded, evaluate_sharded
+from nncompress.train._records import postfix
 from nncompress.train.config import BiasConfig, LRConfig, OptimizerConfig
+from nncompress.train.device import Precision
 from nncompress.train.lars import LarsSGD
 from nncompress.train.lr import LRSchedule, apply_lr
 
@@ -215,6 +217,7 @@ class TrainingLoop:
             evaluations read its ``eval_split``, and the four tensors are not used.
         eval_split: the split of ``stream`` evaluated (``"test"`` or ``"val"``).
         eval_batch_size: examples per evaluation batch.
+        amp: autocast (and the fp16 gradient scaler) of each training forward and step.
     """
 
     model: nn.Module
@@ -236,6 +239,7 @@ class TrainingLoop:
     stream: StreamSplits | None = None
     eval_split: str = "test"
     eval_batch_size: int = 1000
+    amp: Precision = field(default_factory=Precision)
     _last_eval: str = ""
     _feed: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
 
@@ -287,14 +291,14 @@ class TrainingLoop:
         else:
             x, y = next(self._feed)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.model(x), y)
+        with self.amp.autocast():
+            loss = F.cross_entropy(self.model(x), y)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise NonFiniteError(f"{self.description}: the training loss became {value} at "
                                  f"iteration {state.iteration} (lr {lr:g}); lower the "
                                  "learning rate (lr.base_lr) or check the data scale")
-        loss.backward()  # type: ignore[no-untyped-call]
-        self.optimizer.step()
+        self.amp.backward_step(loss, self.optimizer)
         state.iteration += 1
         state.loss_sum += value
         state.loss_count += 1
@@ -316,13 +320,13 @@ class TrainingLoop:
             "kept_fraction": kept_fraction(self.model),
         }
         state.loss_sum, state.loss_count = 0.0, 0
-        shown = _postfix(record)
+        shown = postfix(record)
         self._last_eval = "| " + shown.split(" ", 2)[-1] if record["loss"] is not None else shown
         if bar is not None:
             bar.set_postfix_str(shown)
         elif self.progress == "log":
             print(f"{self.description}: iteration {state.iteration}/{self.iterations} "
-                  f"{_postfix(record)} lr {lr:.3g}", file=sys.stderr, flush=True)
+                  f"{postfix(record)} lr {lr:.3g}", file=sys.stderr, flush=True)
         if self.on_eval is not None:
             self.on_eval(record)
 
@@ -336,13 +340,3 @@ class TrainingLoop:
 
         return tqdm(total=self.iterations, initial=initial, desc=self.description,
                     unit="it", dynamic_ncols=True, file=sys.stderr, leave=True)
-
-
-def _postfix(record: dict[str, Any]) -> str:
-    parts = []
-    if record["loss"] is not None:
-        parts.append(f"loss {record['loss']:.4f}")
-    if record["accuracy"] is not None:
-        parts.append(f"acc {100 * record['accuracy']:.2f}%")
-    parts.append(f"kept {100 * record['kept_fraction']:.2f}%")
-    return " ".join(parts)
