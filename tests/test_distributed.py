@@ -70,7 +70,7 @@ def _scenario(seed: int) -> dict[str, Any]:
     nd.verify_ranks(ddp, "after DNS")
     model = nnc.finalize(model)
     nnc.prepare(model, nnc.INQConfig(num_quantum_values=5))
-    ddp = nd.wrap(model)
+    ddp = nd.wrap(model, gradient_as_bucket_view=True)  # the hooks mask the bucket's views
     optimizer = torch.optim.SGD(ddp.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-2)
     start = DNS_ITERATIONS
     for portion in PORTIONS:
