@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -236,8 +237,9 @@ def test_sparsify_swaps_only_2x2_pools_unless_told_not_to() -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_batches(backend: str) -> None:
-    conv, layer = _sparse_(nn.Conv2d(2, 3, 3), 0.3), _sparse_(nn.Linear(5, 4), 0.3)
-    for module, x in ((conv, torch.zeros(0, 2, 6, 6)), (layer, torch.zeros(0, 5))):
-        fast = sparsify(nn.Sequential(module), backend=backend)
+    conv, layer = _sparse_(nn.Conv2d(4, 3, 3), 0.1), _sparse_(nn.Linear(40, 4), 0.1)
+    for module, x in ((conv, torch.zeros(0, 4, 6, 6)), (layer, torch.zeros(0, 40))):
+        fast = sparsify(nn.Sequential(copy.deepcopy(module)), backend=backend)
+        assert isinstance(fast[0], (SparseConv, SparseLinear))
         fast[0].mode = "sparse"
         assert fast(x).shape == module(x).shape
