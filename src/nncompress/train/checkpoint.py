@@ -35,6 +35,7 @@ __all__ = [
     "CHECKPOINT_VERSION",
     "Checkpoint",
     "checksum",
+    "default_rng_states",
     "list_checkpoints",
     "load_checkpoint",
     "optimizer_tensors",
@@ -91,7 +92,7 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
     for index, state in optimizer.state_dict()["state"].items():
         for name, value in state.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{name}"] = value.detach().clone().contiguous()
+                tensors[f"{index}.{name}"] = value.detach().to("cpu", copy=True).contiguous()
             else:
                 others[f"{index}.{name}"] = value
     return tensors, others
@@ -126,7 +127,7 @@ def save_checkpoint(path: str | Path, *, model: torch.nn.Module,
         model: its ``state_dict`` is saved (buffers included).
         optimizer: its state is saved; None between stages.
         metadata: JSON-serialisable data stored in the header (position, losses...).
-        rng: generator states to save; by default torch's CPU generator.
+        rng: generator states to save; by default :func:`default_rng_states`.
 
     Example:
         >>> import tempfile, pathlib
@@ -136,7 +137,7 @@ def save_checkpoint(path: str | Path, *, model: torch.nn.Module,
         >>> load_checkpoint(file).metadata["iteration"]
         3
     """
-    tensors = {f"model.{k}": v.detach().clone().contiguous()
+    tensors = {f"model.{k}": v.detach().to("cpu", copy=True).contiguous()
                for k, v in model.state_dict().items()}
     header = dict(metadata)
     header.update(format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION)
@@ -144,11 +145,27 @@ def save_checkpoint(path: str | Path, *, model: torch.nn.Module,
         opt_tensors, opt_values = optimizer_tensors(optimizer)
         tensors.update({f"optimizer.{k}": v for k, v in opt_tensors.items()})
         header["optimizer_values"] = opt_values
-    states = {"torch": torch.get_rng_state()} if rng is None else dict(rng)
-    tensors.update({f"rng.{k}": v.clone().contiguous() for k, v in states.items()})
+    states = default_rng_states() if rng is None else dict(rng)
+    tensors.update({f"rng.{k}": v.to("cpu", copy=True).contiguous() for k, v in states.items()})
     text = json.dumps(header, allow_nan=True)
     meta = {_HEADER_KEY: text, _CHECKSUM_KEY: checksum(text, tensors)}
     atomic_write_bytes(path, save_tensors(tensors, metadata=meta))
+
+
+def default_rng_states() -> dict[str, torch.Tensor]:
+    """Torch's CPU generator state, and the current GPU's (``cuda``) once CUDA is in use.
+
+    Tensors are saved on the CPU whatever device they live on, so a checkpoint written on a
+    GPU loads on a machine without one (and the other way round).
+
+    Example:
+        >>> sorted(default_rng_states())[0]
+        'torch'
+    """
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
