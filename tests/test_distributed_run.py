@@ -140,4 +140,5 @@ def test_the_command_runs_under_torchrun(tmp_path: Path) -> None:
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)  # printed once, by rank 0
+    assert done.stderr.count("train: iteration 5/12 ") == 1  # progress from rank 0 alone
     assert report == json.loads((tmp_path / "run" / "report.json").read_text())
