@@ -121,13 +121,13 @@ def test_demo_runs_its_recipe_end_to_end(tmp_path: Path,
 
 def test_demo_without_mnist_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                     capsys: pytest.CaptureFixture[str]) -> None:
-    import nncompress.pipeline
+    import nncompress.run_inputs
     from nncompress.data import DatasetNotFoundError
 
     def missing(*args: object, **kwargs: object) -> None:
         raise DatasetNotFoundError("mnist is not installed")
 
-    monkeypatch.setattr(nncompress.pipeline, "load_data", missing)
+    monkeypatch.setattr(nncompress.run_inputs, "open_data", missing)
     assert main(["demo", "--out", str(tmp_path / "d"), "--quiet"]) == 1
     assert capsys.readouterr().err == ("nncompress: error: the demo needs MNIST: mnist is not "
                                        "installed\n")

@@ -103,7 +103,7 @@ def test_duplicate_stage_types_get_numbered_names() -> None:
     (_raw({"stage": "dns", "iterations": 3, "c_rate": 1}),
      "r.yaml: stages[0].c_rate: unknown key (a per-layer setting: put it under 'defaults'); "
      "allowed keys: stage, name, batch_size, eval_interval, checkpoint_interval, optimizer, lr, "
-     "bias, iterations, defaults, layers"),
+     "bias, iterations, epochs, defaults, layers"),
     (_raw({"stage": "train", "iterations": "many"}),
      "r.yaml: stages[0].iterations: expected an integer, got 'many' (a string)"),
     (_raw({"stage": "train", "iterations": 2.5}),
@@ -175,7 +175,7 @@ def test_apply_overrides_creates_nested_mappings() -> None:
      "(a string)"),
     ("stages.0.iteratons=5", "r.yaml: stages[0].iteratons: unknown key (did you mean "
      "'iterations'?); allowed keys: stage, name, batch_size, eval_interval, "
-     "checkpoint_interval, optimizer, lr, bias, iterations"),
+     "checkpoint_interval, optimizer, lr, bias, iterations, epochs"),
 ])
 def test_override_errors(override: str, message: str) -> None:
     assert _error(_raw(), (override,)) == message
@@ -201,7 +201,12 @@ def test_shipped_recipe_found_by_name() -> None:
     assert find_recipe("demo_lenet300_100") == packaged_recipes()["demo_lenet300_100"]
 
 
-SHIPPED = sorted((REPO / "recipes").glob("*.yaml"))
+SHIPPED = sorted([*(REPO / "recipes").glob("*.yaml"), *(REPO / "recipes").glob("*/*.yaml")],
+                 key=lambda p: p.name)
+# checking a recipe runs its stages' structure on its real model: seconds for 10M+ parameters
+_BIG = {"alexnet_dns", "resnet18_inq5bit", "resnet50_inq5bit"}
+CASES = [pytest.param(p, id=p.stem, marks=pytest.mark.slow if p.stem in _BIG else ())
+         for p in SHIPPED]
 
 
 def test_every_recipe_is_shipped_inside_the_package() -> None:
@@ -209,10 +214,13 @@ def test_every_recipe_is_shipped_inside_the_package() -> None:
     for path in SHIPPED:
         assert packaged_recipes()[path.stem].read_bytes() == path.read_bytes()
     assert {"lenet300_100_dns_inq", "lenet5_dns_inq", "lenet5_inq5bit",
-            "demo_lenet300_100"} <= {p.stem for p in SHIPPED}
+            "demo_lenet300_100", "alexnet_dns", "resnet18_inq5bit", "resnet50_inq5bit",
+            "squeezenet1_1_inq"} <= {p.stem for p in SHIPPED}
+    assert find_recipe("resnet18_inq5bit").read_bytes() == (
+        REPO / "recipes" / "imagenet" / "resnet18_inq5bit.yaml").read_bytes()
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+@pytest.mark.parametrize("path", CASES)
 def test_shipped_recipe_is_valid_and_fits_its_model(path: Path) -> None:
     from nncompress.stages import check_recipe
 

@@ -1,21 +1,15 @@
-"""The ImageNet recipes (recipes/imagenet/): headers, and everything but the proposed fields.
-
-They use fields the recipe schema does not have yet (``device``, ``precision``, a ``data``
-section with ``workers`` and ``transform``, ``epochs_per_step``). Until it does, these tests
-check the rest: with those fields mapped to today's (``data: synthetic``, epochs counted as
-iterations) the recipe validates and its per-layer settings name layers of its model.
-"""
+"""The ImageNet recipes (recipes/imagenet/): headers, fields, and validation without ImageNet."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from nncompress.recipe import packaged_recipes, parse_recipe
+from nncompress.cli import main
+from nncompress.recipe import load_recipe, packaged_recipes, resolve_epochs
 
 FOLDER = Path(__file__).parents[1] / "src" / "nncompress" / "recipes" / "imagenet"
 RECIPES = sorted(FOLDER.glob("*.yaml"))
@@ -23,46 +17,64 @@ RECIPES = sorted(FOLDER.glob("*.yaml"))
 # real model: seconds for the models of 10M parameters and more
 CASES = [pytest.param(p, id=p.stem, marks=() if p.stem == "squeezenet1_1_inq" else
                       pytest.mark.slow) for p in RECIPES]
-PROPOSED_TOP = ("device", "precision")
+ILSVRC_TRAIN = 1_281_167
 
 
-def _today(raw: dict[str, Any]) -> dict[str, Any]:
-    """The recipe with the proposed fields taken out or mapped to today's schema."""
-    out = {k: v for k, v in raw.items() if k not in PROPOSED_TOP}
-    out["data"] = {"spec": "synthetic"}
-    out["model"] = {k: v for k, v in raw["model"].items() if k != "weights"}
-    stages = []
-    for stage in raw["stages"]:
-        stage = dict(stage)
-        if "epochs_per_step" in stage:
-            stage["iterations_per_step"] = stage.pop("epochs_per_step")
-        if "epochs" in stage:
-            stage["iterations"] = stage.pop("epochs")
-        stages.append(stage)
-    out["stages"] = stages
-    return out
-
-
-def test_the_four_recipes_exist_outside_the_shipped_glob() -> None:
+def test_the_four_recipes_are_shipped_by_name() -> None:
     assert [p.stem for p in RECIPES] == ["alexnet_dns", "resnet18_inq5bit", "resnet50_inq5bit",
                                          "squeezenet1_1_inq"]
-    assert not set(packaged_recipes()) & {p.stem for p in RECIPES}
+    assert all(packaged_recipes()[p.stem] == p for p in RECIPES)
 
 
 @pytest.mark.parametrize("path", CASES)
-def test_recipe_header_and_todays_fields(path: Path) -> None:
+def test_recipe_header_and_fields(path: Path) -> None:
     from nncompress.stages import check_recipe
 
     text = path.read_text()
     header = text.split("\nversion:")[0]
     for word in ("Paper", "Command:", "Expected", "Hardware and time"):
         assert word in header, word
-    raw = yaml.safe_load(text)
-    assert raw["name"] == path.stem
-    assert set(PROPOSED_TOP) <= set(raw) and "transform" in raw["data"]
-    recipe = parse_recipe(_today(raw), source=str(path), check_registries=True)
-    check_recipe(recipe)  # builds the model on the meta device and matches the layer keys
-    assert recipe.model.ref == raw["model"]["ref"]
+    recipe = load_recipe(path.stem)
+    check_recipe(recipe)  # builds the model and matches the layer keys
+    assert recipe.name == path.stem and recipe.data.workers == 8
+    assert recipe.data.transform is not None and recipe.data.transform.kind in ("caffe",
+                                                                                 "imagenet")
+
+
+@pytest.mark.parametrize(("name", "batch", "steps"), [
+    ("resnet18_inq5bit", 256, (60060, 60060, 60060, 0)),
+    ("squeezenet1_1_inq", 128, (120120,) * 4 + (0,)),
+])
+def test_inq_recipes_count_12_epochs_per_step_and_step_the_lr_every_3(
+        name: str, batch: int, steps: tuple[int, ...]) -> None:
+    recipe = resolve_epochs(load_recipe(name), ILSVRC_TRAIN)
+    inq = recipe.stages[0]
+    assert inq.batch_size == batch and inq.step_iterations() == steps  # type: ignore[union-attr]
+    assert inq.lr.stepsize == 3 * math.ceil(ILSVRC_TRAIN / batch)  # type: ignore[union-attr]
+
+
+def test_validate_accepts_them_without_imagenet_and_names_the_missing_paths(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no weights/ folder here
+    assert main(["validate", "squeezenet1_1_inq", "--set",
+                 "data.spec=folder:/nonexistent/imagenet"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("squeezenet1_1_inq: valid recipe 'squeezenet1_1_inq', 3 stages: "
+                          "inq (48 epochs), finalize, export\n")
+    assert out.endswith(
+        "note: `nncompress run` would read these paths, which do not exist here (point to them "
+        "with --set KEY=VALUE):\n"
+        "  data.spec (the image folder's train/): /nonexistent/imagenet/train\n"
+        "  data.spec (the image folder's val/): /nonexistent/imagenet/val\n"
+        "  model.weights: weights/squeezenet1_1.pth\n")
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "squeezenet1_1.pth").write_bytes(b"")
+    (tmp_path / "in" / "train").mkdir(parents=True)
+    (tmp_path / "in" / "val").mkdir()
+    assert main(["validate", "squeezenet1_1_inq", "--set", f"data.spec=folder:{tmp_path / 'in'}"]
+                ) == 0
+    assert "note:" not in capsys.readouterr().out
 
 
 def test_alexnet_dns_prunes_conv_then_fc_at_the_papers_fractions() -> None:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from nncompress._recipe_epochs import check_length
 from nncompress._typed import RecipeError, check_keys, convert, join_path, require, shown
 from nncompress.dns import DNSConfig
 from nncompress.errors import ConfigError, did_you_mean
@@ -99,16 +100,7 @@ def check_training(stage: Any, path: str) -> None:
     for key in ("eval_interval", "checkpoint_interval"):
         require(getattr(stage, key) >= 0, join_path(path, key),
                 f"must be >= 0 (0: only at stage ends), got {getattr(stage, key)!r}")
-    if stage.stage == "inq":
-        steps = stage.step_iterations()
-        where = join_path(path, "iterations_per_step")
-        require(len(steps) == len(stage.portions), where,
-                f"has {len(steps)} entries but there are {len(stage.portions)} portions; "
-                "give one count per portion or a single integer")
-        require(all(n >= 0 for n in steps), where, f"counts must be >= 0, got {list(steps)}")
-    else:
-        require(stage.iterations >= 0, join_path(path, "iterations"),
-                f"must be >= 0, got {stage.iterations!r}")
+    check_length(stage, path)  # iterations or epochs (INQ: per step)
 
 
 def check_export_file(file: str, path: str) -> None:
@@ -120,7 +112,7 @@ def check_export_file(file: str, path: str) -> None:
 
 def check_registries(model_ref: str, data_spec: str) -> None:
     """The model must be registered (or ``package.module:callable``), the data set known."""
-    from nncompress.data import list_datasets
+    from nncompress.data import is_stream_spec, list_datasets
     from nncompress.models import list_models
 
     if ":" not in model_ref:
@@ -128,6 +120,8 @@ def check_registries(model_ref: str, data_spec: str) -> None:
         require(model_ref in models, "model.ref",
                 f"unknown model {model_ref!r}{did_you_mean(model_ref, models)}; "
                 f"registered: {', '.join(models)}; or give package.module:callable")
+    if is_stream_spec(data_spec):  # folder:, lmdb:, package.module:callable
+        return
     data_name = data_spec.split(":", 1)[0]
     datasets = list_datasets()
     require(data_name in datasets, "data.spec",

@@ -18,11 +18,18 @@ from nncompress.errors import did_you_mean
 
 __all__ = ["locate", "read_yaml", "shipped", "to_plain_data"]
 
+_LENGTH_KEYS = frozenset({"iterations", "epochs", "iterations_per_step", "epochs_per_step"})
+
 
 def shipped() -> dict[str, Path]:
-    """The recipes shipped inside the package, by name (file name without ``.yaml``)."""
+    """The recipes shipped inside the package, by name (file name without ``.yaml``).
+
+    Names are unique across ``recipes/`` and its subfolders (``recipes/imagenet/``), so a
+    recipe is found by its name alone: ``nncompress run resnet18_inq5bit``.
+    """
     folder = Path(__file__).parent / "recipes"
-    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+    files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*/*.yaml"))
+    return {p.stem: p for p in files}
 
 
 def locate(path: str | Path) -> Path:
@@ -81,8 +88,8 @@ def _stage_data(stage: Any, training_keys: Sequence[str]) -> dict[str, Any]:
     names += [n for n in training_keys if hasattr(stage, n)]
     for name in names:
         value = getattr(stage, name)
-        if name in out:
-            continue
+        if name in out or (name in _LENGTH_KEYS and value is None):
+            continue  # a stage counted in epochs has no iterations until its run resolves them
         if name == "optimizer":  # only the options of the chosen optimizer
             out[name] = {"name": value.name, **_plain(value.options())}
         elif dataclasses.is_dataclass(value):

@@ -27,8 +27,6 @@ import torch
 from torch import nn
 
 from nncompress._io import atomic_write_text
-from nncompress.data import Splits, load_data
-from nncompress.models import build_model
 from nncompress.prepare import finalize, quantize_step
 from nncompress.recipe import (
     DNSStage,
@@ -38,6 +36,7 @@ from nncompress.recipe import (
     Recipe,
     Stage,
     TrainStage,
+    resolve_epochs,
 )
 from nncompress.report import build_report, write_report
 from nncompress.report.summary import summarize
@@ -48,6 +47,7 @@ from nncompress.run_folder import (
     read_rows,
     save_weights,
 )
+from nncompress.run_inputs import RunData, load_inputs
 from nncompress.stages import (
     Position,
     apply_structure,
@@ -65,7 +65,6 @@ from nncompress.train.checkpoint import (
 from nncompress.train.distributed import (
     RankBatchOrder,
     check_batch_divides,
-    evaluate_sharded,
     is_writer,
     mean_over_ranks,
     share_from_writer,
@@ -109,21 +108,6 @@ class RunResult:
     model: nn.Module
 
 
-def load_inputs(recipe: Recipe) -> tuple[nn.Module, Splits]:
-    """Build the recipe's model (seeded, with its initial weights) and load its data.
-
-    Example:
-        >>> # model, splits = load_inputs(load_recipe("demo_lenet300_100"))
-    """
-    data = recipe.data
-    splits = load_data(data.spec, scale=data.scale, validation=data.validation, seed=recipe.seed)
-    torch.manual_seed(recipe.seed)
-    model = build_model(recipe.model.ref, **recipe.model.kwargs)
-    if recipe.model.weights:
-        load_weights(model, recipe.model.weights)
-    return model, splits
-
-
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]+", "_", name)[:40]
 
@@ -131,19 +115,16 @@ def _safe_name(name: str) -> str:
 class _Runner:
     """Runs the stages of one recipe into one folder."""
 
-    def __init__(self, recipe: Recipe, out: Path, model: nn.Module, splits: Splits,
+    def __init__(self, recipe: Recipe, out: Path, model: nn.Module, data: RunData,
                  progress: str, stop_after: int | None, verify: bool = False) -> None:
-        self.recipe, self.out, self.model, self.splits = recipe, out, model, splits
+        self.recipe, self.out, self.model, self.data = recipe, out, model, data
         self.writer = is_writer()  # under torchrun only rank 0 writes and shows progress
         self.progress, self.stop_after = progress if self.writer else "none", stop_after
         self.verify = verify  # compare the ranks' checksums at every evaluation too
         self.rows: list[dict[str, Any]] = []
         self.iterations_done = 0
         self.started = time.monotonic()
-        has_val = len(splits.val_y) > 0
-        self.eval_split = "val" if has_val else "test"
-        self.eval_x = splits.val_x if has_val else splits.test_x
-        self.eval_y = splits.val_y if has_val else splits.test_y
+        self.eval_split = data.eval_split
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -194,7 +175,7 @@ class _Runner:
         if isinstance(stage, (TrainStage, DNSStage)):
             if resume is None:
                 self.model = apply_structure(self.model, stage)
-            self.train(index, 0, stage, stage.iterations, resume)
+            self.train(index, 0, stage, stage.total_iterations(), resume)
         elif isinstance(stage, INQStage):
             self.run_inq(index, stage, resume)
         elif isinstance(stage, FinalizeStage):
@@ -245,10 +226,9 @@ class _Runner:
             self.save(Position(index, step, current.iteration, False), optimizer, current)
 
         TrainingLoop(
-            model=wrap(self.model), train_x=self.splits.train_x, train_y=self.splits.train_y,
-            eval_x=self.eval_x, eval_y=self.eval_y, optimizer=optimizer,
+            model=wrap(self.model), **self.data.loop_inputs(stage.batch_size), optimizer=optimizer,
             schedule=build_schedule(stage.lr, iterations),
-            order=RankBatchOrder(len(self.splits.train_y), stage.batch_size,
+            order=RankBatchOrder(self.data.train_size, stage.batch_size,
                                  seed=self.recipe.seed * 1_000_003 + index * 1009 + step),
             iterations=iterations, eval_interval=stage.eval_interval,
             checkpoint_interval=stage.checkpoint_interval, description=label,
@@ -273,8 +253,9 @@ class _Runner:
     # -- the end --------------------------------------------------------------------------
 
     def finish(self) -> dict[str, Any]:
-        test_loss, test_accuracy = evaluate_sharded(self.model, self.splits.test_x,
-                                                    self.splits.test_y)
+        batch = max((s.batch_size for s in self.recipe.stages if hasattr(s, "batch_size")),
+                    default=100)
+        test_loss, test_accuracy = self.data.evaluate_test(self.model, batch)
         final = plain_copy(self.model)
         if self.writer:
             save_weights(self.out / "model.safetensors", final, self.recipe)
@@ -336,6 +317,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, resume: bool = False,
     """
     out = Path(out_dir)
     model, splits = load_inputs(recipe)
+    data = RunData(splits)
+    recipe = resolve_epochs(recipe, data.train_size)  # recipe.yaml records the iterations
     check_recipe(recipe, model)
     for stage in recipe.stages:
         if isinstance(stage, (TrainStage, DNSStage, INQStage)):
@@ -343,7 +326,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, resume: bool = False,
     checkpoint = _open_for_rank(out, recipe, resume)
     if on_ready is not None and is_writer():
         on_ready(out)
-    runner = _Runner(recipe, out, model, splits, progress, stop_after, verify_ranks)
+    runner = _Runner(recipe, out, model, data, progress, stop_after, verify_ranks)
     runner.run(checkpoint)
     report = runner.finish()
     return RunResult(out_dir=out, report=report, model=runner.model)

@@ -29,6 +29,7 @@ import yaml
 from nncompress import _recipe_checks as _checks
 from nncompress import _recipe_files as _files
 from nncompress._overrides import apply_overrides, default_stage_names, normalized
+from nncompress._recipe_epochs import resolve_epochs
 from nncompress._typed import (
     RecipeError,
     build_dataclass,
@@ -39,6 +40,7 @@ from nncompress._typed import (
     shown,
 )
 from nncompress.errors import did_you_mean
+from nncompress.recipe_specs import DataSpec, ModelSpec, build_data_spec, check_data_kind
 from nncompress.train.config import (
     LR_POLICIES,
     OPTIMIZERS,
@@ -72,6 +74,7 @@ __all__ = [
     "packaged_recipes",
     "parse_recipe",
     "recipe_to_dict",
+    "resolve_epochs",
 ]
 
 RECIPE_VERSION = 1
@@ -81,24 +84,6 @@ STAGE_TYPES = ("train", "dns", "inq", "finalize", "export")
 OptimizerSpec = OptimizerConfig
 LRSpec = LRConfig
 BiasSpec = BiasConfig
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelSpec:
-    """The model: a registered name or ``package.module:callable``, its kwargs, initial weights."""
-
-    ref: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    weights: str | None = None  # a .safetensors file of the plain model to start from
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataSpec:
-    """The data set spec (``mnist``, ``idx:<dir>``, ``synthetic``), input scale, validation size."""
-
-    spec: str
-    validation: int = 0  # training examples held out for evaluation during training
-    scale: float = 0.00390625  # Caffe's LeNet scales pixels by 1/256, no mean
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,17 +103,27 @@ class _TrainingStage(_StageBase):
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainStage(_TrainingStage):
-    """Plain training (the reference model)."""
+class _CountedStage(_TrainingStage):
+    iterations: int | None = None  # give this or epochs; resolved from epochs when the run starts
+    epochs: float | None = None  # passes over the training set (see _recipe_epochs)
 
-    iterations: int
+    def total_iterations(self) -> int:
+        """The stage's iteration count (from ``epochs`` once :func:`resolve_epochs` ran)."""
+        if self.iterations is None:
+            raise RecipeError(self.name, f"epochs {self.epochs:g} are not resolved to "
+                              "iterations yet; call resolve_epochs(recipe, train_size)")
+        return self.iterations
 
 
 @dataclass(frozen=True, kw_only=True)
-class DNSStage(_TrainingStage):
+class TrainStage(_CountedStage):
+    """Plain training (the reference model)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DNSStage(_CountedStage):
     """Dynamic Network Surgery: ``defaults`` are DNSConfig fields, ``layers`` overrides."""
 
-    iterations: int
     defaults: dict[str, Any] = field(default_factory=dict)
     layers: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
@@ -142,12 +137,16 @@ class INQStage(_TrainingStage):
     """
 
     portions: tuple[float, ...] = (0.5, 0.75, 0.875, 1.0)
-    iterations_per_step: int | tuple[int, ...]
+    iterations_per_step: int | tuple[int, ...] | None = None  # or epochs_per_step
+    epochs_per_step: float | tuple[float, ...] | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     layers: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
     def step_iterations(self) -> tuple[int, ...]:
         """Training iterations after each portion's quantization step."""
+        if self.iterations_per_step is None:
+            raise RecipeError(self.name, "epochs_per_step are not resolved to iterations yet; "
+                              "call resolve_epochs(recipe, train_size)")
         if isinstance(self.iterations_per_step, int):
             return (self.iterations_per_step,) * len(self.portions)
         return self.iterations_per_step
@@ -239,15 +238,16 @@ def _build_recipe(raw: Any, default_name: str, check_registries: bool) -> Recipe
     values = normalized(raw)
     seed = convert(int, values.get("seed", 0), "seed")
     stages = _build_stages(values.get("stages"), seed)
-    rest = {k: v for k, v in values.items() if k != "stages"}
+    data = build_data_spec(values["data"], "data") if "data" in values else None
+    rest = {k: v for k, v in values.items() if k not in ("stages", "data")}
     rest.setdefault("name", default_name)
+    if data is not None:  # built above with its own checks; a stand-in here
+        rest["data"] = {"spec": data.spec}
     recipe: Recipe = build_dataclass(Recipe, {**rest, "stages": [{"stage": "finalize"}]}, "")
-    recipe = dataclasses.replace(recipe, stages=stages)
-    require(recipe.data.validation >= 0, "data.validation",
-             f"must be >= 0, got {recipe.data.validation!r}")
-    require(recipe.data.scale > 0, "data.scale", f"must be > 0, got {recipe.data.scale!r}")
+    recipe = dataclasses.replace(recipe, data=data or recipe.data, stages=stages)
     if check_registries:
         _checks.check_registries(recipe.model.ref, recipe.data.spec)
+        check_data_kind(recipe.data, "data")
     return recipe
 
 

@@ -1,4 +1,4 @@
-"""``nncompress validate RECIPE``: check a recipe without running it."""
+"""``nncompress validate RECIPE``: check a recipe without running it (nor reading its data)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,13 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check keys, types, values, and that each stage's layer selection fits the model."""
+    """Check keys, types, values, and that each stage's layer selection fits the model.
+
+    Paths the run would read (data, mean file, weights) are only looked for: a missing one is
+    reported as a note, so a recipe for data on another machine validates here.
+    """
     from nncompress.recipe import dump_recipe, load_recipe
+    from nncompress.recipe_specs import missing_paths
     from nncompress.stages import check_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
@@ -29,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"{args.recipe}: valid recipe {recipe.name!r}, {len(recipe.stages)} stages: "
               + ", ".join(_stage_line(s) for s in recipe.stages))
+    missing = missing_paths(recipe.model, recipe.data)
+    if missing:
+        print("note: `nncompress run` would read these paths, which do not exist here (point "
+              "to them with --set KEY=VALUE):\n  " + "\n  ".join(missing))
     return 0
 
 
@@ -37,6 +46,13 @@ def _stage_line(stage: object) -> str:
 
     name = getattr(stage, "name", "")
     if isinstance(stage, INQStage):
+        if stage.iterations_per_step is None:
+            epochs = stage.epochs_per_step
+            total = sum(epochs) if isinstance(epochs, tuple) else (epochs or 0) * len(
+                stage.portions)
+            return f"{name} ({total:g} epochs)"
         return f"{name} ({sum(stage.step_iterations()):,} iterations)"
-    iterations = getattr(stage, "iterations", None)
+    iterations, epochs = getattr(stage, "iterations", None), getattr(stage, "epochs", None)
+    if iterations is None and epochs is not None:
+        return f"{name} ({epochs:g} epochs)"
     return name if iterations is None else f"{name} ({iterations:,} iterations)"
