@@ -103,6 +103,18 @@ def _break_and_verify(model_seed: int) -> str:
     return ""
 
 
+def _writer_fails() -> str:
+    """Rank 0's action fails with a user error; every rank must end with its message."""
+    def action() -> int:
+        raise ConfigError("output folder 'x' is not empty")
+
+    try:
+        nd.writer_first(action)
+    except nnc.NNCompressError as error:
+        return f"{type(error).__name__}: {error}"
+    return ""
+
+
 def _fail_fast() -> float:
     """Rank 1 fails inside failure_guard; rank 0's pending all-reduce must fail soon after."""
     if nd.rank() == 1:
@@ -123,6 +135,8 @@ def _worker(process: int, port: int, out: str) -> None:
     result = _scenario(seed=process)
     result["context"] = (context.rank, context.world_size, context.backend, context.is_writer)
     result["mismatch"] = _break_and_verify(process)
+    result["writer_fails"] = _writer_fails()
+    result["shared"] = nd.share_from_writer(f"from rank {process}")
     result["fail_seconds"] = _fail_fast()
     torch.save(result, Path(out) / f"rank{process}.pt")
     nd.shutdown()
@@ -199,6 +213,14 @@ def test_mismatch_names_layer_and_rank(ranks: list[dict[str, Any]]) -> None:
         assert "layer '2' fixed values: rank 1 differs from rank 0" in result["mismatch"]
         assert "layer '0'" not in result["mismatch"]
         assert "at the test" in result["mismatch"]
+
+
+@pytest.mark.slow
+def test_a_user_error_on_rank_0_stops_every_rank(ranks: list[dict[str, Any]]) -> None:
+    assert ranks[0]["writer_fails"] == "ConfigError: output folder 'x' is not empty"
+    assert ranks[1]["writer_fails"] == ("NNCompressError: rank 0 stopped the job: output "
+                                        "folder 'x' is not empty")
+    assert [r["shared"] for r in ranks] == ["from rank 0", "from rank 0"]
 
 
 @pytest.mark.slow
