@@ -3,14 +3,20 @@ allocation or a silently wrong net."""
 
 from __future__ import annotations
 
+import random
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nncompress.cli import main
-from nncompress.errors import ConfigError, FormatError, NNCompressError
+from nncompress.errors import ConfigError, FormatError, NNCompressError, NonFiniteError
 from nncompress.interop import caffe_checks
 from nncompress.interop.caffe_net import from_text
+from nncompress.interop.caffemodel import CaffeLayerBlobs, write_caffemodel
+from nncompress.interop.convert import load_plain
+from nncompress.interop.weights import net_blobs
 from tests.caffe_mutations import base_nets, classify, mutations
 
 NET = """name: "small"
@@ -168,3 +174,89 @@ def test_the_cli_says_one_line_and_exits_1(tmp_path: Path,
                  "synthetic:n=20,test=10,size=12,seed=1"])
     err = capsys.readouterr().err
     assert code == 1 and "did you mean 'c_rate'" in err and "Traceback" not in err
+
+
+# -- caffemodels ----------------------------------------------------------------------------
+
+def _caffemodel(tmp_path: Path, edit: str = "") -> tuple[Path, Path]:
+    """The small net and its weights, the file edited: ``rename``, ``nan``, ``inf`` or ``drop``
+    applied to layer ip1."""
+    net_file = tmp_path / "net.prototxt"
+    net_file.write_text(NET)
+    layers = net_blobs(from_text(NET, seed=3))
+    ip = next(entry for entry in layers if entry.name == "ip1")
+    if edit == "rename":
+        ip.name = "ip_1"
+    elif edit in ("nan", "inf"):
+        ip.blobs[0].reshape(-1)[7] = np.nan if edit == "nan" else -np.inf
+    elif edit == "drop":
+        layers.remove(ip)
+    path = tmp_path / f"w{edit}.caffemodel"
+    write_caffemodel(path, layers)
+    return net_file, path
+
+
+def test_a_renamed_layer_is_an_error_or_a_named_warning(tmp_path: Path) -> None:
+    net_file, path = _caffemodel(tmp_path, "rename")
+    with pytest.raises(ConfigError) as info:
+        load_plain(net_file, path)
+    assert "layer(s) 'ip1' have no weights in the file (the file's layers the net lacks: " \
+        "'ip_1')" in str(info.value) and "--allow-missing" in str(info.value)
+    with pytest.warns(UserWarning, match="'ip1' have no weights in the file"):
+        net, _ = load_plain(net_file, path, allow_missing=True)
+    assert net.get_submodule("ip1").weight.shape == (5, 150)
+
+
+def test_non_finite_weights_are_an_error_naming_the_layer(tmp_path: Path) -> None:
+    for kind in ("nan", "inf"):
+        net_file, path = _caffemodel(tmp_path, kind)
+        with pytest.raises(NonFiniteError) as info:
+            load_plain(net_file, path)
+        assert "layer 'ip1' blob 0 holds 1 NaN or infinite value(s) of 750" in str(info.value)
+        with pytest.warns(UserWarning, match="layer 'ip1' blob 0 holds 1 NaN"):
+            net, _ = load_plain(net_file, path, allow_nonfinite=True)
+        assert not bool(net.get_submodule("ip1").weight.isfinite().all())
+
+
+def test_the_caffe_commands_take_allow_missing(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    net_file, path = _caffemodel(tmp_path, "drop")
+    base = ["caffe", "convert", str(net_file), str(path), "-o", str(tmp_path / "out.ncz"),
+            "--input-shape", "4,12,12"]
+    assert main(base) == 1
+    err = capsys.readouterr().err
+    assert "'ip1' have no weights" in err and "Traceback" not in err
+    assert not (tmp_path / "out.ncz").exists()
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert main([*base, "--allow-missing"]) == 0
+    assert (tmp_path / "out.ncz").is_file()
+    net_file, path = _caffemodel(tmp_path, "nan")
+    data = ["--data", "synthetic:n=20,test=10,size=12,seed=1"]
+    assert main(["caffe", "eval", str(net_file), str(path), *data]) == 1
+    assert "NaN or infinite" in capsys.readouterr().err
+
+
+def _mutated_caffemodel(layers: list[CaffeLayerBlobs], rng: random.Random) -> None:
+    entry = rng.choice(layers)
+    blob = entry.blobs[rng.randrange(len(entry.blobs))].reshape(-1)
+    kind = rng.choice(("nan", "inf", "rename", "drop"))
+    if kind in ("nan", "inf"):
+        blob[rng.randrange(blob.size)] = np.nan if kind == "nan" else rng.choice((np.inf, -np.inf))
+    elif kind == "rename":
+        cut = rng.randrange(len(entry.name))
+        entry.name = entry.name[:cut] + "w" + entry.name[cut + 1:]
+    else:
+        layers.remove(entry)
+
+
+def test_seeded_caffemodel_mutations_are_all_refused(tmp_path: Path) -> None:
+    net_file, _ = _caffemodel(tmp_path)
+    rng = random.Random(3)
+    for i in range(12):
+        layers = net_blobs(from_text(NET, seed=i))
+        _mutated_caffemodel(layers, rng)
+        path = tmp_path / f"m{i}.caffemodel"
+        write_caffemodel(path, layers)
+        with pytest.raises((ConfigError, NonFiniteError)):
+            load_plain(net_file, path)

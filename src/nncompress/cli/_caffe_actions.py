@@ -25,7 +25,9 @@ def train(args: argparse.Namespace) -> int:
     init_distributed("gloo")  # nothing happens without torchrun
     with failure_guard():
         result = train_from_solver(args.solver, net=args.net, weights=args.weights,
-                                   data=args.data, out_dir=args.out, max_iter=args.max_iter)
+                                   data=args.data, out_dir=args.out, max_iter=args.max_iter,
+                                   allow_missing=args.allow_missing,
+                                   allow_nonfinite=args.allow_nonfinite)
     writer = is_writer()
     shutdown()
     if not writer:
@@ -47,7 +49,8 @@ def _scored_net(args: argparse.Namespace) -> tuple[Any, str, Any]:
 
     splits = load_data(args.data, scale=1.0) if args.data else None
     shape = args.input_shape or (splits.input_shape if splits is not None else None)
-    net, text = load_plain(args.net, args.weights, shape)
+    net, text = load_plain(args.net, args.weights, shape, allow_missing=args.allow_missing,
+                           allow_nonfinite=args.allow_nonfinite)
     if args.output is not None:
         set_output(net, args.output)
     transform = attach_transform(net, args.net.parent, args.scale, args.mean_value,

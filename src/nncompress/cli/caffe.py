@@ -59,6 +59,14 @@ def _scoring_options(p: argparse.ArgumentParser) -> None:
                         "Accuracy/loss layer that scores the labels, else the last top)")
 
 
+def _weights_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-missing", action="store_true",
+                   help="warn instead of failing when a net layer has no weights in the caffemodel "
+                        "(it keeps its initial weights)")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="warn instead of failing when the caffemodel holds NaN or infinite values")
+
+
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Register the ``caffe`` actions."""
     sub = parser.add_subparsers(dest="caffe_command", metavar="ACTION", required=True)
@@ -72,6 +80,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--out", type=Path, default=Path("."), help="folder of the snapshots")
     train.add_argument("--max-iter", type=int, default=None,
                        help="override the solver's max_iter (short trial runs)")
+    _weights_options(train)
     train.add_argument("--dist-backend", choices=("gloo", "nccl"), default=None,
                        help="under torchrun: the process group's backend (default gloo: the "
                             "solver trains on the CPU)")
@@ -81,6 +90,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         p.add_argument("net", type=Path, help="net prototxt (train_val or deploy)")
         p.add_argument("weights", type=Path, help="caffemodel")
         _scoring_options(p)
+        _weights_options(p)
         if name == "eval":
             p.add_argument("--data", required=True, help="data set: mnist, idx:DIR, synthetic")
             p.add_argument("--batch", type=int, default=100, help="examples per forward")

@@ -32,8 +32,13 @@ SUFFIXES = (".ncz", ".safetensors", ".caffemodel")
 
 
 def load_plain(net_path: str | Path, weights: str | Path,
-               input_shape: Sequence[int] | None = None) -> tuple[CaffeNet, str]:
+               input_shape: Sequence[int] | None = None, *, allow_missing: bool = False,
+               allow_nonfinite: bool = False) -> tuple[CaffeNet, str]:
     """The net with the caffemodel's weights, DNS masks baked in, in eval mode.
+
+    ``allow_missing`` and ``allow_nonfinite`` turn a net layer without weights in the file and
+    NaN/infinite weights from errors into warnings (see
+    :func:`~nncompress.interop.weights.load_blobs`).
 
     Returns:
         The net and the prototxt text it was built from.
@@ -45,7 +50,9 @@ def load_plain(net_path: str | Path, weights: str | Path,
     msg = parse_file(net_path, "net prototxt")
     text = Path(net_path).read_text(encoding="utf-8")
     net = CaffeNet(msg, input_shape=input_shape)
-    for key, loaded in load_blobs(net, read_caffemodel(weights), weights).items():
+    for key, loaded in load_blobs(net, read_caffemodel(weights), weights,
+                                  allow_missing=allow_missing,
+                                  allow_nonfinite=allow_nonfinite).items():
         if loaded.kind == "dns":
             bake_masks(net.get_submodule(key), loaded.masks)
     return net.eval(), text

@@ -262,7 +262,8 @@ class _Run:
 def train_from_solver(solver: str | Path, net: str | Path | None = None,
                       weights: str | Path | None = None, data: str | None = None,
                       out_dir: str | Path = ".", max_iter: int | None = None,
-                      log: Log = print) -> TrainResult:
+                      log: Log = print, *, allow_missing: bool = False,
+                      allow_nonfinite: bool = False) -> TrainResult:
     """Run ``caffe train --solver SOLVER [--weights W]`` with nncompress.
 
     Args:
@@ -274,6 +275,8 @@ def train_from_solver(solver: str | Path, net: str | Path | None = None,
         out_dir: where snapshots go (file names from the solver's ``snapshot_prefix``).
         max_iter: overrides the solver's ``max_iter`` (for short trial runs).
         log: receives the progress lines.
+        allow_missing: warn, instead of failing, about net layers ``weights`` lacks.
+        allow_nonfinite: warn, instead of failing, about NaN/inf values in ``weights``.
 
     Returns:
         The trained net, test outputs and snapshot paths.
@@ -297,7 +300,8 @@ def train_from_solver(solver: str | Path, net: str | Path | None = None,
     model = CaffeNet(net_msg, input_shape=splits.input_shape if splits else None, seed=seed)
     masks: dict[str, LoadedMasks] = {}
     if weights is not None:
-        masks = load_blobs(model, read_caffemodel(weights), weights)
+        masks = load_blobs(model, read_caffemodel(weights), weights, allow_missing=allow_missing,
+                           allow_nonfinite=allow_nonfinite)
     prepare_compression(model, masks)
     broadcast_model(model)  # under torchrun every rank starts from rank 0's net
     if not is_writer():

@@ -8,6 +8,7 @@ recorded in the file, or else from the net's layer type.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nncompress.errors import ConfigError
+from nncompress.errors import ConfigError, NonFiniteError
 from nncompress.interop.caffe_net import CaffeNet
 from nncompress.interop.caffe_ops import CaffeBatchNorm, CaffeScale
 from nncompress.interop.caffe_spec import COMPRESSION_TYPES
@@ -67,33 +68,45 @@ def _mask_kind(entry: CaffeLayerBlobs, net: CaffeNet, key: str) -> str:
 
 
 def load_blobs(net: CaffeNet, layers: Sequence[CaffeLayerBlobs],
-               source: str | Path = "caffemodel") -> dict[str, LoadedMasks]:
+               source: str | Path = "caffemodel", *, allow_missing: bool = True,
+               allow_nonfinite: bool = False) -> dict[str, LoadedMasks]:
     """Copy caffemodel blobs into ``net`` by layer name, as Caffe's ``CopyTrainedLayersFrom``.
 
-    Layers of the file that the net lacks are ignored; layers of the net that the file lacks
-    keep their filler values. DNS masks are not multiplied in: they are returned, to be set on
-    the prepared layers (:func:`apply_masks`) or baked in.
+    Layers of the file that the net lacks are ignored. A layer of the net that holds blobs but
+    has none in ``layers`` keeps its filler values, with a warning naming it; with
+    ``allow_missing=False`` (what :func:`~nncompress.interop.convert.load_plain` and ``caffe
+    train --weights`` pass for a whole caffemodel) it is an error: a renamed layer, ``conv1`` in
+    the net and ``conw1`` in the file, must not go unnoticed. NaN or
+    infinite values in a blob are an error naming the layer, or with ``allow_nonfinite`` a
+    warning. DNS masks are not multiplied in: they are returned, to be set on the prepared
+    layers (:func:`apply_masks`) or baked in.
 
     Args:
         net: the net to fill (plain, not yet prepared).
         layers: the blobs read by :func:`~nncompress.interop.caffemodel.read_caffemodel`.
         source: the file name used in error messages.
+        allow_missing: warn (the default), instead of failing, about net layers ``layers`` has
+            no blobs for.
+        allow_nonfinite: warn, instead of failing, about NaN or infinite values.
 
     Returns:
         Module name -> masks, for layers whose file entry had mask blobs.
 
     Raises:
         ConfigError: a blob count or shape does not match the net (naming the layer and both
-            shapes).
+            shapes), or a net layer has no blobs in the file.
+        NonFiniteError: a blob holds NaN or infinite values (naming the layer and the blob).
 
     Example:
         >>> masks = load_blobs(net, read_caffemodel("lenet_DNS.caffemodel"))  # doctest: +SKIP
     """
+    _check_complete(net, layers, source, allow_missing)
     found: dict[str, LoadedMasks] = {}
     for entry in layers:
         key = net.keys.get(entry.name)
         if key is None:
             continue
+        _check_finite(entry, source, allow_nonfinite)
         module = net.get_submodule(key)
         targets = _targets(module)
         n = len(targets)
@@ -115,6 +128,35 @@ def load_blobs(net: CaffeNet, layers: Sequence[CaffeLayerBlobs],
                      for i in range(n)}
             found[key] = LoadedMasks(_mask_kind(entry, net, key), masks)
     return found
+
+
+def _check_complete(net: CaffeNet, layers: Sequence[CaffeLayerBlobs], source: str | Path,
+                    allow: bool) -> None:
+    names = {entry.name for entry in layers}
+    missing = [name for name in net.keys if name not in names]
+    if not missing:
+        return
+    extra = sorted(names - set(net.keys))
+    text = (f"{source}: the net's layer(s) {', '.join(repr(n) for n in missing)} have no "
+            "weights in the file" + (f" (the file's layers the net lacks: "
+                                     f"{', '.join(repr(n) for n in extra)})" if extra else ""))
+    if not allow:
+        raise ConfigError(f"{text}; check the layer names, or allow it (--allow-missing, "
+                          "allow_missing=True) to keep their initial weights")
+    warnings.warn(f"{text}; they keep their initial weights", stacklevel=3)
+
+
+def _check_finite(entry: CaffeLayerBlobs, source: str | Path, allow: bool) -> None:
+    for i, arr in enumerate(entry.blobs):
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        if not bad:
+            continue
+        text = (f"{source}: layer '{entry.name}' blob {i} holds {bad:,} NaN or infinite "
+                f"value(s) of {arr.size:,}")
+        if not allow:
+            raise NonFiniteError(f"{text}; the model diverged or the file is damaged (allow it "
+                                 "with --allow-nonfinite, allow_nonfinite=True)")
+        warnings.warn(f"{text}; loaded as they are", stacklevel=3)
 
 
 def _copy(module: nn.Module, targets: list[tuple[str, torch.Tensor]],
