@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from nncompress.pipeline import RunInterrupted, run_recipe
 from nncompress.recipe import parse_recipe
 from nncompress.train import distributed as nd
+from tests.test_folder import make_folder
 from tests.test_pipeline import tiny_recipe
 
 # (run folder of rank 0, run folder of rank 1, resume, stop after so many iterations)
@@ -32,7 +33,21 @@ PLAN = [
     ("b", "b", True, 9),  # killed again, in INQ's first step
     ("b", "b", True, None),
     ("d", "d", False, 18),  # resumed by one process in a test
+    ("s", "s-rank1", False, None),  # streamed from an image folder
 ]
+
+
+def _recipe(name: str, root: Path) -> Any:
+    if name != "s":
+        return parse_recipe(tiny_recipe())
+    train = {"batch_size": 4, "eval_interval": 3, "checkpoint_interval": 4}
+    return parse_recipe({
+        "version": 1, "name": "folder", "seed": 1, "data": {"spec": f"folder:{root / 'images'}"},
+        "model": {"ref": "tiny_mlp", "kwargs": {"num_classes": 2, "in_channels": 3,
+                                                "input_size": 4, "hidden": 6}},
+        "stages": [{"stage": "train", "iterations": 6, "lr": {"base_lr": 0.05}, **train},
+                   {"stage": "dns", "iterations": 6, "defaults": {"c_rate": 0.3, "gamma": 0.01},
+                    **train}]})
 
 
 def _worker(process: int, port: int, root: str) -> None:
@@ -43,11 +58,11 @@ def _worker(process: int, port: int, root: str) -> None:
     here = Path(root) / f"cwd{process}"
     here.mkdir()
     os.chdir(here)  # anything written to the working directory would show here
-    recipe = parse_recipe(tiny_recipe())
     for first, second, resume, stop in PLAN:
         out = Path(root) / (first if process == 0 else second)
         with contextlib.suppress(RunInterrupted):
-            run_recipe(recipe, out, progress="none", resume=resume, stop_after=stop)
+            run_recipe(_recipe(first, Path(root)), out, progress="none", resume=resume,
+                       stop_after=stop)
     nd.shutdown()
 
 
@@ -61,6 +76,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("ddp-run")
+    make_folder(folder / "images", classes=("a", "b"), per_class=8, size=(4, 4))
     torch.multiprocessing.spawn(_worker, args=(_free_port(), str(folder)), nprocs=2, join=True)
     return folder
 
@@ -142,3 +158,18 @@ def test_the_command_runs_under_torchrun(tmp_path: Path) -> None:
     report = json.loads(done.stdout)  # printed once, by rank 0
     assert done.stderr.count("train: iteration 5/12 ") == 1  # progress from rank 0 alone
     assert report == json.loads((tmp_path / "run" / "report.json").read_text())
+
+
+@pytest.mark.slow
+def test_streamed_run_on_two_processes_matches_one(root: Path, tmp_path: Path) -> None:
+    assert not (root / "s-rank1").exists()
+    one = run_recipe(_recipe("s", root), tmp_path / "one", progress="none")
+    two = load_file(root / "s" / "model.safetensors")
+    reference = load_file(tmp_path / "one" / "model.safetensors")
+    for key in reference:
+        assert torch.equal(two[key] != 0, reference[key] != 0), key
+        torch.testing.assert_close(two[key], reference[key], rtol=1e-4, atol=1e-5)
+    report = json.loads((root / "s" / "report.json").read_text())
+    assert report["test"]["accuracy"] == one.report["test"]["accuracy"]
+    kept = _rows(root / "s")[-1]["kept_fraction"]
+    assert kept == _rows(tmp_path / "one")[-1]["kept_fraction"] and kept < 1.0  # DNS pruned
