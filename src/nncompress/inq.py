@@ -6,8 +6,13 @@ Zhou, Yao, Guo, Xu, Chen, "Incremental Network Quantization", ICLR 2017. A layer
 to ``2^e``; the smallest level takes ``[2^(n2-1), 1.5*2^n2)``; below ``2^(n2-1)`` is 0; at or
 above ``1.5*2^n1`` clamps to ``2^n1``.
 
-Fixed entries are stored as their value in a bfloat16 tensor with NaN marking free entries:
-every ``±2^e`` in float32's range is exact in bfloat16, so the state costs 2 bytes per entry.
+Fixed entries are stored as their value in a bfloat16 tensor with NaN marking free entries, 2
+bytes per entry. bfloat16 holds every ``±2^e`` with ``MIN_EXPONENT = -133 <= e <= MAX_EXPONENT =
+127`` exactly (below 2^-126 as a subnormal); float32's subnormal powers 2^-134 ... 2^-149 it does
+not. So the exponents of a level set are clamped to that range: ``n1 <= 127`` (``2^128``, which
+``4/3 * 3e38`` would ask for, is infinite) and ``n2 >= -133`` (a layer whose levels would reach
+below 2^-133 gets fewer of them; its entries below 2^-134 round to 0). Every fixed value is then
+exact in the state and in float32.
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ import torch
 from nncompress._config import check, config_class
 from nncompress.errors import NonFiniteError
 
-__all__ = ["FIXED_DTYPE", "STRATEGIES", "INQConfig", "check_finite", "fix_count", "level_range",
-           "quantize", "select_largest"]
+__all__ = ["FIXED_DTYPE", "MAX_EXPONENT", "MIN_EXPONENT", "STRATEGIES", "INQConfig",
+           "check_finite", "fix_count", "level_range", "quantize", "select_largest"]
 
 STRATEGIES = ("magnitude", "random")
 FIXED_DTYPE = torch.bfloat16
+MIN_EXPONENT = -133  # 2^-133: the smallest bfloat16 subnormal, the least power it holds
+MAX_EXPONENT = 127   # 2^127: the largest power of two float32 and bfloat16 hold
 
 
 @config_class
@@ -91,13 +98,18 @@ def check_finite(tensor: torch.Tensor, where: str, when: str) -> None:
 def level_range(max_abs: float, num_quantum_values: int) -> tuple[int, int]:
     """Exponents ``(n1, n2)`` of the level set for a largest magnitude ``max_abs > 0``.
 
+    Both lie in ``[MIN_EXPONENT, MAX_EXPONENT]``, so every level is finite and exact in the
+    bfloat16 state (see the module docstring): ``n1`` is at most 127, ``n2`` at least -133.
+
     Example:
         >>> level_range(0.75, 8)   # 4/3 * 0.75 = 1 = 2^0
         (0, -7)
+        >>> level_range(3e38, 8), level_range(2.0 ** -130, 8)  # clamped at both ends
+        ((127, 120), (-130, -133))
     """
     _, exponent = math.frexp(4.0 * max_abs / 3.0)  # x = m * 2^exponent, m in [0.5, 1)
-    n1 = exponent - 1
-    return n1, n1 - num_quantum_values + 1
+    n1 = min(max(exponent - 1, MIN_EXPONENT), MAX_EXPONENT)
+    return n1, max(n1 - num_quantum_values + 1, MIN_EXPONENT)
 
 
 def quantize(values: torch.Tensor, n1: int, n2: int) -> torch.Tensor:

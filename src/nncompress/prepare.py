@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
 
+import torch
 from torch import nn
 
 from nncompress._config import merge
 from nncompress.dns import DNSConfig
-from nncompress.errors import ConfigError, did_you_mean
+from nncompress.errors import ConfigError, NonFiniteError, did_you_mean
 from nncompress.inq import INQConfig
 from nncompress.layers import CompressedLayer, compressed_class
 
@@ -257,19 +259,34 @@ def mask_fixed_gradients(model: nn.Module) -> None:
                 layer.mask_fixed_gradient(blob)
 
 
-def finalize(model: M) -> M:
+def finalize(model: M, *, allow_nonfinite: bool = False) -> M:
     """Bake masks and quantized values in and return plain layers, in place.
 
     The plain layers keep the Parameter objects and carry no buffers, hooks or subclasses of
     nncompress; their outputs equal the prepared model's eval-mode outputs.
+
+    Args:
+        model: the prepared model.
+        allow_nonfinite: warn, instead of failing, when a layer's weights hold NaN or infinite
+            values (baking would turn pruned ones into 0 and hide that training diverged).
+
+    Returns:
+        The model with plain layers (the model itself when it was one layer).
+
+    Raises:
+        NonFiniteError: a compressed layer holds NaN or infinite values, naming the layer, the
+            blob and how many (nothing is changed).
 
     Example:
         >>> net = finalize(prepare(nn.Linear(4, 4), DNSConfig()))
         >>> type(net) is nn.Linear
         True
     """
+    layers = compressed_layers(model)
+    for name, layer in layers:
+        _check_finite(name or layer.layer_name, layer, allow_nonfinite)
     result: nn.Module = model
-    for _, layer in compressed_layers(model):
+    for _, layer in layers:
         layer.bake_masks()
         layer.forget_inq()
         plain = layer.to_plain()
@@ -278,4 +295,22 @@ def finalize(model: M) -> M:
         else:
             _replace(model, layer, plain)
     return result  # type: ignore[return-value]
+
+
+def _check_finite(name: str, layer: CompressedLayer, allow: bool) -> None:
+    for blob in layer.blobs(True):
+        bad = ~torch.isfinite(layer.param(blob).detach())
+        count = int(bad.sum())
+        if not count:
+            continue
+        mask = layer.mask(blob)
+        pruned = int((bad & ~mask).sum()) if mask is not None else 0
+        text = (f"layer {name!r}: {blob} holds {count:,} NaN or infinite value(s) at finalize"
+                + (f" ({pruned:,} of them pruned by DNS, which baking would make 0)"
+                   if pruned else ""))
+        if not allow:
+            raise NonFiniteError(f"{text}; training diverged: lower the learning rate or go "
+                                 "back to an earlier checkpoint (finalize(..., "
+                                 "allow_nonfinite=True) bakes them)")
+        warnings.warn(text, stacklevel=3)
 
