@@ -294,3 +294,14 @@ def test_torchrun_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="LOCAL_RANK='zero' is not an integer"):
         nd.init_distributed("gloo")
     assert not nd.is_distributed()
+
+
+def test_nccl_is_refused_while_the_commands_train_on_the_cpu(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nncompress.cli import main
+
+    code = main(["run", "demo_lenet300_100", "--out", str(tmp_path / "run"),
+                 "--dist-backend", "nccl"])
+    assert code == 1
+    assert "use --dist-backend gloo" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
