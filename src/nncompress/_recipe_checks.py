@@ -24,6 +24,7 @@ from nncompress.inq import INQConfig
 __all__ = [
     "check_export_file",
     "check_registries",
+    "check_run_settings",
     "check_training",
     "misplaced_hints",
     "resolve_layer_configs",
@@ -127,3 +128,15 @@ def check_registries(model_ref: str, data_spec: str) -> None:
     require(data_name in datasets, "data.spec",
             f"unknown data set {data_name!r}{did_you_mean(data_name, datasets)}; "
             f"known: {', '.join(datasets)}")
+
+
+def check_run_settings(device: str, precision: str) -> None:
+    """The spelling of ``device`` and ``precision`` (the machine is checked when a run starts)."""
+    from nncompress.train.device import check_device_name, check_precision_name
+
+    for key, check, value in (("device", check_device_name, device),
+                              ("precision", check_precision_name, precision)):
+        try:
+            check(value)
+        except ConfigError as exc:
+            raise RecipeError(key, str(exc)) from None

@@ -62,6 +62,7 @@ from nncompress.train.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
+from nncompress.train.device import Precision, resolve_device, tensors_to
 from nncompress.train.distributed import (
     RankBatchOrder,
     check_batch_divides,
@@ -125,6 +126,8 @@ class _Runner:
         self.iterations_done = 0
         self.started = time.monotonic()
         self.eval_split = data.eval_split
+        where = next(iter(model.parameters()), torch.empty(0)).device  # where run_recipe put it
+        self.amp = Precision(recipe.precision, where.type)  # autocast; fp16: the grad scaler
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -140,6 +143,7 @@ class _Runner:
                 "recipe": self.recipe.name, "world_size": world_size()}
         if state is not None:
             meta["train_state"] = dataclasses.asdict(state)
+            meta.update({"grad_scaler": self.amp.state()} if self.amp.scaler else {})
         folder = self.out / "checkpoints"
         save_checkpoint(folder / name, model=self.model, optimizer=optimizer, metadata=meta)
         periodic = [p for p in list_checkpoints(folder) if not p.stem.endswith("-end")]
@@ -149,6 +153,8 @@ class _Runner:
     def resume_from(self, checkpoint: Checkpoint) -> Position:
         self.model, pos = restore_checkpoint(self.recipe, self.model, checkpoint)
         torch.set_rng_state(checkpoint.rng_state["torch"])
+        if "cuda" in checkpoint.rng_state and self.amp.device_type == "cuda":
+            torch.cuda.set_rng_state(checkpoint.rng_state["cuda"])
         self.rows = read_rows(self.out / "metrics.jsonl")[:checkpoint.metadata["metrics_rows"]]
         saved = int(checkpoint.metadata.get("world_size", 1))
         if saved != world_size() and self.writer:
@@ -204,8 +210,10 @@ class _Runner:
               iterations: int, resume: Checkpoint | None) -> None:
         optimizer = build_optimizer(self.model, stage.optimizer, stage.bias)
         state = TrainState()
+        self.amp = Precision(self.recipe.precision, self.amp.device_type)  # a new scaler
         if resume is not None:
             restore_optimizer(optimizer, resume)
+            self.amp.load_state(resume.metadata.get("grad_scaler", {}))
             state = TrainState(**resume.metadata["train_state"])
         label = stage.name if not isinstance(stage, INQStage) else \
             f"{stage.name} {stage.portions[step]:g}"
@@ -233,7 +241,7 @@ class _Runner:
             iterations=iterations, eval_interval=stage.eval_interval,
             checkpoint_interval=stage.checkpoint_interval, description=label,
             progress=self.progress, on_eval=on_eval, on_checkpoint=on_checkpoint,
-            after_iteration=self.count_iteration,
+            after_iteration=self.count_iteration, amp=self.amp,
         ).run(state)
 
     def count_iteration(self) -> None:
@@ -316,7 +324,9 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, resume: bool = False,
         >>> # run_recipe(load_recipe("demo_lenet300_100"), "runs/demo")
     """
     out = Path(out_dir)
+    device = resolve_device(recipe.device, recipe.precision)  # before anything loads
     model, splits = load_inputs(recipe)
+    model, splits = model.to(device), tensors_to(splits, device)  # in-memory sets move whole
     data = RunData(splits)
     recipe = resolve_epochs(recipe, data.train_size)  # recipe.yaml records the iterations
     check_recipe(recipe, model)

@@ -20,9 +20,9 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any
 
 import yaml
 
@@ -41,6 +41,17 @@ from nncompress._typed import (
 )
 from nncompress.errors import did_you_mean
 from nncompress.recipe_specs import DataSpec, ModelSpec, build_data_spec, check_data_kind
+from nncompress.recipe_stages import (  # the stage classes live there; names kept here
+    _STAGE_CLASSES,
+    STAGE_TYPES,
+    DNSStage,
+    ExportStage,
+    FinalizeStage,
+    INQStage,
+    Stage,
+    TrainStage,
+    _TrainingStage,
+)
 from nncompress.train.config import (
     LR_POLICIES,
     OPTIMIZERS,
@@ -78,7 +89,6 @@ __all__ = [
 ]
 
 RECIPE_VERSION = 1
-STAGE_TYPES = ("train", "dns", "inq", "finalize", "export")
 
 # The training configs' former names, kept for code that imports them from here.
 OptimizerSpec = OptimizerConfig
@@ -86,95 +96,11 @@ LRSpec = LRConfig
 BiasSpec = BiasConfig
 
 
-@dataclass(frozen=True, kw_only=True)
-class _StageBase:
-    stage: str
-    name: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class _TrainingStage(_StageBase):
-    batch_size: int = 64
-    eval_interval: int = 500  # 0: evaluate only at the end of the stage
-    checkpoint_interval: int = 1000  # 0: checkpoint only at stage (and INQ step) ends
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    lr: LRConfig = field(default_factory=LRConfig)
-    bias: BiasConfig = field(default_factory=BiasConfig)
-
-
-@dataclass(frozen=True, kw_only=True)
-class _CountedStage(_TrainingStage):
-    iterations: int | None = None  # give this or epochs; resolved from epochs when the run starts
-    epochs: float | None = None  # passes over the training set (see _recipe_epochs)
-
-    def total_iterations(self) -> int:
-        """The stage's iteration count (from ``epochs`` once :func:`resolve_epochs` ran)."""
-        if self.iterations is None:
-            raise RecipeError(self.name, f"epochs {self.epochs:g} are not resolved to "
-                              "iterations yet; call resolve_epochs(recipe, train_size)")
-        return self.iterations
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainStage(_CountedStage):
-    """Plain training (the reference model)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class DNSStage(_CountedStage):
-    """Dynamic Network Surgery: ``defaults`` are DNSConfig fields, ``layers`` overrides."""
-
-    defaults: dict[str, Any] = field(default_factory=dict)
-    layers: dict[str, dict[str, Any] | None] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, kw_only=True)
-class INQStage(_TrainingStage):
-    """INQ: for each accumulated portion, quantize then retrain ``iterations_per_step``.
-
-    ``portions`` becomes every layer's ``INQConfig.portions``, the schedule the quantize steps
-    follow; it is a stage key rather than a per-layer one, so all layers step together.
-    """
-
-    portions: tuple[float, ...] = (0.5, 0.75, 0.875, 1.0)
-    iterations_per_step: int | tuple[int, ...] | None = None  # or epochs_per_step
-    epochs_per_step: float | tuple[float, ...] | None = None
-    defaults: dict[str, Any] = field(default_factory=dict)
-    layers: dict[str, dict[str, Any] | None] = field(default_factory=dict)
-
-    def step_iterations(self) -> tuple[int, ...]:
-        """Training iterations after each portion's quantization step."""
-        if self.iterations_per_step is None:
-            raise RecipeError(self.name, "epochs_per_step are not resolved to iterations yet; "
-                              "call resolve_epochs(recipe, train_size)")
-        if isinstance(self.iterations_per_step, int):
-            return (self.iterations_per_step,) * len(self.portions)
-        return self.iterations_per_step
-
-
-@dataclass(frozen=True, kw_only=True)
-class FinalizeStage(_StageBase):
-    """Bake masks and quantized values into plain layers."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExportStage(_StageBase):
-    """Write the compact model file into the run folder."""
-
-    file: str = "model.ncz"  # relative to the run folder
-    float_dtype: Literal["float32", "float16"] = "float32"  # of tensors that are not INQ levels
-
-
-Stage = Union[TrainStage, DNSStage, INQStage, FinalizeStage, ExportStage]  # noqa: UP007
-_STAGE_CLASSES: dict[str, type[Any]] = {
-    "train": TrainStage, "dns": DNSStage, "inq": INQStage,
-    "finalize": FinalizeStage, "export": ExportStage,
-}
 
 
 @dataclass(frozen=True, kw_only=True)
 class Recipe:
-    """A whole run: model, data, seed and stages, all defaults resolved."""
+    """A whole run: model, data, seed, device, precision and stages, all defaults resolved."""
 
     version: int
     name: str
@@ -182,6 +108,8 @@ class Recipe:
     model: ModelSpec
     data: DataSpec
     seed: int = 0
+    device: str = "cpu"  # auto | cpu | cuda | cuda:N | mps (checked against the machine at run)
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of the training forward
     stages: tuple[Stage, ...]
 
 
@@ -225,7 +153,8 @@ def _build_stages(value: Any, seed: int) -> tuple[Stage, ...]:
     return tuple(stages)
 
 
-_TOP_KEYS = ("version", "name", "description", "model", "data", "seed", "stages")
+_TOP_KEYS = ("version", "name", "description", "model", "data", "seed", "device", "precision",
+             "stages")
 
 
 def _build_recipe(raw: Any, default_name: str, check_registries: bool) -> Recipe:
@@ -245,6 +174,7 @@ def _build_recipe(raw: Any, default_name: str, check_registries: bool) -> Recipe
         rest["data"] = {"spec": data.spec}
     recipe: Recipe = build_dataclass(Recipe, {**rest, "stages": [{"stage": "finalize"}]}, "")
     recipe = dataclasses.replace(recipe, data=data or recipe.data, stages=stages)
+    _checks.check_run_settings(recipe.device, recipe.precision)
     if check_registries:
         _checks.check_registries(recipe.model.ref, recipe.data.spec)
         check_data_kind(recipe.data, "data")

@@ -126,6 +126,11 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
     return path or "(top)" if a != b else ""
 
 
+def _resumable_part(recipe: dict[str, Any]) -> dict[str, Any]:
+    """What must not change on resume: all but the device (checkpoints load on any device)."""
+    return {**recipe, "device": None, "precision": recipe.get("precision", "fp32")}
+
+
 def open_run_folder(out: Path, recipe: Recipe, resume: bool) -> Checkpoint | None:
     """Start a new run folder (writing ``recipe.yaml``) or check and resume an existing one.
 
@@ -146,7 +151,8 @@ def open_run_folder(out: Path, recipe: Recipe, resume: bool) -> Checkpoint | Non
         raise ConfigError(f"--out {str(out)!r} is a file, not a folder; give a folder for the "
                           "run (new, or an earlier run's with --resume)")
     if resume and saved.exists():
-        where = _first_difference(read_saved_recipe(saved), recipe_to_dict(recipe))
+        where = _first_difference(_resumable_part(read_saved_recipe(saved)),
+                                  _resumable_part(recipe_to_dict(recipe)))
         if where:
             raise ConfigError(f"{out}: the run was started with a different recipe (first "
                               f"difference at {where}); resume with the same recipe and --set "

@@ -13,6 +13,7 @@ from nncompress.errors import ConfigError
 
 __all__ = [
     "add_allow_import_argument",
+    "add_device_argument",
     "add_json_argument",
     "add_model_path_argument",
     "add_progress_arguments",
@@ -69,6 +70,13 @@ def add_allow_import_argument(parser: argparse.ArgumentParser) -> None:
     """``--allow-import``: let ``package.module:callable`` model refs run their code."""
     parser.add_argument("--allow-import", action="store_true",
                         help="allow package.module:callable models (runs their code)")
+
+
+def add_device_argument(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--device auto|cpu|cuda|cuda:N|mps`` (``args.device``); checked when the command runs."""
+    parser.add_argument("--device", default=None, metavar="DEVICE",
+                        help=f"auto, cpu, cuda, cuda:N or mps (default: {default}); auto takes "
+                             "CUDA when present")
 
 
 def add_json_argument(parser: argparse.ArgumentParser, what: str) -> None:

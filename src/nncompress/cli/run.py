@@ -11,6 +11,7 @@ from pathlib import Path
 # add_set_argument, add_progress_arguments and apply_threads were defined here; importing them
 # from this module keeps working.
 from nncompress.cli._options import (
+    add_device_argument,
     add_json_argument,
     add_progress_arguments,
     add_recipe_argument,
@@ -30,6 +31,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its newest checkpoint")
     add_progress_arguments(parser)
+    add_device_argument(parser, "the recipe's device, cpu if it has none")
     add_json_argument(parser, "report.json instead of a table")
     parser.add_argument("--dist-backend", choices=("gloo", "nccl"), default=None,
                         help="under torchrun: the process group's backend (default gloo: the "
@@ -63,7 +65,8 @@ def _run(args: argparse.Namespace) -> int:
     from nncompress.report import format_report
     from nncompress.train.distributed import is_writer
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    device = [f"device={args.device}"] if args.device is not None else []  # over the recipe's
+    recipe = load_recipe(args.recipe, [*args.overrides, *device])
     apply_threads(args.threads)
     out = args.out if args.out is not None else Path("runs") / recipe.name
     started = time.monotonic()
