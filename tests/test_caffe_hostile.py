@@ -137,6 +137,38 @@ def test_missing_bottoms_tops_and_types_are_refused(old: str, new: str, said: st
     assert said in _refused(_edit(old, new, text), FormatError, input_shape=(1, 2, 2))
 
 
+ONE_LAYER = """layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 1 dim: 4 dim: 6 dim: 6 } } }
+layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 1 } } }
+%s
+"""
+
+
+@pytest.mark.parametrize(("layer", "said"), [
+    ('type: "LRN" bottom: "data" top: "n" lrn_param { local_size: 999999999 }',
+     "local_size 999999999 is out of range"),
+    ('type: "BatchNorm" bottom: "label" top: "b"', "BatchNorm needs channels"),
+    ('type: "Scale" bottom: "data" top: "s" scale_param { num_axes: 99 }',
+     "num_axes 99 from axis 1 goes past the 4 axes"),
+    ('type: "Pooling" bottom: "data" top: "p" pooling_param { global_pooling: true pad: 3 }',
+     "with global_pooling only stride 1 and pad 0"),
+    ('type: "Pooling" bottom: "data" top: "p" pooling_param { global_pooling: true '
+     'kernel_size: 2 }', "remove kernel_size"),
+    ('type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 3 '
+     'weight_filler { type: "gaussian" std: -1 } }', "the gaussian filler's std -1.0"),
+    ('type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 3 '
+     'weight_filler { type: "uniform" min: 2 max: 1 } }', "min 2.0 must not exceed its max"),
+    ('type: "DummyData" top: "z" dummy_data_param { shape { dim: 100000 dim: 100000 } }',
+     "blob 'z' of shape [100000, 100000]"),
+    ('type: "DummyData" top: "z" dummy_data_param { shape { dim: -3 dim: 2 } }',
+     "sizes must not be negative"),
+    ('type: "Accuracy" bottom: "data" bottom: "label" top: "a" accuracy_param { top_k: 99 }',
+     "top_k 99 must lie in [1, 4]"),
+])
+def test_other_layer_parameters_are_checked(layer: str, said: str) -> None:
+    assert said in _refused(ONE_LAYER % f"layer {{ name: \"x\" {layer} }}")
+
+
 def test_the_bounds_are_what_the_docs_say() -> None:
     assert caffe_checks.MAX_LAYER_PARAMS == 1 << 28
     assert caffe_checks.MAX_BLOB_VALUES == 1 << 26

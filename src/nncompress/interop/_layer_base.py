@@ -68,9 +68,17 @@ def fill(t: torch.Tensor, filler: Message | None, gen: torch.Generator, spec: La
         elif kind == "gaussian":
             if (f.get_int("sparse", -1) or -1) >= 0:
                 raise PrototxtError(f.where, "the sparse gaussian filler is not supported")
-            t.normal_(f.get_float("mean", 0.0) or 0.0, opt_float(f, "std", 1.0), generator=gen)
+            std = opt_float(f, "std", 1.0)
+            if not std >= 0:
+                raise PrototxtError(f.where, f"layer '{spec.name}': the gaussian filler's std "
+                                    f"{std} must be >= 0")
+            t.normal_(f.get_float("mean", 0.0) or 0.0, std, generator=gen)
         elif kind == "uniform":
-            t.uniform_(f.get_float("min", 0.0) or 0.0, opt_float(f, "max", 1.0), generator=gen)
+            low, high = f.get_float("min", 0.0) or 0.0, opt_float(f, "max", 1.0)
+            if not low <= high:
+                raise PrototxtError(f.where, f"layer '{spec.name}': the uniform filler's min "
+                                    f"{low} must not exceed its max {high}")
+            t.uniform_(low, high, generator=gen)
         elif kind == "xavier":
             bound = math.sqrt(3.0 / n)
             t.uniform_(-bound, bound, generator=gen)

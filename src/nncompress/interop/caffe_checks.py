@@ -20,7 +20,7 @@ from nncompress.interop.caffe_spec import LayerSpec, phase_included
 from nncompress.interop.prototxt import Message, PrototxtError
 
 __all__ = ["MAX_BLOB_VALUES", "MAX_LAYER_PARAMS", "MAX_SPATIAL", "check_blob_size",
-           "check_bottoms", "check_layers", "check_params", "check_spatial",
+           "check_bottoms", "check_global_pooling", "check_layers", "check_params", "check_spatial",
            "check_window_output"]
 
 MAX_LAYER_PARAMS = 1 << 28  # 1 GiB of float32: VGG-16's fc6 (103 M) fits 2.6 times
@@ -195,7 +195,10 @@ def check_blob_size(spec: LayerSpec, top: str, shape: Sequence[int]) -> None:
         ConfigError: naming the layer, the blob and its shape.
     """
     count = math.prod(shape)
-    if count > MAX_BLOB_VALUES or min(shape, default=1) < 0:
+    if min(shape, default=1) < 0:
+        raise ConfigError(f"{spec.where}: layer '{spec.name}' makes blob '{top}' of shape "
+                          f"{list(shape)}; sizes must not be negative")
+    if count > MAX_BLOB_VALUES:
         raise ConfigError(f"{spec.where}: layer '{spec.name}' makes blob '{top}' of shape "
                           f"{list(shape)} ({count:,} values per example), more than the "
                           f"{MAX_BLOB_VALUES:,} nncompress allows; check pad, kernel and the "
@@ -218,3 +221,18 @@ def check_window_output(spec: LayerSpec, channels: int, sizes: Sequence[int],
                           f"{list(kernel)} (dilation {list(dilation)}) is larger than its input "
                           f"{list(sizes)} padded by {list(pad)}")
     check_blob_size(spec, spec.tops[0] if spec.tops else "?", out)
+
+
+def check_global_pooling(spec: LayerSpec, p: Message, stride: Sequence[int],
+                         pad: Sequence[int]) -> None:
+    """As Caffe: with ``global_pooling`` no kernel size, and only stride 1 and pad 0.
+
+    Raises:
+        PrototxtError: naming the layer.
+    """
+    if any(p.has(n) for n in ("kernel_size", "kernel_h", "kernel_w")):
+        raise PrototxtError(p.where, f"layer '{spec.name}': with global_pooling the kernel is the "
+                            "input's size; remove kernel_size")
+    if any(s != 1 for s in stride) or any(v != 0 for v in pad):
+        raise PrototxtError(p.where, f"layer '{spec.name}': with global_pooling only stride 1 "
+                            f"and pad 0 are allowed, got stride {list(stride)}, pad {list(pad)}")

@@ -119,6 +119,9 @@ def _inner_product(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -
 
 def _batch_norm(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Built:
     p = sub(spec, "batch_norm_param")
+    if len(shapes[0]) < 2:
+        raise PrototxtError(spec.where, f"layer '{spec.name}': BatchNorm needs channels (2 or "
+                            f"more axes); its input has shape {list(shapes[0])}")
     module = ops.CaffeBatchNorm(shapes[0][1], opt_float(p, "eps", 1e-5),
                                 opt_float(p, "moving_average_fraction", 0.999),
                                 p.get_bool("use_global_stats"))
@@ -134,6 +137,9 @@ def _scale(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Built:
     else:
         num_axes = p.get_int("num_axes", 1)
         assert num_axes is not None
+        if num_axes < -1 or axis + num_axes > len(shape):
+            raise PrototxtError(p.where, f"layer '{spec.name}': num_axes {num_axes} from axis "
+                                f"{axis} goes past the {len(shape)} axes of its input")
         covered = shape[axis:] if num_axes == -1 else shape[axis:axis + num_axes]
     module = ops.CaffeScale(covered, axis, bool(p.get_bool("bias_term", False)),
                             learned_scale=len(shapes) == 1)
@@ -163,6 +169,8 @@ def _pooling(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Buil
         raise PrototxtError(spec.where, f"layer '{spec.name}': Pooling needs 4-D input, got "
                             f"shape {list(shapes[0])}")
     if p.get_bool("global_pooling", False):
+        checks.check_global_pooling(spec, p, _per_axis(p, "stride", 2, 1, spec),
+                                    _per_axis(p, "pad", 2, 0, spec))
         kernel, stride, pad = list(shapes[0][2:]), [1, 1], [0, 0]
     else:
         kernel = _per_axis(p, "kernel", 2, 0, spec)
@@ -193,7 +201,9 @@ def _dropout(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Buil
 
 def _lrn(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Built:
     p = sub(spec, "lrn_param")
-    size = p.get_int("local_size", 5) or 5
+    size = p.get_int("local_size", 5)
+    assert size is not None
+    checks.check_spatial(spec, p.where, "local_size", [size], 1)
     if size % 2 == 0:
         raise PrototxtError(p.where, f"layer '{spec.name}': LRN local_size must be odd")
     alpha, beta, k = opt_float(p, "alpha", 1.0), opt_float(p, "beta", 0.75), opt_float(p, "k", 1.0)

@@ -97,6 +97,10 @@ def _accuracy(spec: LayerSpec, shapes: list[Shape], gen: torch.Generator) -> Bui
     p = sub(spec, "accuracy_param")
     top_k, axis, ignore = p.get_int("top_k", 1) or 1, p.get_int("axis", 1) or 0, \
         p.get_int("ignore_label")
+    classes = shapes[0][axis] if -len(shapes[0]) <= axis < len(shapes[0]) else 0
+    if not 1 <= top_k <= max(classes, 1):
+        raise ConfigError(f"{spec.where}: layer '{spec.name}': top_k {top_k} must lie in [1, "
+                          f"{classes}], the number of classes of its input")
     return Built(None, lambda m, xs, t: [ops.accuracy(xs[0], xs[1], axis, top_k, ignore)])
 
 
