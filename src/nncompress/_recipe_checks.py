@@ -109,6 +109,12 @@ def check_export_file(file: str, path: str) -> None:
     parts = Path(file).parts
     require(bool(parts) and not Path(file).is_absolute() and ".." not in parts,
             join_path(path, "file"), f"{file!r} must be a file name inside the run folder")
+    require(parts[0] not in ("recipe.yaml", "metrics.jsonl", "model.safetensors",
+                             "report.json", "checkpoints", "plots"),
+            join_path(path, "file"), f"{file!r} would replace the run folder's own "
+            f"{parts[0]}; give another name, e.g. 'model.ncz'")
+    require(Path(file).suffix == ".ncz", join_path(path, "file"),
+            f"{file!r} must end in .ncz, e.g. 'model.ncz'")
 
 
 def check_registries(model_ref: str, data_spec: str) -> None:

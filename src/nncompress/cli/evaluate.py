@@ -28,6 +28,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print ``accuracy``, ``error`` and ``loss``; 0 on success."""
+    import torch
+
+    from nncompress.cli._misuse import checked
     from nncompress.data import load_data
     from nncompress.run_folder import load_run_model
     from nncompress.train.loop import evaluate
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     splits = load_data(spec, scale=scale, validation=validation, seed=seed)
     x, y = {"test": (splits.test_x, splits.test_y), "val": (splits.val_x, splits.val_y),
             "train": (splits.train_x, splits.train_y)}[args.split]
-    loss, accuracy = evaluate(model, x, y)
+    loss, accuracy = evaluate(model, checked(model, zip(torch.split(x, 1000), torch.split(y, 1000)),
+                                             spec, args.split))
     result = {"data": spec, "split": args.split, "examples": len(y), "loss": loss,
               "accuracy": accuracy, "error": 1.0 - accuracy}
     if args.json:

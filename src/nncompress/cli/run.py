@@ -67,6 +67,8 @@ def _run(args: argparse.Namespace) -> int:
 
     device = [f"device={args.device}"] if args.device is not None else []  # over the recipe's
     recipe = load_recipe(args.recipe, [*args.overrides, *device])
+    if is_writer():
+        _say_imports(recipe.model.ref, recipe.data.spec)
     apply_threads(args.threads)
     out = args.out if args.out is not None else Path("runs") / recipe.name
     started = time.monotonic()
@@ -85,3 +87,17 @@ def _run(args: argparse.Namespace) -> int:
     if plots is not None:
         print(plots, file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _say_imports(model_ref: str, data_spec: str) -> None:
+    """Say once, on stderr, which of the user's Python modules the run imports (and runs)."""
+    from nncompress.data import is_stream_spec
+    from nncompress.export._schema import is_builtin
+
+    refs = [] if is_builtin(model_ref) else [f"model {model_ref!r}"]
+    if is_stream_spec(data_spec) and data_spec.partition(":")[0] not in ("folder", "lmdb"):
+        refs.append(f"data {data_spec!r}")
+    if refs:
+        modules = ", ".join(sorted({r.split("'")[1].partition(":")[0] for r in refs}))
+        print(f"nncompress: importing Python code of this recipe ({' and '.join(refs)}): "
+              f"module {modules} runs with your permissions", file=sys.stderr, flush=True)

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from nncompress.cli._options import add_recipe_argument, add_set_argument
+from nncompress.cli._options import (
+    add_allow_import_argument,
+    add_recipe_argument,
+    add_set_argument,
+)
+
+if TYPE_CHECKING:
+    from nncompress.recipe import Recipe
 
 __all__ = ["add_parser", "run"]
 
@@ -15,6 +23,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     add_set_argument(parser)
     parser.add_argument("--show", action="store_true",
                         help="print the resolved recipe (every default written out)")
+    add_allow_import_argument(parser)  # without it a module:callable model is not imported
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,17 +37,36 @@ def run(args: argparse.Namespace) -> int:
     from nncompress.stages import check_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    check_recipe(recipe)
+    code_note = _check_model(recipe, args.allow_import)
+    if code_note is None:
+        check_recipe(recipe)
     if args.show:
         print(dump_recipe(recipe), end="")
     else:
         print(f"{args.recipe}: valid recipe {recipe.name!r}, {len(recipe.stages)} stages: "
               + ", ".join(_stage_line(s) for s in recipe.stages))
+    if code_note is not None:
+        print(code_note)
     missing = missing_paths(recipe.model, recipe.data)
     if missing:
         print("note: `nncompress run` would read these paths, which do not exist here (point "
               "to them with --set KEY=VALUE):\n  " + "\n  ".join(missing))
     return 0
+
+
+def _check_model(recipe: Recipe, allow_import: bool) -> str | None:
+    """For a ``package.module:callable`` model: check the ref without importing; the note."""
+    from nncompress.export._schema import is_builtin
+    from nncompress.models import locate_ref
+
+    ref = recipe.model.ref
+    if allow_import or is_builtin(ref):
+        return None
+    where = locate_ref(ref)  # syntax and the module's file; nothing is imported
+    found = f"module file {where}" if where else "a module without a file"
+    return (f"note: model {ref!r} is Python code ({found}); it was not imported, so the "
+            "stages' layer selections are checked when `nncompress run` builds it (or here "
+            "with --allow-import, which runs it)")
 
 
 def _stage_line(stage: object) -> str:

@@ -19,6 +19,7 @@ from nncompress.models._registry import (
     build_model,
     default_input_shape,
     list_models,
+    locate_ref,
     register_model,
 )
 
@@ -43,6 +44,7 @@ __all__ = [
     "lenet5",
     "lenet300_100",
     "list_models",
+    "locate_ref",
     "load_state_dict_file",
     "mobilenet_v2",
     "read_state_dict",

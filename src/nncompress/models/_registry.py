@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "build_model",
     "default_input_shape",
     "list_models",
+    "locate_ref",
     "register_model",
     "require_ints",
 ]
@@ -160,6 +162,60 @@ def _resolve(ref: str) -> ModelFactory:
     if not callable(target):
         raise ConfigError(f"model ref {ref!r}: {attr!r} is not callable")
     return target  # type: ignore[no-any-return]
+
+
+def locate_ref(ref: str) -> str | None:
+    """Check a ``package.module:callable`` ref and find its module's file, importing nothing.
+
+    Each dotted part of the module is looked up with the import system's finders
+    (``sys.meta_path``) in its parent's folder, as ``import`` would, but no module runs: not
+    the module itself, and not its parent packages (``importlib.util.find_spec`` of
+    ``a.b`` would run ``a/__init__.py``). The callable's name is checked for syntax only.
+
+    Returns:
+        The module's file, or None for a module without one (built in, or already imported
+        without a file, or below such a module).
+
+    Raises:
+        ConfigError: the ref is not ``module.path:name.path`` of identifiers, or its module
+            is not found.
+
+    Example:
+        >>> locate_ref("json.decoder:JSONDecoder").endswith("decoder.py")
+        True
+    """
+    module_name, _, attr = ref.partition(":")
+    names = module_name.split(".")
+    if not all(part.isidentifier() for part in [*names, *attr.split(".")]):
+        raise ConfigError(f"model ref {ref!r} must look like 'package.module:callable' "
+                          "(dotted Python names on both sides of one ':')")
+    search: list[str] | None = None
+    origin: str | None = None
+    for index in range(len(names)):
+        full = ".".join(names[:index + 1])
+        loaded = sys.modules.get(full)
+        spec = getattr(loaded, "__spec__", None) if loaded is not None else None
+        if loaded is None:
+            if index and search is None:  # below a module that is no package: cannot tell
+                return None
+            spec = _find_spec(full, search)
+            if spec is None:
+                raise ConfigError(f"model ref {ref!r}: no module {full!r} on the Python path "
+                                  "(looked for without importing); check the name, or "
+                                  "install it")
+        locations = getattr(spec, "submodule_search_locations", None)
+        search = None if locations is None else list(locations)
+        origin = spec.origin if spec is not None and spec.has_location else None
+    return origin
+
+
+def _find_spec(name: str, search: list[str] | None) -> Any:
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        spec = find(name, search) if find is not None else None
+        if spec is not None:
+            return spec
+    return None
 
 
 def require_ints(**checks: tuple[Any, int]) -> None:
