@@ -37,6 +37,7 @@ def test_recipe_header_and_fields(path: Path) -> None:
     recipe = load_recipe(path.stem)
     check_recipe(recipe)  # builds the model and matches the layer keys
     assert recipe.name == path.stem and recipe.data.workers == 8
+    assert (recipe.device, recipe.precision) == ("auto", "fp32")
     assert recipe.data.transform is not None and recipe.data.transform.kind in ("caffe",
                                                                                  "imagenet")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
-from nncompress.cli._misuse import check_output_file, writing
 from nncompress.cli._options import add_allow_import_argument, add_model_path_argument
 from nncompress.errors import ConfigError
 
@@ -25,17 +25,19 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="store non-INQ floats as float16 (smaller, rounded)")
     parser.set_defaults(float_dtype="float32")
     parser.add_argument("--input-shape", default=None, metavar="C,H,W",
-                        help="ONNX input shape of one example (default: from the model's "
-                             "in_channels and input_size, else 1,28,28)")
+                        help="ONNX input shape of one example (default: the model's "
+                             "in_channels and input_size, given or its defaults, e.g. "
+                             "3,224,224 for resnet18; else 1,28,28)")
     add_allow_import_argument(parser)
 
 
-def _input_shape(text: str | None, kwargs: dict[str, object]) -> tuple[int, ...]:
-    if text is None:
-        channels, size = kwargs.get("in_channels", 1), kwargs.get("input_size", 28)
-        if isinstance(channels, int) and isinstance(size, int):
-            return (channels, size, size)
-        return (1, 28, 28)
+def _input_shape(text: str | None, arch: dict[str, Any]) -> tuple[int, ...]:
+    if text is None:  # the model's own: its kwargs, else its factory's defaults
+        from nncompress.models import default_input_shape
+
+        ref, kwargs = arch.get("ref"), arch.get("kwargs", {})
+        known = default_input_shape(ref, kwargs) if isinstance(ref, str) else None
+        return known if known is not None else (1, 28, 28)
     try:
         shape = tuple(int(part) for part in text.split(","))
     except ValueError:
@@ -53,25 +55,18 @@ def run(args: argparse.Namespace) -> int:
 
     if args.output is None and args.onnx is None:
         raise ConfigError("nothing to write: give -o model.ncz and/or --onnx model.onnx")
-    if args.output is not None:
-        check_output_file(args.output, "-o", (".ncz",))
-    if args.onnx is not None:
-        check_output_file(args.onnx, "--onnx", (".onnx",))
     model, _ = load_run_model(args.path, allow_import=args.allow_import)
     if args.output is not None:
         from nncompress.export import save_compact
 
-        with writing(args.output, "-o"):
-            info = save_compact(model, args.output, float_dtype=args.float_dtype)
+        info = save_compact(model, args.output, float_dtype=args.float_dtype)
         print(f"wrote {args.output}: {info.file_bytes:,} bytes, {info.ratio:.1f}x smaller than "
               f"its fp32 weights ({info.fp32_bytes:,} bytes)")
     if args.onnx is not None:
         from nncompress.export.onnx import export_onnx
 
-        arch = architecture(model) or {"kwargs": {}}
-        shape = _input_shape(args.input_shape, arch["kwargs"])
-        with writing(args.onnx, "--onnx"):
-            export_onnx(model, args.onnx, shape)
+        shape = _input_shape(args.input_shape, architecture(model) or {})
+        export_onnx(model, args.onnx, shape)
         print(f"wrote {args.onnx}: {Path(args.onnx).stat().st_size:,} bytes, input "
               f"(batch, {', '.join(map(str, shape))})")
     return 0
