@@ -17,8 +17,10 @@ def train(args: argparse.Namespace) -> int:
     """
     from nncompress.errors import ConfigError
     from nncompress.interop.solver_train import train_from_solver
+    from nncompress.train.device import resolve_device
     from nncompress.train.distributed import failure_guard, init_distributed, is_writer, shutdown
 
+    device = resolve_device(args.device or "cpu")
     if args.dist_backend == "nccl":
         raise ConfigError("--dist-backend nccl needs a net on the GPU, and the solver trains on "
                           "the CPU; use --dist-backend gloo")
@@ -27,7 +29,7 @@ def train(args: argparse.Namespace) -> int:
         result = train_from_solver(args.solver, net=args.net, weights=args.weights,
                                    data=args.data, out_dir=args.out, max_iter=args.max_iter,
                                    allow_missing=args.allow_missing,
-                                   allow_nonfinite=args.allow_nonfinite)
+                                   allow_nonfinite=args.allow_nonfinite, device=device)
     writer = is_writer()
     shutdown()
     if not writer:
@@ -69,8 +71,13 @@ def evaluate(args: argparse.Namespace) -> int:
 
     if args.batch <= 0:
         raise ConfigError(f"--batch {args.batch} must be a positive number of examples")
+    from nncompress.train.device import resolve_device
+
+    device = resolve_device(args.device or "cpu")
     net, _, splits = _scored_net(args)
-    accuracy = score(net, splits.test_x, splits.test_y, args.batch, net.input_transform)
+    net.to(device)
+    accuracy = score(net, splits.test_x.to(device), splits.test_y.to(device), args.batch,
+                     net.input_transform)
     kept, total = kept_weights(net)
     print(f"{args.data} test ({len(splits.test_y):,} examples): accuracy {100 * accuracy:.2f}% "
           f"(output '{net.outputs['TEST']}', {net.input_transform.spec.describe()}; "

@@ -10,6 +10,8 @@ import argparse
 from fractions import Fraction
 from pathlib import Path
 
+from nncompress.cli._options import add_device_argument
+
 __all__ = ["add_parser", "run"]
 
 
@@ -81,6 +83,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--max-iter", type=int, default=None,
                        help="override the solver's max_iter (short trial runs)")
     _weights_options(train)
+    add_device_argument(train, "cpu")
     train.add_argument("--dist-backend", choices=("gloo", "nccl"), default=None,
                        help="under torchrun: the process group's backend (default gloo: the "
                             "solver trains on the CPU)")
@@ -94,6 +97,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         if name == "eval":
             p.add_argument("--data", required=True, help="data set: mnist, idx:DIR, synthetic")
             p.add_argument("--batch", type=int, default=100, help="examples per forward")
+            add_device_argument(p, "cpu")
         else:
             p.add_argument("-o", "--out", type=Path, required=True, dest="out_file",
                            help="output file: .ncz, .safetensors or .caffemodel")

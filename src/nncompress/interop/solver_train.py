@@ -34,6 +34,7 @@ from nncompress.interop.weights import LoadedMasks, apply_masks, bake_masks, loa
 from nncompress.layers import COMPRESSIBLE
 from nncompress.prepare import is_prepared, mask_fixed_gradients, prepare
 from nncompress.train import apply_lr
+from nncompress.train.device import tensors_to
 from nncompress.train.distributed import (
     average_gradients,
     broadcast_model,
@@ -263,7 +264,8 @@ def train_from_solver(solver: str | Path, net: str | Path | None = None,
                       weights: str | Path | None = None, data: str | None = None,
                       out_dir: str | Path = ".", max_iter: int | None = None,
                       log: Log = print, *, allow_missing: bool = False,
-                      allow_nonfinite: bool = False) -> TrainResult:
+                      allow_nonfinite: bool = False,
+                      device: torch.device | None = None) -> TrainResult:
     """Run ``caffe train --solver SOLVER [--weights W]`` with nncompress.
 
     Args:
@@ -277,6 +279,8 @@ def train_from_solver(solver: str | Path, net: str | Path | None = None,
         log: receives the progress lines.
         allow_missing: warn, instead of failing, about net layers ``weights`` lacks.
         allow_nonfinite: warn, instead of failing, about NaN/inf values in ``weights``.
+        device: where the net and the data go (the CPU when None); see
+            :func:`nncompress.train.device.resolve_device`.
 
     Returns:
         The trained net, test outputs and snapshot paths.
@@ -303,6 +307,8 @@ def train_from_solver(solver: str | Path, net: str | Path | None = None,
         masks = load_blobs(model, read_caffemodel(weights), weights, allow_missing=allow_missing,
                            allow_nonfinite=allow_nonfinite)
     prepare_compression(model, masks)
+    if device is not None:  # the net, its masks and the in-memory data
+        model, splits = model.to(device), tensors_to(splits, device)
     broadcast_model(model)  # under torchrun every rank starts from rank 0's net
     if not is_writer():
         log = _silent
