@@ -195,3 +195,17 @@ def test_tensors_to_moves_dataclass_tensors_only() -> None:
     moved = tensors_to(splits, torch.device("cpu"))
     assert moved.name == splits.name and torch.equal(moved.train_x, splits.train_x)
     assert tensors_to("text", torch.device("cpu")) == "text"
+
+
+def test_cuda_under_torchrun_is_the_local_rank_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device("cuda") == torch.device("cuda", 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(ConfigError, match="LOCAL_RANK 2 but the machine has 2 CUDA device"):
+        resolve_device("cuda")
+    with pytest.raises(ConfigError, match=r"device 'cuda:2': this machine has 2 CUDA device\(s\), "
+                                          "cuda:0 to cuda:1"):
+        resolve_device("cuda:2")

@@ -5,7 +5,7 @@ A recipe's top-level ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps`
 is read (:func:`check_device_name`, :func:`check_precision_name`; a recipe stays valid on a
 machine without the GPU it asks for), and against the machine when a command is about to train
 or evaluate (:func:`resolve_device`). ``auto`` takes CUDA when present, else the CPU; under
-``torchrun`` with nccl, ``cuda`` and ``auto`` mean the process's own GPU.
+``torchrun``, ``cuda`` and ``auto`` mean the process's own GPU (``cuda:LOCAL_RANK``).
 
 Precision is mixed: parameters, optimizer state and every piece of compression state keep
 their dtypes (float32 weights, bool masks, bfloat16 INQ values, float64 DNS statistics); only
@@ -19,6 +19,7 @@ optimizer, so neither hook runs and nothing moves.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -78,8 +79,14 @@ def _cuda(name: str) -> torch.device:
         raise ConfigError(f"device {name!r}: {build}; use device cpu (or auto, which takes "
                           "CUDA only when present)")
     count = torch.cuda.device_count()
-    if name == "cuda":
-        return torch.device("cuda", torch.cuda.current_device())  # torchrun: the rank's GPU
+    if name == "cuda":  # under torchrun, the process's own GPU
+        local = os.environ.get("LOCAL_RANK", "")
+        index = int(local) if local.isdigit() else torch.cuda.current_device()
+        if index < count:
+            return torch.device("cuda", index)
+        raise ConfigError(f"device 'cuda': this process is LOCAL_RANK {index} but the machine "
+                          f"has {count} CUDA device(s); start at most {count} processes per "
+                          "machine")
     index = int(name.split(":", 1)[1])
     if index >= count:
         raise ConfigError(f"device {name!r}: this machine has {count} CUDA device(s), "
