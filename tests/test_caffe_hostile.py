@@ -14,7 +14,12 @@ from nncompress.cli import main
 from nncompress.errors import ConfigError, FormatError, NNCompressError, NonFiniteError
 from nncompress.interop import caffe_checks
 from nncompress.interop.caffe_net import from_text
-from nncompress.interop.caffemodel import CaffeLayerBlobs, write_caffemodel
+from nncompress.interop.caffemodel import (
+    CaffeLayerBlobs,
+    _classes,
+    read_caffemodel,
+    write_caffemodel,
+)
 from nncompress.interop.convert import load_plain
 from nncompress.interop.weights import net_blobs
 from tests.caffe_mutations import base_nets, classify, mutations
@@ -292,3 +297,34 @@ def test_seeded_caffemodel_mutations_are_all_refused(tmp_path: Path) -> None:
         write_caffemodel(path, layers)
         with pytest.raises((ConfigError, NonFiniteError)):
             load_plain(net_file, path)
+
+
+def test_a_negative_blob_size_is_a_format_error(tmp_path: Path) -> None:
+    net = _classes()["NetParameter"]()
+    blob = net.layer.add(name="ip1", type="InnerProduct").blobs.add()
+    blob.shape.dim.extend([-1, -3])
+    blob.data.extend([1.0, 2.0, 3.0])
+    (tmp_path / "neg.caffemodel").write_bytes(net.SerializeToString())
+    with pytest.raises(FormatError, match=r"blob shape \[-1, -3\] has a negative size"):
+        read_caffemodel(tmp_path / "neg.caffemodel")
+
+
+def test_raw_corruption_of_a_caffemodel_is_loaded_or_refused(tmp_path: Path) -> None:
+    net_file, path = _caffemodel(tmp_path)
+    base, rng = path.read_bytes(), random.Random(1)
+    outcomes = set()
+    for _ in range(150):
+        data = bytearray(base)
+        if rng.random() < 0.5:
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        else:
+            data = data[:rng.randrange(len(data))]
+        path.write_bytes(bytes(data))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                load_plain(net_file, path)
+            outcomes.add("loaded")
+        except NNCompressError:
+            outcomes.add("refused")
+    assert outcomes == {"loaded", "refused"}

@@ -15,6 +15,7 @@ shape 7 (``BlobShape``: dim 1, packed int64), double_data 8 (packed double).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,7 +129,9 @@ def _blob_to_array(blob: Any, where: str) -> tuple[np.ndarray, bool]:
         values = np.asarray(blob.data, dtype=np.float32)
     else:
         values = np.asarray(blob.double_data, dtype=np.float64).astype(np.float32)
-    count = int(np.prod(shape)) if shape else 1
+    if any(d < 0 for d in shape):
+        raise FormatError(f"{where}: blob shape {list(shape)} has a negative size")
+    count = math.prod(shape)
     if legacy and not len(values) and count == 0:
         return np.zeros((0,), np.float32), legacy
     if values.size != count:
