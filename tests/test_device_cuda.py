@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,3 +118,54 @@ def test_a_prepared_layer_keeps_its_state_on_its_device() -> None:
     cpu_layer.load_state_dict(state)  # a CUDA state loads into a CPU layer
     assert int(cpu_layer.dns_iteration) == 1
     assert cpu_layer.__dict__["_dns_host"].iteration == 1
+
+
+TINY = {
+    "version": 1, "name": "tiny_cuda",
+    "model": {"ref": "tiny_mlp", "kwargs": {"input_size": 8, "hidden": 12}},
+    "data": {"spec": "synthetic:n=128,test=32,size=8"}, "seed": 2, "device": "cuda",
+    "stages": [
+        {"stage": "dns", "iterations": 6, "batch_size": 16, "eval_interval": 0,
+         "checkpoint_interval": 3, "defaults": {"c_rate": 0.5}},
+        {"stage": "inq", "portions": [0.5, 1.0], "iterations_per_step": [4, 2],
+         "batch_size": 16, "eval_interval": 0, "checkpoint_interval": 2,
+         "defaults": {"num_quantum_values": 4}},
+        {"stage": "finalize"},
+    ],
+}
+
+
+def test_run_on_cuda_in_fp16_then_resume_on_the_cpu(tmp_path: Path) -> None:
+    from nncompress.pipeline import RunInterrupted, run_recipe
+    from nncompress.recipe import parse_recipe
+    from nncompress.train.checkpoint import list_checkpoints, load_checkpoint
+
+    out = tmp_path / "run"
+    with pytest.raises(RunInterrupted):
+        run_recipe(parse_recipe({**TINY, "precision": "fp16"}), out, progress="none",
+                   stop_after=9)  # in INQ's first step, after a periodic checkpoint
+    newest = load_checkpoint(list_checkpoints(out / "checkpoints")[-1])
+    assert {t.device.type for t in newest.model_state.values()} == {"cpu"}
+    assert newest.metadata["grad_scaler"]["scale"] > 0
+    assert "cuda" in newest.rng_state
+    resumed = run_recipe(parse_recipe({**TINY, "device": "cpu"}), out, progress="none",
+                         resume=True).model
+    for name, value in resumed.state_dict().items():
+        assert value.device.type == "cpu"
+        if name.endswith("weight"):
+            assert _powers_of_two_or_zero(value), name
+
+
+def test_run_on_cuda_matches_the_cpu_run(tmp_path: Path) -> None:
+    from nncompress.pipeline import run_recipe
+    from nncompress.recipe import parse_recipe
+
+    gpu = run_recipe(parse_recipe(TINY), tmp_path / "gpu", progress="none")
+    cpu = run_recipe(parse_recipe({**TINY, "device": "cpu"}), tmp_path / "cpu", progress="none")
+    assert next(gpu.model.parameters()).device.type == "cuda"
+    for (name, a), b in zip(gpu.model.state_dict().items(), cpu.model.state_dict().values()):
+        if name.endswith("weight"):
+            assert _powers_of_two_or_zero(a.cpu()), name
+            assert (a.cpu() == b).double().mean().item() >= 0.95, name
+    assert gpu.report["test"]["accuracy"] == pytest.approx(cpu.report["test"]["accuracy"],
+                                                           abs=0.1)

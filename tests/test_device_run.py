@@ -102,5 +102,5 @@ def test_resume_may_name_another_device(tmp_path: Path) -> None:
     for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
     with pytest.raises(ConfigError, match="different recipe"):
-        run_recipe(parse_recipe({**TINY, "precision": "bf16"}), tmp_path / "cut",
-                   progress="none", resume=True)
+        run_recipe(parse_recipe({**TINY, "seed": 3}), tmp_path / "cut", progress="none",
+                   resume=True)

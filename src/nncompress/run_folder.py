@@ -127,8 +127,8 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
 
 
 def _resumable_part(recipe: dict[str, Any]) -> dict[str, Any]:
-    """What must not change on resume: all but the device (checkpoints load on any device)."""
-    return {**recipe, "device": None, "precision": recipe.get("precision", "fp32")}
+    """What must not change on resume: all but device and precision (checkpoints fit any)."""
+    return {**recipe, "device": None, "precision": None}
 
 
 def open_run_folder(out: Path, recipe: Recipe, resume: bool) -> Checkpoint | None:
