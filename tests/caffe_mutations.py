@@ -22,6 +22,21 @@ NUMERIC = ("num_output", "kernel_size", "stride", "pad", "group", "dilation", "l
 PARAM_MESSAGES = ("convolution_param", "inner_product_param", "pooling_param",
                   "dns_convolution_param", "dns_inner_product_param", "inq_convolution_param",
                   "inq_inner_product_param")
+# a child interpreter: every mutation of seed 14 classified under an address-space limit of
+# what it uses plus 1 GiB, so a huge allocation fails instead of swapping
+LIMITED_CHILD = r"""
+import json, resource, sys
+import torch
+torch.set_num_threads(1)
+from tests.caffe_mutations import base_nets, classify, mutations
+bases = base_nets()
+assert all(classify(text) == "accepted" for text in bases.values())
+with open("/proc/self/status") as status:
+    used = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (used + (1 << 30), resource.RLIM_INFINITY))
+print(json.dumps([[m.detail, m.invalid, classify(m.text)]
+                  for m in mutations(bases, seed=14, count=330)]))
+"""
 _FIELD = re.compile(r"^(\s*)([a-z_]+)(\s*:\s*)(\S+)\s*$")
 _OPEN = re.compile(r"^\s*([a-z_]+)\s*\{")
 
