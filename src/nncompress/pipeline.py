@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from nncompress._io import atomic_write_text
+from nncompress.errors import NonFiniteError
 from nncompress.prepare import finalize, quantize_step
 from nncompress.recipe import (
     DNSStage,
@@ -48,6 +49,7 @@ from nncompress.run_folder import (
     save_weights,
 )
 from nncompress.run_inputs import RunData, load_inputs
+from nncompress.run_resume import with_last_checkpoint
 from nncompress.stages import (
     Position,
     apply_structure,
@@ -337,6 +339,9 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, resume: bool = False,
     if on_ready is not None and is_writer():
         on_ready(out)
     runner = _Runner(recipe, out, model, data, progress, stop_after, verify_ranks)
-    runner.run(checkpoint)
+    try:
+        runner.run(checkpoint)
+    except NonFiniteError as exc:  # a diverged run: say where it can be picked up
+        raise with_last_checkpoint(exc, out) from None
     report = runner.finish()
     return RunResult(out_dir=out, report=report, model=runner.model)

@@ -23,11 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from nncompress.checkpoint_checks import check_checkpoint
-from nncompress.errors import FormatError
+from nncompress.errors import FormatError, NonFiniteError
 from nncompress.recipe import Recipe
 from nncompress.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint
 
-__all__ = ["read_rows", "read_saved_recipe", "remove_stale_temporaries", "resume_checkpoint"]
+__all__ = [
+    "read_rows",
+    "read_saved_recipe",
+    "remove_stale_temporaries",
+    "resume_checkpoint",
+    "with_last_checkpoint",
+]
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -153,3 +159,17 @@ def _check_rows(metrics: Path, checkpoint: Checkpoint) -> None:
         raise FormatError(f"{metrics}: holds {have} records, but {checkpoint.path.name} was "
                           f"written after {need}; the file was cut or edited (restore it, or "
                           "start a new run with another --out)")
+
+
+def with_last_checkpoint(error: NonFiniteError, out: Path) -> NonFiniteError:
+    """``error`` (a diverged run) completed with the run's newest checkpoint, to go back to.
+
+    Example:
+        >>> str(with_last_checkpoint(NonFiniteError("loss nan"), Path("/nonexistent")))
+        'loss nan; the run stopped before its first checkpoint'
+    """
+    saved = list_checkpoints(out / "checkpoints")
+    if not saved:
+        return NonFiniteError(f"{error}; the run stopped before its first checkpoint")
+    return NonFiniteError(f"{error}; the run stopped, its last checkpoint is {saved[-1]} "
+                          "(nncompress eval and export take it)")

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nncompress.errors import ConfigError, NonFiniteError
+from nncompress.errors import ConfigError
 from nncompress.train._dist_eval import evaluate_batches_sharded, evaluate_sharded
+from nncompress.train._losses import PendingLosses
 from nncompress.train._records import postfix
 from nncompress.train.config import BiasConfig, LRConfig, OptimizerConfig
 from nncompress.train.device import Precision
@@ -242,12 +243,14 @@ class TrainingLoop:
     amp: Precision = field(default_factory=Precision)
     _last_eval: str = ""
     _feed: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
+    _losses: PendingLosses = field(default_factory=PendingLosses)  # see train/_losses.py
 
     def run(self, state: TrainState) -> None:
         """Train from ``state.iteration`` to ``iterations``, updating ``state`` in place.
 
         Raises:
-            NonFiniteError: the training loss became NaN or infinite.
+            NonFiniteError: the training loss became NaN or infinite (on CUDA found at the
+                next progress update, evaluation or checkpoint: no sync per iteration).
 
         Example:
             >>> # see nncompress.pipeline.run_recipe
@@ -266,6 +269,7 @@ class TrainingLoop:
                 if bar is not None:
                     bar.update(1)
                     if state.iteration % 20 == 0:  # running loss, then the last evaluation
+                        self._read_losses(state)
                         bar.set_postfix_str(f"loss {state.loss_sum / state.loss_count:.4f} "
                                             f"{self._last_eval}".rstrip())
                 last = state.iteration == self.iterations
@@ -274,6 +278,7 @@ class TrainingLoop:
                 if (not last and self.checkpoint_interval
                         and state.iteration % self.checkpoint_interval == 0
                         and self.on_checkpoint is not None):
+                    self._read_losses(state)
                     self.on_checkpoint(state)
                 if self.after_iteration is not None:
                     self.after_iteration()
@@ -293,18 +298,20 @@ class TrainingLoop:
         self.optimizer.zero_grad(set_to_none=True)
         with self.amp.autocast():
             loss = F.cross_entropy(self.model(x), y)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise NonFiniteError(f"{self.description}: the training loss became {value} at "
-                                 f"iteration {state.iteration} (lr {lr:g}); lower the "
-                                 "learning rate (lr.base_lr) or check the data scale")
+        self._losses.add(loss.detach(), state.iteration)
+        if not loss.is_cuda:  # read (and checked) now only where that costs no device sync
+            self._read_losses(state)
         self.amp.backward_step(loss, self.optimizer)
         state.iteration += 1
-        state.loss_sum += value
         state.loss_count += 1
         return lr
 
+    def _read_losses(self, state: TrainState) -> None:
+        state.loss_sum = self._losses.read(state.loss_sum, self.description,
+                                           self.schedule.lr_at)
+
     def _evaluate(self, state: TrainState, lr: float, bar: Any) -> None:
+        self._read_losses(state)  # a non-finite loss stops the run here on CUDA
         if self.stream is None:
             eval_loss, accuracy = evaluate_sharded(self.model, self.eval_x, self.eval_y)
         else:
