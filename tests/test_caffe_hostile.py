@@ -114,6 +114,10 @@ def test_misspelt_compression_field_names_the_right_one() -> None:
     assert "unknown field 'group' in pooling_param" in message
     message = _refused(_edit("inner_product_param", "inner_produc_param"), FormatError)
     assert "did you mean 'inner_product_param'" in message
+    message = _refused(NET.replace('layer { name: "pool1"', 'layr { name: "pool1"'), FormatError)
+    assert "unknown field 'layr' in the net (did you mean 'layer'?)" in message
+    legacy = 'layers { name: "r" type: RELU bottom: "x" top: "x" relu_parm { } }'
+    assert "layer 'r': unknown field 'relu_parm'" in _refused(legacy, FormatError)
 
 
 def test_a_misspelt_filler_field_is_refused() -> None:

@@ -70,6 +70,16 @@ _LAYER = {"name", "type", "bottom", "top", "phase", "loss_weight", "param", "blo
           "prelu_param", "recurrent_param", "reduction_param", "sigmoid_param", "spp_param",
           "slice_param", "swish_param", "tanh_param", "threshold_param", "tile_param"}
 
+_V1_LAYER = {"bottom", "top", "name", "include", "exclude", "type", "blobs", "param",
+             "blob_share_mode", "blobs_lr", "weight_decay", "loss_weight", "layer",
+             "transform_param", "data_param", "dummy_data_param", "image_data_param",
+             "memory_data_param", "hdf5_data_param", "window_data_param", *_PARAMS,
+             "argmax_param", "contrastive_loss_param", "exp_param", "hdf5_output_param",
+             "hinge_loss_param", "infogain_loss_param", "mvn_param", "power_param",
+             "sigmoid_param", "slice_param", "tanh_param", "threshold_param"}
+_NET = {"name", "input", "input_shape", "input_dim", "force_backward", "state", "debug_info",
+        "layer", "layers"}
+
 # type -> (fewest bottoms, most bottoms, fewest tops, most tops); None: no upper bound
 _ONE = (1, 1, 1, 1)
 _COUNTS: dict[str, tuple[int, int | None, int, int | None]] = {
@@ -87,8 +97,8 @@ def check_layers(net: Message, specs: Sequence[LayerSpec], phases: Sequence[str]
     """Fields, blob counts and names of every layer, before any is built.
 
     Args:
-        net: the parsed net (the fields of its current-format ``layer`` messages are checked;
-            legacy ``layers`` messages have another schema and are not).
+        net: the parsed net: its own fields, and those of its ``layer`` (and legacy ``layers``)
+            messages, are checked against Caffe's schema.
         specs: its layers (:func:`~nncompress.interop.caffe_spec.layer_specs`).
         phases: the phases the net is built for.
 
@@ -107,12 +117,14 @@ def check_layers(net: Message, specs: Sequence[LayerSpec], phases: Sequence[str]
         ...
         nncompress.interop.prototxt_tree.PrototxtError: <text>:1:81: layer 'r': unknown field 'negative_slop' in relu_param (did you mean 'negative_slope'?)
     """  # noqa: E501
-    written = {id(m) for m in net.messages("layer")}
+    _check_fields(net, "the net", _NET, "")
+    written = {id(m): _LAYER for m in net.messages("layer")}
+    written.update({id(m): _V1_LAYER for m in net.messages("layers")})
     for spec in specs:
         if not spec.type:
             raise PrototxtError(spec.where, f"layer '{spec.name}' has no type")
         if id(spec.msg) in written:
-            _check_fields(spec.msg, "layer", _LAYER, spec)
+            _check_fields(spec.msg, "layer", written[id(spec.msg)], f"layer '{spec.name}': ")
         _check_counts(spec)
     for phase in phases:
         seen: dict[str, LayerSpec] = {}
@@ -126,14 +138,14 @@ def check_layers(net: Message, specs: Sequence[LayerSpec], phases: Sequence[str]
             seen[spec.name] = spec
 
 
-def _check_fields(msg: Message, what: str, known: set[str], spec: LayerSpec) -> None:
+def _check_fields(msg: Message, what: str, known: set[str], owner: str) -> None:
     for f in msg.fields:
         if f.name not in known:
-            raise PrototxtError(f.where, f"layer '{spec.name}': unknown field '{f.name}' in "
+            raise PrototxtError(f.where, f"{owner}unknown field '{f.name}' in "
                                 f"{what}{did_you_mean(f.name, known)}")
         inner = _PARAMS.get(f.name) or (_FILLER if f.name.endswith("filler") else None)
         if inner is not None and isinstance(f.value, Message):
-            _check_fields(f.value, f.name, inner, spec)
+            _check_fields(f.value, f.name, inner, owner)
 
 
 def _check_counts(spec: LayerSpec) -> None:
