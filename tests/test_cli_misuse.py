@@ -145,6 +145,12 @@ def test_eval_of_an_empty_folder(tmp_path: Path, capsys: pytest.CaptureFixture[s
      "its nncompress header lacks the architecture (an object with a ref string and kwargs)"),
     (json.dumps({"format": "nncompress-weights", "architecture": {"ref": 3}}),
      "its nncompress header lacks the architecture"),
+    (json.dumps({"format": "nncompress-weights", "architecture": {
+        "ref": "tiny_mlp", "kwargs": {"input_size": 8, "hidden": 2**40}}}),
+     "metadata field arch.kwargs.hidden is 1099511627776, expected an integer in"),
+    (json.dumps({"format": "nncompress-weights", "architecture": {
+        "ref": "tiny_mlp", "kwargs": {"input_size": 8, "hidden": 10**8}}}),
+     "building the model would take more than "),
 ])
 def test_weights_with_a_bad_header(tmp_path: Path, header: str, message: str,
                                    capsys: pytest.CaptureFixture[str]) -> None:
@@ -222,3 +228,15 @@ def test_run_says_once_that_it_imports_the_users_module(
                      "'evil_mod:build'): module evil_mod runs with your permissions") == 1
     assert (tmp_path / "mod_ran").exists()  # it did import it (build() returns no model)
     assert "'evil_mod:build' returned NoneType, not a torch.nn.Module" in err
+
+
+def test_eval_of_a_run_with_a_damaged_recipe(finished: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    (run / "model.safetensors").unlink()  # the newest checkpoint is loaded with the recipe
+    (run / "recipe.yaml").write_bytes(b"\x00garbage: [")
+    assert fails(["eval", str(run)], capsys).startswith(
+        f"{run / 'recipe.yaml'}: cannot read the recipe: ")

@@ -211,6 +211,26 @@ def _checked_ref(ref: str, allow_import: bool) -> str:
     return ref
 
 
+def _bounded_build(ref: str, kwargs: dict[str, Any], file: Path, allow_import: bool) -> nn.Module:
+    """Build the model a weights file or checkpoint holds, within memory its size accounts for.
+
+    The file stores every tensor of the model, so building it needs no more than the file's
+    size (twice, plus 16 MiB of slack); numbers in ``kwargs`` are bounded before anything runs.
+    """
+    from nncompress.export._guard import FLOOR_BYTES, AllocationGuard
+    from nncompress.export._schema import check_arch
+
+    check_arch({"ref": ref, "kwargs": kwargs}, str(file))
+    guard = AllocationGuard(FLOOR_BYTES + 2 * file.stat().st_size, str(file))
+    try:
+        with guard:
+            return build_model(_checked_ref(ref, allow_import), **kwargs)
+    except Exception:
+        if guard.refused is not None:  # said plainly, even where the builder wrapped it
+            raise guard.refused from None
+        raise
+
+
 def _resolve_target(target: Path) -> Path:
     """The file to load for ``target``: a folder's final weights, else its newest checkpoint."""
     if target.is_dir():
@@ -256,14 +276,14 @@ def load_run_model(path: str | Path, *, allow_import: bool = False) -> tuple[nn.
     header = _read_header(target)
     if header.get("format") == WEIGHTS_FORMAT:
         arch = header["architecture"]
-        model = build_model(_checked_ref(arch["ref"], allow_import), **arch.get("kwargs", {}))
+        model = _bounded_build(arch["ref"], arch.get("kwargs", {}), target, allow_import)
         load_weights(model, target)
         return model.eval(), _run_recipe_of(target.parent)
     recipe = _run_recipe_of(target.parent.parent)
     if recipe is None:
         raise ConfigError(f"{target}: a checkpoint is loaded with its run folder's recipe.yaml, "
                           f"which is not at {target.parent.parent / 'recipe.yaml'}")
-    model = build_model(_checked_ref(recipe.model.ref, allow_import), **recipe.model.kwargs)
+    model = _bounded_build(recipe.model.ref, recipe.model.kwargs, target, allow_import)
     checkpoint = load_checkpoint(target)
     check_checkpoint(recipe, checkpoint)
     model, _ = restore_checkpoint(recipe, model, checkpoint)
