@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import nncompress as nnc
-from nncompress.inq import MAX_EXPONENT, MIN_EXPONENT, level_range
+from nncompress.inq import MAX_EXPONENT, MIN_EXPONENT, exponent_range, level_range
 from nncompress.layers import CompressedLayer
 
 
@@ -73,6 +73,18 @@ def test_a_weight_of_3e38_quantizes_to_the_largest_power_not_inf() -> None:
     assert model.inq_levels("weight")[:2] == (127, 120)
     assert model.weight.detach()[0].tolist() == [2.0 ** 127, 0.0, -2.0 ** 127, 2.0 ** 126]
     assert bool(torch.isfinite(model.weight_fixed.float()).all())
+
+
+def test_a_float16_layer_keeps_its_levels_finite_and_exact() -> None:
+    assert exponent_range(torch.float16) == (-24, 15)
+    assert exponent_range(torch.float64) == (MIN_EXPONENT, MAX_EXPONENT)  # the state's range
+    layer = nn.Linear(3, 1, bias=False).half()
+    with torch.no_grad():  # 4/3 * 60000 = 80000 would give n1 = 16: 2^16 is inf in float16
+        layer.weight.copy_(torch.tensor([[60000.0, -300.0, 2.0 ** -24]]))
+    model = nnc.prepare(layer, nnc.INQConfig(portions=(1.0,), num_quantum_values=8))
+    nnc.quantize_step(model)
+    assert model.inq_levels("weight")[:2] == (15, 8)
+    assert model.weight.detach()[0].tolist() == [2.0 ** 15, -(2.0 ** 8), 0.0]
 
 
 def test_every_float32_power_of_two_survives_the_state() -> None:

@@ -11,8 +11,9 @@ bytes per entry. bfloat16 holds every ``±2^e`` with ``MIN_EXPONENT = -133 <= e 
 127`` exactly (below 2^-126 as a subnormal); float32's subnormal powers 2^-134 ... 2^-149 it does
 not. So the exponents of a level set are clamped to that range: ``n1 <= 127`` (``2^128``, which
 ``4/3 * 3e38`` would ask for, is infinite) and ``n2 >= -133`` (a layer whose levels would reach
-below 2^-133 gets fewer of them; its entries below 2^-134 round to 0). Every fixed value is then
-exact in the state and in float32.
+below 2^-133 gets fewer of them; its entries below 2^-134 round to 0). A layer held in a
+narrower dtype clamps to that dtype's powers too (float16: 2^-24 ... 2^15). Every fixed value is
+then exact in the state and in the layer's own dtype.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from nncompress._config import check, config_class
 from nncompress.errors import NonFiniteError
 
 __all__ = ["FIXED_DTYPE", "MAX_EXPONENT", "MIN_EXPONENT", "STRATEGIES", "INQConfig",
-           "check_finite", "fix_count", "level_range", "quantize", "select_largest"]
+           "check_finite", "exponent_range", "fix_count", "level_range", "quantize",
+           "select_largest"]
 
 STRATEGIES = ("magnitude", "random")
 FIXED_DTYPE = torch.bfloat16
@@ -95,11 +97,27 @@ def check_finite(tensor: torch.Tensor, where: str, when: str) -> None:
                              "check the learning rate and the data")
 
 
-def level_range(max_abs: float, num_quantum_values: int) -> tuple[int, int]:
+def exponent_range(dtype: torch.dtype) -> tuple[int, int]:
+    """The least and greatest ``e`` with ``2^e`` exact and finite in both ``dtype`` and the
+    bfloat16 state.
+
+    Example:
+        >>> exponent_range(torch.float32), exponent_range(torch.float16)
+        ((-133, 127), (-24, 15))
+    """
+    info = torch.finfo(dtype)
+    least = math.frexp(info.tiny * info.eps)[1] - 1  # the smallest subnormal
+    greatest = math.frexp(info.max)[1] - 1
+    return max(least, MIN_EXPONENT), min(greatest, MAX_EXPONENT)
+
+
+def level_range(max_abs: float, num_quantum_values: int,
+                dtype: torch.dtype = torch.float32) -> tuple[int, int]:
     """Exponents ``(n1, n2)`` of the level set for a largest magnitude ``max_abs > 0``.
 
-    Both lie in ``[MIN_EXPONENT, MAX_EXPONENT]``, so every level is finite and exact in the
-    bfloat16 state (see the module docstring): ``n1`` is at most 127, ``n2`` at least -133.
+    Both lie in :func:`exponent_range` of ``dtype`` (the layer's), so every level is finite and
+    exact in the layer and in the bfloat16 state (see the module docstring): for float32,
+    ``n1`` is at most 127 and ``n2`` at least -133.
 
     Example:
         >>> level_range(0.75, 8)   # 4/3 * 0.75 = 1 = 2^0
@@ -107,9 +125,10 @@ def level_range(max_abs: float, num_quantum_values: int) -> tuple[int, int]:
         >>> level_range(3e38, 8), level_range(2.0 ** -130, 8)  # clamped at both ends
         ((127, 120), (-130, -133))
     """
+    least, greatest = exponent_range(dtype)
     _, exponent = math.frexp(4.0 * max_abs / 3.0)  # x = m * 2^exponent, m in [0.5, 1)
-    n1 = min(max(exponent - 1, MIN_EXPONENT), MAX_EXPONENT)
-    return n1, max(n1 - num_quantum_values + 1, MIN_EXPONENT)
+    n1 = min(max(exponent - 1, least), greatest)
+    return n1, max(n1 - num_quantum_values + 1, least)
 
 
 def quantize(values: torch.Tensor, n1: int, n2: int) -> torch.Tensor:

@@ -209,7 +209,7 @@ class CompressedLayer(nn.Module):
         count = int(participating.sum())
         n1 = n2 = 0
         if count:
-            n1, n2 = _inq.level_range(float(param.abs().max()), num_quantum_values)
+            n1, n2 = _inq.level_range(float(param.abs().max()), num_quantum_values, param.dtype)
         fixed = torch.where(participating, math.nan, 0.0).to(_inq.FIXED_DTYPE)
         self.register_buffer(f"{blob}_fixed", fixed)
         self.register_buffer(f"{blob}_levels", torch.tensor([n1, n2, count], dtype=torch.int64,
