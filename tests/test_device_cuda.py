@@ -131,6 +131,7 @@ TINY = {
          "batch_size": 16, "eval_interval": 0, "checkpoint_interval": 2,
          "defaults": {"num_quantum_values": 4}},
         {"stage": "finalize"},
+        {"stage": "export"},
     ],
 }
 
@@ -163,6 +164,7 @@ def test_run_on_cuda_matches_the_cpu_run(tmp_path: Path) -> None:
     gpu = run_recipe(parse_recipe(TINY), tmp_path / "gpu", progress="none")
     cpu = run_recipe(parse_recipe({**TINY, "device": "cpu"}), tmp_path / "cpu", progress="none")
     assert next(gpu.model.parameters()).device.type == "cuda"
+    assert (tmp_path / "gpu" / "model.ncz").stat().st_size == gpu.report["compact"]["bytes"]
     for (name, a), b in zip(gpu.model.state_dict().items(), cpu.model.state_dict().values()):
         if name.endswith("weight"):
             assert _powers_of_two_or_zero(a.cpu()), name

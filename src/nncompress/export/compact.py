@@ -140,7 +140,7 @@ def save_compact(model: nn.Module, path: str | Path, *, arch: dict[str, Any] | N
                           "(lossless) or 'float16' (half the size, rounded)")
     model = _finalized(model)
     arch = _architecture(model, arch)
-    state = model.state_dict()
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # from any device
     rebuilt = _check_rebuilds(arch, state)
     metas, streams = [], []
     for name, tensor in state.items():
