@@ -78,7 +78,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                        help="net prototxt (default: the solver's 'net', looked up beside it)")
     train.add_argument("--weights", type=Path, default=None, help="caffemodel to start from")
     train.add_argument("--data", default=None,
-                       help="data replacing the Data layers' LMDB: mnist, idx:DIR, synthetic")
+                       help="data replacing the Data layers' own source LMDBs (default: "
+                            "those, when on disk): mnist, idx:DIR, synthetic")
     train.add_argument("--out", type=Path, default=Path("."), help="folder of the snapshots")
     train.add_argument("--max-iter", type=int, default=None,
                        help="override the solver's max_iter (short trial runs)")

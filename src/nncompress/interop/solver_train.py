@@ -1,11 +1,12 @@
 """Train a Caffe net with its solver, as ``caffe train`` does, DNS and INQ layers included.
 
-The Data layers' databases are replaced by a data set of :mod:`nncompress.data`; each layer's
-``transform_param`` (mean, scale, crop, mirror) and ``batch_size`` still apply. Batches are read in
-order and wrap around, like Caffe's database cursor. The loop follows ``Solver::Step``: a test pass
-every ``test_interval`` iterations (and at iteration 0 when ``test_initialization``), ``iter_size``
-forward/backward passes per update, a display every ``display`` iterations and a snapshot every
-``snapshot`` iterations and at the end.
+The Data layers read their own ``source`` LMDBs when they exist on disk
+(:mod:`nncompress.interop.data_source`), or a data set of :mod:`nncompress.data` given instead
+(``--data``); each layer's ``transform_param`` (mean, scale, crop, mirror) and ``batch_size``
+still apply. Batches are read in order and wrap around, like Caffe's database cursor. The loop
+follows ``Solver::Step``: a test pass every ``test_interval`` iterations (and at iteration 0 when
+``test_initialization``), ``iter_size`` forward/backward passes per update, a display every
+``display`` iterations and a snapshot every ``snapshot`` iterations and at the end.
 
 Each snapshot is written twice: ``<prefix>_iter_<N>.caffemodel`` is a normal caffemodel (masks and
 quantized values baked in, two blobs per layer) that plain Caffe loads; ``<prefix>_iter_<N>.masks
@@ -21,11 +22,12 @@ from pathlib import Path
 
 import torch
 
-from nncompress.data import Splits, load_data
+from nncompress.data import Splits, StreamSplits, load_data
 from nncompress.errors import ConfigError
 from nncompress.interop.caffe_net import CaffeNet
 from nncompress.interop.caffe_spec import LayerSpec
 from nncompress.interop.caffemodel import read_caffemodel, write_caffemodel
+from nncompress.interop.data_source import feed_tensors, source_data
 from nncompress.interop.prototxt import Message
 from nncompress.interop.solver import SolverSettings, make_optimizer, read_solver
 from nncompress.interop.solver_nets import solver_net
@@ -153,7 +155,8 @@ def _param_groups(net: CaffeNet) -> list[tuple[torch.Tensor, float, float]]:
 class _Run:
     """The state of one ``caffe train`` run."""
 
-    def __init__(self, settings: SolverSettings, net: CaffeNet, splits: Splits | None,
+    def __init__(self, settings: SolverSettings, net: CaffeNet,
+                 splits: Splits | StreamSplits | None,
                  out_dir: Path, log: Log, base: Path | None = None) -> None:
         self.s, self.net, self.out_dir, self.log = settings, net, out_dir, log
         self.base = base
@@ -166,15 +169,19 @@ class _Run:
         self.losses: deque[float] = deque(maxlen=max(settings.average_loss, 1))
         self.prefix = Path(settings.snapshot_prefix).name or Path(settings.path).stem
 
-    def _feed(self, splits: Splits | None, phase: str, seed: int) -> DataFeed | None:
+    def _feed(self, splits: Splits | StreamSplits | None, phase: str,
+              seed: int) -> DataFeed | None:
         spec = _data_spec(self.net, phase)
         if spec is None:
             return None
         if splits is None:
-            raise ConfigError(f"{spec.where}: the net reads a Data layer; give a data set "
-                              "(--data mnist, idx:DIR or synthetic)")
-        x, y = (splits.train_x, splits.train_y) if phase == "TRAIN" else \
-            (splits.test_x, splits.test_y)
+            raise ConfigError(f"{spec.where}: the net reads a Data layer without a training "
+                              "source; give a data set (--data mnist, idx:DIR or synthetic)")
+        if isinstance(splits, StreamSplits):  # the net's own LMDBs, read batch by batch
+            x, y = feed_tensors(splits, phase, next(self.net.parameters()).device)
+        else:
+            x, y = (splits.train_x, splits.train_y) if phase == "TRAIN" else \
+                (splits.test_x, splits.test_y)
         return DataFeed(x, y, spec, train=phase == "TRAIN", seed=seed, base=self.base)
 
     def solve(self) -> TrainResult:
@@ -273,7 +280,7 @@ def train_from_solver(solver: str | Path, net: str | Path | None = None,
         net: the net prototxt; the solver's ``net`` field when None.
         weights: a caffemodel to start from (masks in it are restored).
         data: the data set replacing the Data layers' databases (``mnist``, ``idx:DIR``,
-            ``synthetic``...); required when the net has Data layers.
+            ``synthetic``...); None: the Data layers' own ``source`` LMDBs, when on disk.
         out_dir: where snapshots go (file names from the solver's ``snapshot_prefix``).
         max_iter: overrides the solver's ``max_iter`` (for short trial runs).
         log: receives the progress lines.
@@ -297,7 +304,8 @@ def train_from_solver(solver: str | Path, net: str | Path | None = None,
     if max_iter is not None:
         settings.max_iter = max_iter
     net_msg, net_path = solver_net(settings, net)
-    splits = load_data(data, scale=1.0) if data else None
+    # --data replaces the Data layers' own sources (LMDBs on disk); without either, _feed says so
+    splits = load_data(data, scale=1.0) if data else source_data(net_msg, net_path.parent)
     seed = max(settings.random_seed, 0)
     if settings.random_seed >= 0:
         torch.manual_seed(settings.random_seed)  # dropout draws
