@@ -209,3 +209,22 @@ def test_cuda_under_torchrun_is_the_local_rank_gpu(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ConfigError, match=r"device 'cuda:2': this machine has 2 CUDA device\(s\), "
                                           "cuda:0 to cuda:1"):
         resolve_device("cuda:2")
+
+
+def test_half_keeps_the_compression_state_exact() -> None:
+    torch.manual_seed(4)
+    dns = nnc.prepare(nn.Linear(8, 6), nnc.DNSConfig(c_rate=0.2))
+    dns(torch.randn(2, 8))
+    stats = dns.dns_stats.clone()
+    dns.half()
+    assert dns.weight.dtype == torch.float16
+    assert dns.dns_stats.dtype == torch.float64 and torch.equal(dns.dns_stats, stats)
+    assert dns.weight_mask.dtype == torch.bool
+    dns(torch.randn(2, 8, dtype=torch.float16))
+    assert int(dns.dns_iteration) == 2
+    inq = nnc.prepare(nn.Linear(8, 6), nnc.INQConfig(num_quantum_values=8))
+    nnc.quantize_step(inq, 1.0)
+    fixed = inq.fixed_values("weight").clone()
+    inq.to(torch.float16)
+    assert inq.fixed_values("weight").dtype == torch.bfloat16
+    assert torch.equal(inq.fixed_values("weight"), fixed)

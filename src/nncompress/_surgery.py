@@ -14,13 +14,15 @@ The mirror follows its buffers: :func:`current` compares the buffers' identities
 counters (plain attributes, no device access) with those recorded, and re-reads the buffers
 only when something outside the layer changed them. ``load_state_dict`` (values read from the
 state dict's own tensors) and ``.to()`` (values kept, tensors re-bound) update the mirror
-without any read, through :meth:`CompressedLayer._load_from_state_dict` and ``_apply``.
+without any read, through :meth:`CompressedLayer._load_from_state_dict` and ``_apply``
+(:func:`moving`, which also keeps the state's dtypes through ``.half()``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,7 +33,7 @@ from nncompress import dns as _dns
 if TYPE_CHECKING:
     from nncompress.layers import CompressedLayer
 
-__all__ = ["HostMirror", "current", "forget", "load_from_state", "rebind", "start", "surgery"]
+__all__ = ["HostMirror", "current", "forget", "load_from_state", "moving", "start", "surgery"]
 
 _KEYS = ("dns_iteration", "dns_stats", "dns_seed")
 _ATTR = "_dns_host"
@@ -110,12 +112,25 @@ def current(layer: CompressedLayer) -> HostMirror:
     return _mirror_from(layer, int(iteration), int(seed), stats.tolist())
 
 
-def rebind(layer: CompressedLayer, mirror: HostMirror | None) -> None:
-    """After ``.to()``/``.cuda()``: keep the values of ``mirror``, bind the new buffers."""
-    if mirror is None or not all(k in layer._buffers for k in _KEYS):
-        return
-    mirror.low, mirror.high = _device_thresholds(layer.buffer("dns_stats"), layer)
-    _record(layer, mirror)
+@contextlib.contextmanager
+def moving(layer: CompressedLayer, state_keys: tuple[str, ...]) -> Iterator[None]:
+    """Around ``Module._apply``: the state keeps its dtypes, the mirror its values.
+
+    ``.to(device)`` moves the state buffers; a dtype change (``.half()``, ``.to(float16)``)
+    would round the bfloat16 INQ values and the float64 statistics, so each buffer whose
+    dtype changed is replaced by the old one, unrounded, on the new device.
+    """
+    mirror = current(layer) if all(k in layer._buffers for k in _KEYS) else None
+    before = {k: v for k, v in layer._buffers.items() if k in state_keys and v is not None}
+    yield
+    for key, old in before.items():
+        new = layer._buffers.get(key)
+        if new is not None and new.dtype != old.dtype:
+            layer._buffers[key] = old.to(new.device)
+    if mirror is not None:
+        mirror.low = mirror.low.to(layer.buffer("dns_stats").device)
+        mirror.high = mirror.high.to(mirror.low.device)
+        _record(layer, mirror)
 
 
 def load_from_state(layer: CompressedLayer, state: Mapping[str, torch.Tensor],

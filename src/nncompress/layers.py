@@ -279,11 +279,9 @@ class CompressedLayer(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args)
         _surgery.load_from_state(self, state_dict, prefix)
 
-    def _apply(self, fn: Any, recurse: bool = True) -> Any:
-        mirror = _surgery.current(self) if self.dns_config is not None else None
-        result = super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
-        _surgery.rebind(self, mirror)
-        return result
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:  # .to(), .cuda(), .half()...
+        with _surgery.moving(self, _DNS_BUFFERS + _INQ_BUFFERS):
+            return super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
 
     # -- forward ------------------------------------------------------------------------------
     def effective(self) -> tuple[torch.Tensor, torch.Tensor | None]:
