@@ -39,10 +39,12 @@ layer { name: "ip1" type: "InnerProduct" bottom: "pool1" top: "ip1"
         inner_product_param { num_output: 5 } }
 """
 LABELLED = """name: "labelled"
-layer { name: "d" type: "Data" top: "data" top: "label" include { phase: TRAIN } }
-layer { name: "d" type: "Data" top: "data" top: "label" include { phase: TEST } }
+layer { name: "d" type: "Data" top: "data" top: "label" include { phase: TRAIN }
+        data_param { batch_size: 4 } }
+layer { name: "d" type: "Data" top: "data" top: "label" include { phase: TEST }
+        data_param { batch_size: 4 } }
 layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
-        inner_product_param { num_output: 3 } }
+        inner_product_param { num_output: 10 } }
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
 """
 

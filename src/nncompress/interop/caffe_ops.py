@@ -125,6 +125,11 @@ def softmax_loss(logits: torch.Tensor, labels: torch.Tensor, axis: int, ignore_l
                           "predictions; the label blob must hold one class per prediction")
     valid = torch.ones_like(target, dtype=torch.bool) if ignore_label is None \
         else target != ignore_label
+    outside = valid & ((target < 0) | (target >= classes))
+    if bool(outside.any()):
+        raise ConfigError(f"SoftmaxWithLoss: label {int(target[outside][0])} is outside the "
+                          f"{classes} classes of its scores; give the layer before it num_output "
+                          "of at least the data's number of classes")
     picked = flat.gather(1, torch.where(valid, target, 0).unsqueeze(1)).squeeze(1)
     total = -(picked * valid).sum()
     outer = math.prod(logits.shape[:axis])
