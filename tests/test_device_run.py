@@ -104,3 +104,12 @@ def test_resume_may_name_another_device(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="different recipe"):
         run_recipe(parse_recipe({**TINY, "seed": 3}), tmp_path / "cut", progress="none",
                    resume=True)
+
+
+def test_nccl_needs_a_gpu_device() -> None:
+    from nncompress.cli.run import _check_backend
+
+    _check_backend("gloo", "cpu", "fp32")
+    with pytest.raises(ConfigError, match="nccl needs the model on a GPU, and this run's device "
+                                          "is 'cpu' \\(cpu\\); give --device cuda"):
+        _check_backend("nccl", "cpu", "fp32")

@@ -34,8 +34,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     add_device_argument(parser, "the recipe's device, cpu if it has none")
     add_json_argument(parser, "report.json instead of a table")
     parser.add_argument("--dist-backend", choices=("gloo", "nccl"), default=None,
-                        help="under torchrun: the process group's backend (default gloo: the "
-                             "pipeline trains on the CPU)")
+                        help="under torchrun: the process group's backend (default gloo; "
+                             "nccl for a run on CUDA GPUs, --device cuda)")
     parser.add_argument("--verify-ranks", action="store_true",
                         help="under torchrun: compare the ranks' weights, masks and fixed values "
                              "at every evaluation (always done at checkpoints)")
@@ -46,12 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
     Under torchrun every process runs it; rank 0 alone writes the run folder and prints.
     """
-    from nncompress.errors import ConfigError
     from nncompress.train.distributed import failure_guard, init_distributed, shutdown
 
-    if args.dist_backend == "nccl":
-        raise ConfigError("--dist-backend nccl needs a model on the GPU, and the pipeline trains "
-                          "on the CPU; use --dist-backend gloo")
     init_distributed(args.dist_backend or "gloo")  # nothing happens without torchrun
     with failure_guard():
         code = _run(args)
@@ -67,6 +63,7 @@ def _run(args: argparse.Namespace) -> int:
 
     device = [f"device={args.device}"] if args.device is not None else []  # over the recipe's
     recipe = load_recipe(args.recipe, [*args.overrides, *device])
+    _check_backend(args.dist_backend, recipe.device, recipe.precision)
     if is_writer():
         _say_imports(recipe.model.ref, recipe.data.spec)
     apply_threads(args.threads)
@@ -87,6 +84,18 @@ def _run(args: argparse.Namespace) -> int:
     if plots is not None:
         print(plots, file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _check_backend(backend: str | None, device: str, precision: str) -> None:
+    """nccl only moves GPU tensors: refuse it for a run on another device."""
+    from nncompress.errors import ConfigError
+    from nncompress.train.device import resolve_device
+
+    where = resolve_device(device, precision)
+    if backend == "nccl" and where.type != "cuda":
+        raise ConfigError(f"--dist-backend nccl needs the model on a GPU, and this run's device "
+                          f"is {device!r} ({where.type}); give --device cuda, or use "
+                          "--dist-backend gloo")
 
 
 def _say_imports(model_ref: str, data_spec: str) -> None:
