@@ -81,8 +81,10 @@ class CaffeNet(nn.Module):
 
     Raises:
         ConfigError: an unknown layer type (naming the layer, its type and the supported types),
-            a bottom no earlier layer produces, or a missing input shape.
-        PrototxtError: a layer parameter is malformed (with file:line:column).
+            a bottom no earlier layer produces, a layer name used twice in one phase, a blob
+            beyond the size bound, or a missing input shape.
+        PrototxtError: a layer parameter is malformed, unknown, or out of range (with
+            file:line:column; the checks and bounds are in :mod:`.caffe_checks`).
     """
 
     def __init__(self, net: Message, input_shape: Sequence[int] | None = None,
@@ -114,7 +116,7 @@ class CaffeNet(nn.Module):
                 if not phase_included(spec, phase):
                     continue
                 check_bottoms(spec, shapes, phase)
-                step = built.get(index) or self._build_step(spec, shapes, phase, gen)
+                step = built.get(index) or self._build_step(spec, shapes, gen)
                 built[index] = step
                 step.phases += (phase,)
                 self._infer(step, shapes, phase)
@@ -124,7 +126,7 @@ class CaffeNet(nn.Module):
             self.outputs[phase] = self._output_blob(phase, built)
         self.steps = [built[i] for i in sorted(built)]
 
-    def _build_step(self, spec: LayerSpec, shapes: Mapping[str, tuple[int, ...]], phase: str,
+    def _build_step(self, spec: LayerSpec, shapes: Mapping[str, tuple[int, ...]],
                     gen: torch.Generator) -> Step:
         if spec.type in INPUT_TYPES:
             return Step(spec, None, None, ())
