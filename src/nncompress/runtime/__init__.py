@@ -103,7 +103,7 @@ def sparsify(model: nn.Module, *, backend: str = "auto", max_density: float = MA
         convertible = type(child) is nn.Linear or convertible_conv(child)
         if convertible and isinstance(weight, torch.Tensor) and weight.dtype in (
                 torch.float32, torch.float64):
-            if float((weight != 0).float().mean()) <= max_density:
+            if int(torch.count_nonzero(weight)) <= max_density * weight.numel():
                 new: nn.Module = (SparseLinear.from_linear(child, backend)  # type: ignore[arg-type]
                                   if type(child) is nn.Linear
                                   else SparseConv.from_conv(child, backend))  # type: ignore[arg-type]

@@ -59,12 +59,12 @@ class CSRMatrix:
             The matrix; values keep the tensor's dtype.
         """
         rows, cols = matrix.shape
-        nonzero = matrix != 0
-        counts = nonzero.sum(1, dtype=torch.int64)
+        flat = matrix.reshape(-1)
+        where = flat.nonzero().squeeze(1)  # row-major positions of the non-zeros
+        row_of = torch.div(where, cols, rounding_mode="floor") if cols else where
         row_ptr = torch.zeros(rows + 1, dtype=torch.int64)
-        torch.cumsum(counts, 0, out=row_ptr[1:])
-        where = nonzero.nonzero()
-        return cls(matrix[nonzero].contiguous(), where[:, 1].to(torch.int32),
+        torch.cumsum(torch.bincount(row_of, minlength=rows), 0, out=row_ptr[1:])
+        return cls(flat[where], (where - row_of * cols).to(torch.int32),
                    row_ptr.to(torch.int32), (rows, cols))
 
     @property
