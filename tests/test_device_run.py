@@ -113,3 +113,15 @@ def test_nccl_needs_a_gpu_device() -> None:
     with pytest.raises(ConfigError, match="nccl needs the model on a GPU, and this run's device "
                                           "is 'cpu' \\(cpu\\); give --device cuda"):
         _check_backend("nccl", "cpu", "fp32")
+
+
+@NO_CUDA
+def test_validate_accepts_a_cuda_recipe_and_notes_the_missing_gpu(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(_file(tmp_path, device="cuda", precision="fp16"))]) == 0
+    out = capsys.readouterr().out
+    assert "valid recipe 'tiny_device'" in out
+    assert "note: `nncompress run` would stop on this machine unless given another --device: " \
+           "device 'cuda': " in out
+    assert main(["validate", str(_file(tmp_path))]) == 0
+    assert "would stop" not in capsys.readouterr().out

@@ -51,7 +51,23 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         print("note: `nncompress run` would read these paths, which do not exist here (point "
               "to them with --set KEY=VALUE):\n  " + "\n  ".join(missing))
+    device_note = _device_note(recipe.device, recipe.precision)
+    if device_note:
+        print(device_note)
     return 0
+
+
+def _device_note(device: str, precision: str) -> str:
+    """A note when this machine lacks the recipe's device (the recipe is still valid)."""
+    from nncompress.errors import ConfigError
+    from nncompress.train.device import resolve_device
+
+    try:
+        resolve_device(device, precision)
+    except ConfigError as exc:
+        return (f"note: `nncompress run` would stop on this machine unless given another "
+                f"--device: {exc}")
+    return ""
 
 
 def _check_model(recipe: Recipe, allow_import: bool) -> str | None:
