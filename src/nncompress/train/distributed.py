@@ -242,7 +242,7 @@ def _broadcast_compression_state(model: nn.Module) -> None:
             local = buffer.detach().to(device).contiguous()
             raw = local.reshape(-1).view(torch.uint8)
             dist.broadcast(raw, src=0)
-            buffer.data.copy_(local)
+            buffer.detach().copy_(local)  # a counted write: DNS host mirrors re-read it
 
 
 def wrap(model: nn.Module, **ddp_options: Any) -> nn.Module:
