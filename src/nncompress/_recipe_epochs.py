@@ -92,10 +92,10 @@ def resolve_stage(stage: Any, train_size: int, path: str) -> Any:
     given = getattr(stage, it_key)
     if given is not None and _as_tuple(given, len(counts)) != counts:
         raise RecipeError(join_path(path, it_key), (
-            f"{_shown(given)} does not match {ep_key} {_shown(epochs)}: with {train_size:,} training "
-            f"examples in batches of {stage.batch_size} they are {_shown(resolved)} iterations; "
-            f"give only {ep_key} (a run's recipe.yaml records both, so this data differs from "
-            "the data it was started with)"))
+            f"{_shown(given)} does not match {ep_key} {_shown(epochs)}: with {train_size:,} "
+            f"training examples in batches of {stage.batch_size} they are {_shown(resolved)} "
+            f"iterations; give only {ep_key} (a run's recipe.yaml records both, so this data "
+            "differs from the data it was started with)"))
     return dataclasses.replace(stage, **{it_key: resolved})
 
 
