@@ -261,6 +261,19 @@ def test_existing_run_needs_resume_and_the_same_recipe(tmp_path: Path) -> None:
     assert again.report == json.loads((tmp_path / "report.json").read_text())
 
 
+def test_a_run_folder_of_an_older_recipe_schema_resumes(tmp_path: Path) -> None:
+    import yaml
+
+    recipe = parse_recipe(tiny_recipe(stages=[{"stage": "train", "iterations": 2}]))
+    run_recipe(recipe, tmp_path, progress="none")
+    saved = yaml.safe_load((tmp_path / "recipe.yaml").read_text())
+    for key in ("workers", "transform", "skip_bad_images", "grey"):  # fields added later
+        del saved["data"][key]
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(saved))
+    again = run_recipe(recipe, tmp_path, progress="none", resume=True)
+    assert again.report == json.loads((tmp_path / "report.json").read_text())
+
+
 def test_initial_weights_from_a_previous_run(tmp_path: Path) -> None:
     first = run_recipe(parse_recipe(tiny_recipe(stages=[{"stage": "train", "iterations": 3}])),
                        tmp_path / "a", progress="none")

@@ -25,10 +25,10 @@ from torch import nn
 
 from nncompress._io import atomic_write_bytes, atomic_write_text
 from nncompress.checkpoint_checks import check_checkpoint
-from nncompress.errors import ConfigError, FormatError
+from nncompress.errors import ConfigError, FormatError, NNCompressError
 from nncompress.export._schema import is_builtin
 from nncompress.models import build_model
-from nncompress.recipe import Recipe, dump_recipe, load_recipe, recipe_to_dict
+from nncompress.recipe import Recipe, dump_recipe, load_recipe, parse_recipe, recipe_to_dict
 from nncompress.run_resume import (
     read_rows,
     read_saved_recipe,
@@ -131,6 +131,14 @@ def _resumable_part(recipe: dict[str, Any]) -> dict[str, Any]:
     return {**recipe, "device": None, "precision": None}
 
 
+def _resolved(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved recipe with the defaults of newer fields filled in (older run folders lack them)."""
+    try:
+        return recipe_to_dict(parse_recipe(saved, check_registries=False))
+    except NNCompressError:
+        return saved  # compared as written; the first difference is reported
+
+
 def open_run_folder(out: Path, recipe: Recipe, resume: bool) -> Checkpoint | None:
     """Start a new run folder (writing ``recipe.yaml``) or check and resume an existing one.
 
@@ -151,7 +159,7 @@ def open_run_folder(out: Path, recipe: Recipe, resume: bool) -> Checkpoint | Non
         raise ConfigError(f"--out {str(out)!r} is a file, not a folder; give a folder for the "
                           "run (new, or an earlier run's with --resume)")
     if resume and saved.exists():
-        where = _first_difference(_resumable_part(read_saved_recipe(saved)),
+        where = _first_difference(_resumable_part(_resolved(read_saved_recipe(saved))),
                                   _resumable_part(recipe_to_dict(recipe)))
         if where:
             raise ConfigError(f"{out}: the run was started with a different recipe (first "

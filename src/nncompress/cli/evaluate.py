@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate and print ``accuracy``, ``error`` and ``loss``; 0 on success."""
     import torch
 
+    from nncompress.cli._misuse import checked
     from nncompress.data import StreamSplits
     from nncompress.run_folder import load_run_model
     from nncompress.run_inputs import open_recipe_data
@@ -74,13 +75,15 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(splits, StreamSplits):
         counts: list[int] = []
         batches = splits.eval_batches(args.batch_size, args.split, device)
-        loss, accuracy = evaluate(model, _counted(batches, counts))
+        loss, accuracy = evaluate(model, checked(model, _counted(batches, counts), spec,
+                                                 args.split))
         y = torch.empty(sum(counts))  # the examples read (unreadable ones skipped)
     else:
         x, y = {"test": (splits.test_x, splits.test_y), "val": (splits.val_x, splits.val_y),
                 "train": (splits.train_x, splits.train_y)}[args.split]
-        loss, accuracy = evaluate(model, ((a.to(device), b.to(device)) for a, b in
-                                          zip(torch.split(x, 1000), torch.split(y, 1000))))
+        loss, accuracy = evaluate(model, checked(model, ((a.to(device), b.to(device)) for a, b in
+                                  zip(torch.split(x, 1000), torch.split(y, 1000))), spec,
+                                  args.split))
     result = {"data": spec, "split": args.split, "examples": len(y), "loss": loss,
               "accuracy": accuracy, "error": 1.0 - accuracy}
     if args.json:

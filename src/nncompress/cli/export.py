@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from nncompress.cli._misuse import check_output_file, writing
 from nncompress.cli._options import add_allow_import_argument, add_model_path_argument
 from nncompress.errors import ConfigError
 
@@ -55,18 +56,24 @@ def run(args: argparse.Namespace) -> int:
 
     if args.output is None and args.onnx is None:
         raise ConfigError("nothing to write: give -o model.ncz and/or --onnx model.onnx")
+    if args.output is not None:
+        check_output_file(args.output, "-o", (".ncz",))
+    if args.onnx is not None:
+        check_output_file(args.onnx, "--onnx", (".onnx",))
     model, _ = load_run_model(args.path, allow_import=args.allow_import)
     if args.output is not None:
         from nncompress.export import save_compact
 
-        info = save_compact(model, args.output, float_dtype=args.float_dtype)
+        with writing(args.output, "-o"):
+            info = save_compact(model, args.output, float_dtype=args.float_dtype)
         print(f"wrote {args.output}: {info.file_bytes:,} bytes, {info.ratio:.1f}x smaller than "
               f"its fp32 weights ({info.fp32_bytes:,} bytes)")
     if args.onnx is not None:
         from nncompress.export.onnx import export_onnx
 
         shape = _input_shape(args.input_shape, architecture(model) or {})
-        export_onnx(model, args.onnx, shape)
+        with writing(args.onnx, "--onnx"):
+            export_onnx(model, args.onnx, shape)
         print(f"wrote {args.onnx}: {Path(args.onnx).stat().st_size:,} bytes, input "
               f"(batch, {', '.join(map(str, shape))})")
     return 0
