@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import nncompress as nnc
 from nncompress.errors import ConfigError
 from nncompress.train import distributed as nd
 from nncompress.train.loop import BatchOrder, evaluate
+from tests.ports import free_port
 
 GLOBAL_BATCH = 32
 DNS_ITERATIONS = 30
@@ -142,17 +142,10 @@ def _worker(process: int, port: int, out: str) -> None:
     nd.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     out = tmp_path_factory.mktemp("ddp")
-    torch.multiprocessing.spawn(_worker, args=(_free_port(), str(out)), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_worker, args=(free_port(), str(out)), nprocs=2, join=True)
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 

@@ -4,7 +4,6 @@ solver for a few iterations on synthetic data; rank 0 alone writes the snapshots
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 from nncompress.interop.caffemodel import read_caffemodel
 from nncompress.interop.solver_train import train_from_solver
 from nncompress.train import distributed as nd
+from tests.ports import free_port
 from tests.test_caffe_train import DATA, _solver, needs_fixtures
 
 SNAPSHOT = "lenet_DNS_iter_4.masks.caffemodel"
@@ -37,13 +37,6 @@ def _worker(process: int, port: int, root: str) -> None:
     nd.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _blobs(path: Path) -> dict[str, list[np.ndarray]]:
     return {e.name: list(e.blobs) for e in read_caffemodel(path) if e.blobs}
 
@@ -53,7 +46,7 @@ def _blobs(path: Path) -> dict[str, list[np.ndarray]]:
 def test_two_processes_train_like_one_and_rank_1_writes_nothing(tmp_path: Path) -> None:
     for process in range(2):
         (tmp_path / f"solver{process}").mkdir()
-    torch.multiprocessing.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     assert not (tmp_path / "out1").exists()
     assert (tmp_path / "log1.txt").read_text() == ""
     assert "Snapshotting" in (tmp_path / "log0.txt").read_text()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from safetensors.torch import load_file
 from nncompress.pipeline import RunInterrupted, run_recipe
 from nncompress.recipe import parse_recipe
 from nncompress.train import distributed as nd
+from tests.ports import free_port
 from tests.test_folder import make_folder
 from tests.test_pipeline import tiny_recipe
 
@@ -66,18 +66,11 @@ def _worker(process: int, port: int, root: str) -> None:
     nd.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("ddp-run")
     make_folder(folder / "images", classes=("a", "b"), per_class=8, size=(4, 4))
-    torch.multiprocessing.spawn(_worker, args=(_free_port(), str(folder)), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_worker, args=(free_port(), str(folder)), nprocs=2, join=True)
     return folder
 
 
@@ -150,7 +143,7 @@ def test_the_command_runs_under_torchrun(tmp_path: Path) -> None:
     recipe.write_text(yaml.safe_dump(tiny_recipe()))
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
                "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
-               str(_free_port()), "-m", "nncompress", "run", str(recipe), "--out",
+               str(free_port()), "-m", "nncompress", "run", str(recipe), "--out",
                str(tmp_path / "run"), "-q", "--json", "--threads", "1", "--verify-ranks"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
