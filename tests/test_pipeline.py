@@ -274,6 +274,23 @@ def test_a_run_folder_of_an_older_recipe_schema_resumes(tmp_path: Path) -> None:
     assert again.report == json.loads((tmp_path / "report.json").read_text())
 
 
+def test_recipe_verify_ranks_compares_the_ranks_at_every_evaluation_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nncompress.pipeline as pipeline
+
+    places: list[str] = []
+    monkeypatch.setattr(pipeline, "verify_ranks", lambda model, where="": places.append(where))
+    stages = [{"stage": "train", "iterations": 8, "eval_interval": 4, "checkpoint_interval": 8}]
+    run_recipe(parse_recipe(tiny_recipe(stages=stages)), tmp_path / "a", progress="none")
+    at_checkpoints = len(places)
+    places.clear()
+    run_recipe(parse_recipe(tiny_recipe(stages=stages, verify_ranks=True)), tmp_path / "b",
+               progress="none")
+    assert at_checkpoints >= 1
+    assert len(places) == at_checkpoints + 2  # and at the evaluations of iterations 4 and 8
+    assert sum("at iteration" in p for p in places) == 2
+
+
 def test_initial_weights_from_a_previous_run(tmp_path: Path) -> None:
     first = run_recipe(parse_recipe(tiny_recipe(stages=[{"stage": "train", "iterations": 3}])),
                        tmp_path / "a", progress="none")

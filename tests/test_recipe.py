@@ -132,7 +132,7 @@ def test_duplicate_stage_types_get_numbered_names() -> None:
     (_raw({"stage": "export", "file": "../x.ncz"}),
      "r.yaml: stages[0].file: '../x.ncz' must be a file name inside the run folder"),
     (_raw(dat="x"), "r.yaml: dat: unknown key (did you mean 'data'?); allowed keys: version, "
-     "name, description, model, data, seed, device, precision, stages"),
+     "name, description, model, data, seed, device, precision, verify_ranks, stages"),
     (_raw(model="lenet"), "r.yaml: model.ref: unknown model 'lenet' (did you mean 'lenet5'?); "
      f"registered: {', '.join(list_models())}; or give package.module:callable"),
     (_raw(version=2), "r.yaml: version: unsupported recipe version 2; this nncompress reads "

@@ -313,7 +313,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, resume: bool = False,
         resume: continue the run in ``out_dir`` from its newest checkpoint.
         progress: ``"bar"``, ``"log"`` (a line per evaluation) or ``"none"``.
         stop_after: stop with :class:`RunInterrupted` after this many iterations (tests).
-        verify_ranks: under torchrun, compare the ranks at every evaluation too.
+        verify_ranks: under torchrun, compare the ranks at every evaluation too (as does the
+            recipe's ``verify_ranks: true``).
         on_ready: called with the folder once the run starts writing into it.
 
     Returns:
@@ -338,7 +339,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, resume: bool = False,
     checkpoint = _open_for_rank(out, recipe, resume)
     if on_ready is not None and is_writer():
         on_ready(out)
-    runner = _Runner(recipe, out, model, data, progress, stop_after, verify_ranks)
+    runner = _Runner(recipe, out, model, data, progress, stop_after,
+                     verify_ranks or recipe.verify_ranks)
     try:
         runner.run(checkpoint)
     except NonFiniteError as exc:  # a diverged run: say where it can be picked up

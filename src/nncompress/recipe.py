@@ -110,6 +110,7 @@ class Recipe:
     seed: int = 0
     device: str = "cpu"  # auto | cpu | cuda | cuda:N | mps (checked against the machine at run)
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of the training forward
+    verify_ranks: bool = False  # under torchrun: compare the ranks' state at every evaluation
     stages: tuple[Stage, ...]
 
 
@@ -154,7 +155,7 @@ def _build_stages(value: Any, seed: int) -> tuple[Stage, ...]:
 
 
 _TOP_KEYS = ("version", "name", "description", "model", "data", "seed", "device", "precision",
-             "stages")
+             "verify_ranks", "stages")
 
 
 def _build_recipe(raw: Any, default_name: str, check_registries: bool) -> Recipe:

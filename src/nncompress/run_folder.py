@@ -127,8 +127,8 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
 
 
 def _resumable_part(recipe: dict[str, Any]) -> dict[str, Any]:
-    """What must not change on resume: all but device and precision (checkpoints fit any)."""
-    return {**recipe, "device": None, "precision": None}
+    """What must not change on resume: all but device, precision and the rank checks."""
+    return {**recipe, "device": None, "precision": None, "verify_ranks": None}
 
 
 def _resolved(saved: dict[str, Any]) -> dict[str, Any]:
