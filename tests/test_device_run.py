@@ -107,12 +107,12 @@ def test_resume_may_name_another_device(tmp_path: Path) -> None:
 
 
 def test_nccl_needs_a_gpu_device() -> None:
-    from nncompress.cli.run import _check_backend
+    from nncompress.cli._options import check_backend
 
-    _check_backend("gloo", "cpu", "fp32")
-    with pytest.raises(ConfigError, match="nccl needs the model on a GPU, and this run's device "
+    check_backend("gloo", "cpu", "fp32")
+    with pytest.raises(ConfigError, match="nccl needs the model on a GPU, and the device "
                                           "is 'cpu' \\(cpu\\); give --device cuda"):
-        _check_backend("nccl", "cpu", "fp32")
+        check_backend("nccl", "cpu", "fp32")
 
 
 @NO_CUDA

@@ -289,7 +289,7 @@ def test_torchrun_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not nd.is_distributed()
 
 
-def test_nccl_is_refused_while_the_commands_train_on_the_cpu(
+def test_nccl_is_refused_for_a_run_or_solver_on_the_cpu(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from nncompress.cli import main
 
@@ -298,3 +298,8 @@ def test_nccl_is_refused_while_the_commands_train_on_the_cpu(
     assert code == 1
     assert "use --dist-backend gloo" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+    code = main(["caffe", "train", "--solver", str(tmp_path / "solver.prototxt"), "--out",
+                 str(tmp_path / "caffe"), "--dist-backend", "nccl"])
+    assert code == 1
+    assert "nccl needs the model on a GPU, and the device is 'cpu'" in capsys.readouterr().err
+    assert not (tmp_path / "caffe").exists()

@@ -15,16 +15,15 @@ def train(args: argparse.Namespace) -> int:
 
     Under torchrun every process trains its share of each batch; rank 0 alone writes and prints.
     """
-    from nncompress.errors import ConfigError
+    from nncompress.cli._options import check_backend
     from nncompress.interop.solver_train import train_from_solver
     from nncompress.train.device import resolve_device
     from nncompress.train.distributed import failure_guard, init_distributed, is_writer, shutdown
 
+    check_backend(args.dist_backend, args.device or "cpu", "fp32")
     device = resolve_device(args.device or "cpu")
-    if args.dist_backend == "nccl":
-        raise ConfigError("--dist-backend nccl needs a net on the GPU, and the solver trains on "
-                          "the CPU; use --dist-backend gloo")
-    init_distributed("gloo")  # nothing happens without torchrun
+    # nothing happens without torchrun; nccl for a net on CUDA, gloo otherwise
+    init_distributed(args.dist_backend or ("nccl" if device.type == "cuda" else "gloo"))
     with failure_guard():
         result = train_from_solver(args.solver, net=args.net, weights=args.weights,
                                    data=args.data, out_dir=args.out, max_iter=args.max_iter,

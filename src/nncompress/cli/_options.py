@@ -20,6 +20,7 @@ __all__ = [
     "add_recipe_argument",
     "add_set_argument",
     "apply_threads",
+    "check_backend",
 ]
 
 
@@ -82,3 +83,19 @@ def add_device_argument(parser: argparse.ArgumentParser, default: str) -> None:
 def add_json_argument(parser: argparse.ArgumentParser, what: str) -> None:
     """``--json``: print ``what`` as JSON instead of text."""
     parser.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+
+
+def check_backend(backend: str | None, device: str, precision: str) -> None:
+    """nccl only moves GPU tensors: refuse it for a run (or solver) on another device.
+
+    Raises:
+        ConfigError: ``backend`` is nccl and ``device`` is not a CUDA device.
+    """
+    from nncompress.errors import ConfigError
+    from nncompress.train.device import resolve_device
+
+    where = resolve_device(device, precision)
+    if backend == "nccl" and where.type != "cuda":
+        raise ConfigError(f"--dist-backend nccl needs the model on a GPU, and the device "
+                          f"is {device!r} ({where.type}); give --device cuda, or use "
+                          "--dist-backend gloo")

@@ -17,6 +17,7 @@ from nncompress.cli._options import (
     add_recipe_argument,
     add_set_argument,
     apply_threads,
+    check_backend,
 )
 
 __all__ = ["add_parser", "run"]
@@ -46,9 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     Under torchrun every process runs it; rank 0 alone writes the run folder and prints.
     """
-    from nncompress.train.distributed import failure_guard, init_distributed, shutdown
+    from nncompress.train.distributed import failure_guard, shutdown
 
-    init_distributed(args.dist_backend or "gloo")  # nothing happens without torchrun
     with failure_guard():
         code = _run(args)
     shutdown()
@@ -59,11 +59,16 @@ def _run(args: argparse.Namespace) -> int:
     from nncompress.pipeline import run_recipe
     from nncompress.recipe import load_recipe
     from nncompress.report import format_report
-    from nncompress.train.distributed import is_writer
+    from nncompress.train.device import resolve_device
+    from nncompress.train.distributed import init_distributed, is_writer
 
     device = [f"device={args.device}"] if args.device is not None else []  # over the recipe's
     recipe = load_recipe(args.recipe, [*args.overrides, *device])
-    _check_backend(args.dist_backend, recipe.device, recipe.precision)
+    check_backend(args.dist_backend, recipe.device, recipe.precision)
+    # nothing happens without torchrun; nccl for a run on CUDA, gloo otherwise
+    init_distributed(args.dist_backend or
+                     ("nccl" if resolve_device(recipe.device, recipe.precision).type == "cuda"
+                      else "gloo"))
     if is_writer():
         _say_imports(recipe.model.ref, recipe.data.spec)
     apply_threads(args.threads)
@@ -84,18 +89,6 @@ def _run(args: argparse.Namespace) -> int:
     if plots is not None:
         print(plots, file=sys.stderr if args.json else sys.stdout)
     return 0
-
-
-def _check_backend(backend: str | None, device: str, precision: str) -> None:
-    """nccl only moves GPU tensors: refuse it for a run on another device."""
-    from nncompress.errors import ConfigError
-    from nncompress.train.device import resolve_device
-
-    where = resolve_device(device, precision)
-    if backend == "nccl" and where.type != "cuda":
-        raise ConfigError(f"--dist-backend nccl needs the model on a GPU, and this run's device "
-                          f"is {device!r} ({where.type}); give --device cuda, or use "
-                          "--dist-backend gloo")
 
 
 def _say_imports(model_ref: str, data_spec: str) -> None:
