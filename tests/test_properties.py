@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nncompress import dns, inq
@@ -16,13 +16,18 @@ finite32 = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, width=32)
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(finite32, min_size=1, max_size=64), st.integers(min_value=1, max_value=12))
+@example(values=[1.1774410346489275e-39], k=6)  # levels would reach below 2^-133
+@example(values=[3e38], k=8)  # 4/3 of it is beyond float32: n1 stops at 127
 def test_quantize_matches_reference(values: list[float], k: int) -> None:
     tensor = torch.tensor(values, dtype=torch.float32)
     peak = float(tensor.abs().max())
     if peak == 0:
         return
     n1, n2 = inq.level_range(peak, k)
-    assert (n1, n2) == reference_level_range(peak, k)
+    paper_n1, _ = reference_level_range(peak, k)
+    # Exponents stay where bfloat16 holds every power of two exactly: 2^-133 ... 2^127.
+    expected_n1 = min(max(paper_n1, -133), 127)
+    assert (n1, n2) == (expected_n1, max(expected_n1 - k + 1, -133))
     assert inq.quantize(tensor, n1, n2).tolist() == [reference_round(v, n1, n2) for v in values]
 
 

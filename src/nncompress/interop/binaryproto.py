@@ -35,7 +35,7 @@ def read_mean_file(path: str | Path) -> torch.Tensor:
 
     Example:
         >>> mean = read_mean_file("imagenet_mean.binaryproto")  # doctest: +SKIP
-        >>> mean.shape
+        >>> mean.shape  # doctest: +SKIP
         torch.Size([3, 256, 256])
     """
     p = Path(path)
