@@ -166,3 +166,45 @@ def test_streamed_run_on_two_processes_matches_one(root: Path, tmp_path: Path) -
     assert report["test"]["accuracy"] == one.report["test"]["accuracy"]
     kept = _rows(root / "s")[-1]["kept_fraction"]
     assert kept == _rows(tmp_path / "one")[-1]["kept_fraction"] and kept < 1.0  # DNS pruned
+
+
+def _torchrun(recipe: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node",
+            "2", "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m",
+            "nncompress", "run", str(recipe), "--out", str(out), "-q", "--threads", "1", *extra]
+
+
+# Passed 16 of 17 runs; once the resumed job ended with rank 1 aborted (SIGABRT), cause not
+# yet found, so it runs on demand until that is understood: NNCOMPRESS_KILL_TEST=1.
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("NNCOMPRESS_KILL_TEST") != "1",
+                    reason="set NNCOMPRESS_KILL_TEST=1 (see the comment above)")
+def test_a_torchrun_job_killed_mid_stage_resumes_to_the_same_bytes(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    raw = tiny_recipe()
+    raw["stages"][0]["iterations"] = 400  # long enough to be killed in the middle
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole = subprocess.run(_torchrun(recipe, tmp_path / "whole"), capture_output=True,
+                           text=True, timeout=300, cwd=tmp_path, env=env)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    cut = tmp_path / "cut"
+    job = subprocess.Popen(_torchrun(recipe, cut), cwd=tmp_path, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not list((cut / "checkpoints").glob("s00-*.safetensors")):
+        assert job.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.005)
+    os.killpg(job.pid, signal.SIGKILL)  # torchrun and both ranks, at once
+    job.wait(timeout=60)
+    assert not (cut / "model.safetensors").exists()  # killed in the middle of the reference
+    resumed = subprocess.run(_torchrun(recipe, cut, "--resume"), capture_output=True,
+                             text=True, timeout=300, cwd=tmp_path, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-6000:]
+    assert (cut / "model.safetensors").read_bytes() == \
+        (tmp_path / "whole" / "model.safetensors").read_bytes()
+    assert _rows(cut) == _rows(tmp_path / "whole")
