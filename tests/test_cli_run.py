@@ -117,6 +117,9 @@ def test_demo_runs_its_recipe_end_to_end(tmp_path: Path,
     assert report["recipe"] == "demo_lenet300_100"
     printed = capsys.readouterr().out
     assert f"kept:        {report['totals']['kept']:,} of 266,610" in printed
+    assert f"plots:       {out / 'plots'} (" in printed  # matplotlib is in the dev set-up
+    assert sorted(p.name for p in (out / "plots").iterdir()) == [
+        "bits.png", "curves.png", "histograms.png", "kept.png"]
 
 
 def test_demo_without_mnist_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

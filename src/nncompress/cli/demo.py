@@ -38,6 +38,7 @@ def _free_folder(base: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo recipe and print the report; 0 on success."""
+    from nncompress.cli.plot import plots_after_run
     from nncompress.data import DatasetNotFoundError
     from nncompress.errors import NNCompressError
     from nncompress.pipeline import run_recipe
@@ -57,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
         raise NNCompressError(f"the demo needs MNIST: {exc}") from None
     print()
     print(format_report(result.report))
+    plots = plots_after_run(Path(out))  # when matplotlib is installed
+    if plots is not None:
+        print(plots)
     print(f"wall time:   {time.monotonic() - started:.0f} s (run folder {out}; "
           f"`nncompress report {out}` shows this table again)")
     return 0
