@@ -16,31 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 
-import nncompress as nnc
 from nncompress.errors import NNCompressError
-from nncompress.export import save_compact
 from nncompress.export._container import HEADER_SIZE, parse
 from nncompress.export.compact import _load
-from nncompress.models import build_model
 from tests.compact_crafting import base_files, crafted_cases
-
-
-def _base_files(tmp_path: Path) -> list[bytes]:
-    torch.manual_seed(0)
-    cnn = build_model("tiny_cnn", width=4)
-    with torch.no_grad():
-        for p in cnn.parameters():
-            p.mul_(torch.rand_like(p) < 0.3)
-    nnc.prepare(cnn, nnc.INQConfig(num_quantum_values=4))
-    nnc.quantize_step(cnn, 1.0)
-    mlp = build_model("tiny_mlp", input_size=4, hidden=6)
-    with torch.no_grad():
-        mlp.fc1.weight.mul_(torch.rand_like(mlp.fc1.weight) < 0.2)
-    save_compact(cnn, tmp_path / "a.ncz")
-    save_compact(mlp, tmp_path / "b.ncz", float_dtype="float16")
-    return [(tmp_path / "a.ncz").read_bytes(), (tmp_path / "b.ncz").read_bytes()]
 
 
 def _flip_bits(data: bytearray, rng: random.Random) -> bytearray:
@@ -78,7 +58,7 @@ _MUTATIONS: list[Callable[[bytearray, random.Random], bytearray]] = [
 
 @pytest.mark.slow
 def test_thousands_of_mutations_raise_only_nncompress_errors(tmp_path: Path) -> None:
-    bases = _base_files(tmp_path)
+    bases = base_files(tmp_path)[:2]
     rng = random.Random(1234)
     outcomes: Counter[str] = Counter()
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -102,7 +82,7 @@ def test_thousands_of_mutations_raise_only_nncompress_errors(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("version", [0, 2, 65535])
 def test_other_versions_are_rejected(tmp_path: Path, version: int) -> None:
-    data = bytearray(_base_files(tmp_path)[1])
+    data = bytearray(base_files(tmp_path)[:2][1])
     data[4:6] = version.to_bytes(2, "little")
     with pytest.raises(NNCompressError, match="version"):
         parse(bytes(data), "x")
