@@ -44,8 +44,12 @@ def make_variant(kind: str) -> nn.Module:
     return model
 
 
-def make_step(model: nn.Module) -> Callable[[], None]:
+def make_step(model: nn.Module,
+              attach: Callable[[torch.optim.Optimizer], None] | None = None) -> Callable[[], None]:
+    """One SGD training step on a fixed batch; ``attach`` sees the optimizer first."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    if attach is not None:
+        attach(optimizer)
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(64, 1, 28, 28, generator=gen)
     y = torch.randint(0, 10, (64,), generator=gen)

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core_speed import make_variant, time_steps
+from core_speed import make_step, make_variant, time_steps
 from nncompress import _inq_hooks
 from nncompress.layers import CompressedLayer
 from nncompress.prepare import compressed_layers
@@ -106,24 +106,6 @@ def _masked_effective(layer: CompressedLayer, keeps: dict[str, torch.Tensor] | N
     return effective
 
 
-def _step(model: nn.Module,
-          attach: Callable[[torch.optim.Optimizer], None] | None = None) -> Callable[[], None]:
-    """One training step as ``core_speed.make_step``, with the optimizer passed to ``attach``."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    if attach is not None:
-        attach(optimizer)
-    gen = torch.Generator().manual_seed(1)
-    x = torch.rand(64, 1, 28, 28, generator=gen)
-    y = torch.randint(0, 10, (64,), generator=gen)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-
-    return step
-
-
 def _fixed_kept(model: nn.Module) -> bool:
     """True when every fixed entry still holds its fixed value (both variants must keep it)."""
     for _, layer in compressed_layers(model):
@@ -145,9 +127,9 @@ def main() -> None:
     hooks_model = make_variant("inq")
     cached_model, cached_attach = _autograd_variant(cache=True)
     derived_model, derived_attach = _autograd_variant(cache=False)
-    variants = {"plain": _step(make_variant("plain")), "hooks": _step(hooks_model),
-                "autograd": _step(derived_model, derived_attach),
-                "autograd-cached": _step(cached_model, cached_attach)}
+    variants = {"plain": make_step(make_variant("plain")), "hooks": make_step(hooks_model),
+                "autograd": make_step(derived_model, derived_attach),
+                "autograd-cached": make_step(cached_model, cached_attach)}
     ms = time_steps(variants, args.steps, args.rounds)
     assert all(_fixed_kept(m) for m in (hooks_model, cached_model, derived_model))
     print(f"LeNet-5 training step, batch 64, {args.threads} thread(s), median of "
