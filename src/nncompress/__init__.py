@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from nncompress._version import __version__
 from nncompress.dns import DNSConfig
 from nncompress.errors import ConfigError, FormatError, NNCompressError, NonFiniteError
-from nncompress.inq import INQConfig
+from nncompress.inq import INQConfig, portion_steps
 from nncompress.prepare import (
     compressed_layers,
     finalize,
@@ -26,6 +26,7 @@ from nncompress.prepare import (
     surgery_step,
 )
 from nncompress.report.summary import LayerSummary, Summary, summarize
+from nncompress.retrain import freeze_masks
 
 if TYPE_CHECKING:
     from nncompress.export import load_compact, save_compact
@@ -42,9 +43,11 @@ __all__ = [
     "__version__",
     "compressed_layers",
     "finalize",
+    "freeze_masks",
     "is_prepared",
     "load_compact",
     "mask_fixed_gradients",
+    "portion_steps",
     "prepare",
     "quantize_step",
     "save_compact",

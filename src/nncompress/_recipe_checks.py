@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ __all__ = [
     "check_export_file",
     "check_registries",
     "check_run_settings",
+    "check_stage_order",
     "check_training",
     "misplaced_hints",
     "resolve_layer_configs",
@@ -102,6 +103,22 @@ def check_training(stage: Any, path: str) -> None:
         require(getattr(stage, key) >= 0, join_path(path, key),
                 f"must be >= 0 (0: only at stage ends), got {getattr(stage, key)!r}")
     check_length(stage, path)  # iterations or epochs (INQ: per step)
+
+
+def check_stage_order(stages: Sequence[Any]) -> None:
+    """A ``retrain`` stage must come after a ``dns`` stage, with no ``inq`` or ``finalize``
+    between them (both bake the masks in); ``train``, ``retrain`` and ``export`` may."""
+    last = None  # the latest stage that changed the layers' structure
+    for index, stage in enumerate(stages):
+        if stage.stage in ("dns", "inq", "finalize"):
+            last = stage
+        elif stage.stage == "retrain" and (last is None or last.stage != "dns"):
+            why = ("no dns stage comes before it" if last is None else
+                   f"it follows {last.stage} stage {last.name!r}, which baked the masks in")
+            raise RecipeError(join_path(join_path("stages", index), "stage"),
+                              f"a retrain stage trains with the DNS masks frozen, but {why}; "
+                              "put it after a dns stage and before inq and finalize (or make "
+                              "it a train stage)")
 
 
 def check_export_file(file: str, path: str) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal
 
 import torch
 
@@ -27,13 +28,14 @@ from nncompress._config import check, config_class
 from nncompress.errors import NonFiniteError
 
 __all__ = ["FIXED_DTYPE", "MAX_EXPONENT", "MIN_EXPONENT", "STRATEGIES", "INQConfig",
-           "check_finite", "exponent_range", "fix_count", "level_range", "quantize",
-           "select_largest"]
+           "check_finite", "exponent_range", "fix_count", "level_range", "portion_steps",
+           "quantize", "select_largest"]
 
 STRATEGIES = ("magnitude", "random")
 FIXED_DTYPE = torch.bfloat16
 MIN_EXPONENT = -133  # 2^-133: the smallest bfloat16 subnormal, the least power it holds
 MAX_EXPONENT = 127   # 2^127: the largest power of two float32 and bfloat16 hold
+MAX_PORTION_STEPS = 1000  # the most steps portion_steps makes (a step of 0.001)
 
 
 @config_class
@@ -88,6 +90,40 @@ class INQConfig:
               "use true or false")
         check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
               own, "seed", self.seed, "use an integer >= 0")
+
+
+def portion_steps(step: float) -> tuple[float, ...]:
+    """Accumulated portions in equal steps: ``step, 2*step, ...`` below 1.0, then 1.0.
+
+    Each value is the exact decimal multiple of ``step`` as written (0.05 gives 0.15, not
+    ``3 * 0.05 = 0.15000000000000002``). A step that does not divide 1 ends with a shorter last
+    step to 1.0: 0.3 gives 0.3, 0.6, 0.9, 1.0. The INQ authors advise steps of 0.05 after
+    pruning; recipes write ``portions: {step: 0.05}``.
+
+    Args:
+        step: the share of each layer's participating entries fixed per step, in (0, 1],
+            at least 0.001 (1,000 steps).
+
+    Returns:
+        The schedule for :attr:`INQConfig.portions`.
+
+    Raises:
+        ConfigError: ``step`` is not a number, is outside (0, 1] or makes over 1,000 steps.
+
+    Example:
+        >>> portion_steps(0.25), portion_steps(0.3)
+        ((0.25, 0.5, 0.75, 1.0), (0.3, 0.6, 0.9, 1.0))
+        >>> len(portion_steps(0.05)), portion_steps(0.05)[2]
+        (20, 0.15)
+    """
+    own, fix = "portions", "use a fraction in (0, 1], e.g. 0.05 for 20 steps"
+    check(isinstance(step, (int, float)) and not isinstance(step, bool), own, "step", step, fix)
+    check(math.isfinite(step) and 0 < step <= 1, own, "step", step, fix)
+    exact = Decimal(repr(float(step)))  # the shortest decimal that reads back as ``step``
+    count = int((1 / exact).to_integral_value(rounding=ROUND_CEILING))
+    check(count <= MAX_PORTION_STEPS, own, "step", step,
+          f"it makes {count:,} steps; use a step of at least 0.001 ({MAX_PORTION_STEPS:,} steps)")
+    return (*(float(exact * k) for k in range(1, count)), 1.0)
 
 
 def check_finite(tensor: torch.Tensor, where: str, when: str) -> None:

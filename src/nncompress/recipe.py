@@ -1,8 +1,8 @@
 """Recipes: a typed, versioned description of one compression run, read from YAML.
 
 A recipe names the model, the data, a seed and an ordered list of stages (``train``, ``dns``,
-``inq``, ``finalize``, ``export``). Settings are layered: the defaults written here (the seed's
-Caffe LeNet solver) < the recipe file < ``--set key.path=value`` overrides
+``retrain``, ``inq``, ``finalize``, ``export``). Settings are layered: the defaults written
+here (the seed's Caffe LeNet solver) < the recipe file < ``--set key.path=value`` overrides
 (:mod:`nncompress._overrides`). Every value is checked before anything runs; a mistake raises
 :class:`RecipeError` naming the path of the bad key (``stages[1].defaults.c_rate``), the
 value, what is allowed and, for near-miss keys, the closest valid one. A training stage's
@@ -30,6 +30,7 @@ from nncompress import _recipe_checks as _checks
 from nncompress import _recipe_files as _files
 from nncompress._overrides import apply_overrides, default_stage_names, normalized
 from nncompress._recipe_epochs import resolve_epochs
+from nncompress._recipe_portions import expand_portions
 from nncompress._typed import (
     RecipeError,
     build_dataclass,
@@ -48,6 +49,7 @@ from nncompress.recipe_stages import (  # the stage classes live there; names ke
     ExportStage,
     FinalizeStage,
     INQStage,
+    RetrainStage,
     Stage,
     TrainStage,
     _TrainingStage,
@@ -76,6 +78,7 @@ __all__ = [
     "OptimizerSpec",
     "Recipe",
     "RecipeError",
+    "RetrainStage",
     "Stage",
     "TrainStage",
     "apply_overrides",
@@ -127,6 +130,8 @@ def _build_stage(value: Any, path: str, seed: int) -> Stage:
         problem = "required key missing" if kind is None else f"unknown stage {kind!r}{hint}"
         raise RecipeError(join_path(path, "stage"), f"{problem}; stages: {', '.join(STAGE_TYPES)}")
     cls = _STAGE_CLASSES[kind]
+    if kind == "inq":
+        value = expand_portions(value, path)  # portions: {step: 0.05}
     if kind in ("dns", "inq"):
         names = [f.name for f in dataclasses.fields(cls)]
         check_keys(value, names, path, _checks.misplaced_hints(kind))
@@ -151,6 +156,7 @@ def _build_stages(value: Any, seed: int) -> tuple[Stage, ...]:
         require(name not in names[:i], join_path(join_path("stages", i), "name"),
                  f"stage name {name!r} is used twice; give each stage its own name")
         stages.append(dataclasses.replace(stage, name=name))
+    _checks.check_stage_order(stages)
     return tuple(stages)
 
 

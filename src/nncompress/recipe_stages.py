@@ -1,4 +1,4 @@
-"""The stages of a recipe as typed dataclasses: train, dns, inq, finalize and export.
+"""The stages of a recipe as typed dataclasses: train, dns, retrain, inq, finalize and export.
 
 :mod:`nncompress.recipe` builds them from YAML (and re-exports them); the checks beyond types
 are in :mod:`nncompress._recipe_checks`, epoch counts in :mod:`nncompress._recipe_epochs`.
@@ -12,10 +12,10 @@ from typing import Any, Literal, Union
 from nncompress._typed import RecipeError
 from nncompress.train.config import BiasConfig, LRConfig, OptimizerConfig
 
-__all__ = ["STAGE_TYPES", "DNSStage", "ExportStage", "FinalizeStage", "INQStage", "Stage",
-           "TrainStage"]
+__all__ = ["STAGE_TYPES", "DNSStage", "ExportStage", "FinalizeStage", "INQStage",
+           "RetrainStage", "Stage", "TrainStage"]
 
-STAGE_TYPES = ("train", "dns", "inq", "finalize", "export")
+STAGE_TYPES = ("train", "dns", "retrain", "inq", "finalize", "export")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,11 +61,22 @@ class DNSStage(_CountedStage):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RetrainStage(TrainStage):
+    """Fixed-mask retraining after DNS: every layer under DNS keeps its masks, kept entries train.
+
+    The layers' DNS configs continue with ``iter_stop = -1`` (no surgery); pruned entries stay
+    pruned, layers outside DNS train as they are. It must follow a ``dns`` stage.
+    """
+
+
+@dataclass(frozen=True, kw_only=True)
 class INQStage(_TrainingStage):
     """INQ: for each accumulated portion, quantize then retrain ``iterations_per_step``.
 
     ``portions`` becomes every layer's ``INQConfig.portions``, the schedule the quantize steps
     follow; it is a stage key rather than a per-layer one, so all layers step together.
+    A recipe may write it ``{step: 0.05}``, written out when the stage is built
+    (:mod:`nncompress._recipe_portions`, which also says how single step counts then apply).
     """
 
     portions: tuple[float, ...] = (0.5, 0.75, 0.875, 1.0)
@@ -97,8 +108,9 @@ class ExportStage(_StageBase):
     float_dtype: Literal["float32", "float16"] = "float32"  # of tensors that are not INQ levels
 
 
-Stage = Union[TrainStage, DNSStage, INQStage, FinalizeStage, ExportStage]  # noqa: UP007
+Stage = Union[TrainStage, DNSStage, RetrainStage, INQStage, FinalizeStage,  # noqa: UP007
+              ExportStage]
 _STAGE_CLASSES: dict[str, type[Any]] = {
-    "train": TrainStage, "dns": DNSStage, "inq": INQStage,
+    "train": TrainStage, "dns": DNSStage, "retrain": RetrainStage, "inq": INQStage,
     "finalize": FinalizeStage, "export": ExportStage,
 }

@@ -19,7 +19,16 @@ from nncompress.errors import FormatError, NNCompressError
 from nncompress.inq import INQConfig
 from nncompress.models import build_model
 from nncompress.prepare import finalize, is_prepared, prepare, quantize_step
-from nncompress.recipe import DNSStage, FinalizeStage, INQStage, Recipe, RecipeError, Stage
+from nncompress.recipe import (
+    DNSStage,
+    FinalizeStage,
+    INQStage,
+    Recipe,
+    RecipeError,
+    RetrainStage,
+    Stage,
+)
+from nncompress.retrain import freeze_masks
 from nncompress.train.checkpoint import Checkpoint
 
 __all__ = ["Position", "apply_structure", "check_recipe", "plain_copy", "restore_checkpoint"]
@@ -47,7 +56,8 @@ def apply_structure(model: nn.Module, stage: Stage, upto_step: int | None = None
 
     An INQ stage hands its ``portions`` to every layer's INQConfig, and each quantize step
     takes the layers to the next portion of that schedule; ``upto_step`` limits the steps
-    applied (None: all, -1: none, only ``prepare``).
+    applied (None: all, -1: none, only ``prepare``). A retrain stage freezes the masks of the
+    layers under DNS (:func:`nncompress.retrain.freeze_masks`).
 
     Returns:
         The model (a new object only when ``finalize`` replaced a prepared top-level layer).
@@ -55,7 +65,9 @@ def apply_structure(model: nn.Module, stage: Stage, upto_step: int | None = None
     Example:
         >>> # model = apply_structure(model, recipe.stages[1])
     """
-    if isinstance(stage, DNSStage):
+    if isinstance(stage, RetrainStage):
+        freeze_masks(model)
+    elif isinstance(stage, DNSStage):
         prepare(model, DNSConfig(**stage.defaults), layers=_selection(stage))
     elif isinstance(stage, INQStage):
         prepare(model, INQConfig(portions=stage.portions, **stage.defaults),
