@@ -14,8 +14,15 @@ from torch import nn
 import nncompress as nnc
 from nncompress.cli import main
 from nncompress.errors import ConfigError
+from nncompress.layers import CompressedLinear
 from nncompress.pipeline import RunInterrupted, run_recipe
-from nncompress.recipe import RecipeError, RetrainStage, TrainStage, parse_recipe
+from nncompress.recipe import (
+    RecipeError,
+    RetrainStage,
+    TrainStage,
+    parse_recipe,
+    resolve_epochs,
+)
 from nncompress.train.checkpoint import load_checkpoint
 
 DATA = "synthetic:n=192,test=64,size=8"
@@ -65,7 +72,7 @@ def test_freeze_masks_keeps_every_mask_and_trains_the_kept_weights() -> None:
     before = {k: v.clone() for k, v in net.state_dict().items() if k.endswith(("weight", "bias"))}
     assert nnc.freeze_masks(net) is net
     first = net[0]
-    assert isinstance(first, nnc.compressed_layers(net)[0][1].__class__)
+    assert isinstance(first, CompressedLinear)
     assert first.dns_config == nnc.DNSConfig(c_rate=0.5, gamma=0.0, seed=4, iter_stop=-1)
     assert int(first.dns_iteration) == 0  # a new stage, masks kept
     optimizer = torch.optim.SGD(net.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-3)
@@ -124,6 +131,12 @@ def test_retrain_stage_keeps_kept_counts_and_changes_kept_values(tmp_path: Path)
     assert [r["iteration"] for r in retrain_rows] == [5, 10]
     ends = {("dns", 11), ("retrain", 5), ("retrain", 10)}
     assert len({r["kept_fraction"] for r in rows if (r["stage"], r["iteration"]) in ends}) == 1
+    # portions {step: 0.5} with 3 iterations per step: 0.5 trains 3, the step to 1.0 trains 0
+    assert [(r["step"], r["iteration"]) for r in rows if r["stage"] == "inq"] == [(0, 3), (1, 0)]
+    for key in _kept(pruned):
+        values = final[key.removesuffix("_mask")]
+        mantissa, _ = torch.frexp(values[values != 0].abs())
+        assert bool((mantissa == 0.5).all()), key  # every kept value a power of two
 
 
 def test_resume_inside_a_retrain_stage_is_bit_identical(tmp_path: Path) -> None:
@@ -184,14 +197,8 @@ def test_retrain_may_follow_dns_through_train_export_and_retrain() -> None:
     recipe = parse_recipe(raw)
     assert [s.stage for s in recipe.stages][3:] == ["retrain", "retrain"]
     assert [s.name for s in recipe.stages][3:] == ["retrain", "retrain_2"]
-    resolved = nnc_resolve(recipe, 200)
-    assert isinstance(resolved.stages[4], RetrainStage) and resolved.stages[4].iterations == 4
-
-
-def nnc_resolve(recipe: Any, train_size: int) -> Any:
-    from nncompress.recipe import resolve_epochs
-
-    return resolve_epochs(recipe, train_size)
+    resolved = resolve_epochs(recipe, 200).stages[4]
+    assert isinstance(resolved, RetrainStage) and resolved.iterations == 4  # ceil(200 / 50)
 
 
 def test_validate_accepts_retrain_and_fine_portions_together(
