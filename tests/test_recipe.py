@@ -103,7 +103,7 @@ def test_duplicate_stage_types_get_numbered_names() -> None:
     (_raw({"stage": "dns", "iterations": 3, "c_rate": 1}),
      "r.yaml: stages[0].c_rate: unknown key (a per-layer setting: put it under 'defaults'); "
      "allowed keys: stage, name, batch_size, eval_interval, checkpoint_interval, optimizer, lr, "
-     "bias, iterations, epochs, defaults, layers"),
+     "bias, distill, iterations, epochs, defaults, layers"),
     (_raw({"stage": "train", "iterations": "many"}),
      "r.yaml: stages[0].iterations: expected an integer, got 'many' (a string)"),
     (_raw({"stage": "train", "iterations": 2.5}),
@@ -175,7 +175,7 @@ def test_apply_overrides_creates_nested_mappings() -> None:
      "(a string)"),
     ("stages.0.iteratons=5", "r.yaml: stages[0].iteratons: unknown key (did you mean "
      "'iterations'?); allowed keys: stage, name, batch_size, eval_interval, "
-     "checkpoint_interval, optimizer, lr, bias, iterations, epochs"),
+     "checkpoint_interval, optimizer, lr, bias, distill, iterations, epochs"),
 ])
 def test_override_errors(override: str, message: str) -> None:
     assert _error(_raw(), (override,)) == message

@@ -27,6 +27,7 @@ from nncompress.prepare import (
 )
 from nncompress.report.summary import LayerSummary, Summary, summarize
 from nncompress.retrain import freeze_masks
+from nncompress.train.distill import distillation_loss
 
 if TYPE_CHECKING:
     from nncompress.export import load_compact, save_compact
@@ -42,6 +43,7 @@ __all__ = [
     "Summary",
     "__version__",
     "compressed_layers",
+    "distillation_loss",
     "finalize",
     "freeze_masks",
     "is_prepared",

@@ -127,7 +127,7 @@ def check_export_file(file: str, path: str) -> None:
     require(bool(parts) and not Path(file).is_absolute() and ".." not in parts,
             join_path(path, "file"), f"{file!r} must be a file name inside the run folder")
     require(parts[0] not in ("recipe.yaml", "metrics.jsonl", "model.safetensors",
-                             "report.json", "checkpoints", "plots"),
+                             "report.json", "checkpoints", "plots", "teachers"),
             join_path(path, "file"), f"{file!r} would replace the run folder's own "
             f"{parts[0]}; give another name, e.g. 'model.ncz'")
     require(Path(file).suffix == ".ncz", join_path(path, "file"),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 from nncompress._io import atomic_write_text
+from nncompress._teachers import Teachers
 from nncompress.errors import NonFiniteError
 from nncompress.prepare import finalize, quantize_step
 from nncompress.recipe import (
@@ -54,8 +54,10 @@ from nncompress.stages import (
     Position,
     apply_structure,
     check_recipe,
+    end_position,
     plain_copy,
     restore_checkpoint,
+    stage_tag,
 )
 from nncompress.train.checkpoint import (
     Checkpoint,
@@ -111,10 +113,6 @@ class RunResult:
     model: nn.Module
 
 
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]+", "_", name)[:40]
-
-
 class _Runner:
     """Runs the stages of one recipe into one folder."""
 
@@ -130,13 +128,14 @@ class _Runner:
         self.eval_split = data.eval_split
         where = next(iter(model.parameters()), torch.empty(0)).device  # where run_recipe put it
         self.amp = Precision(recipe.precision, where.type)  # autocast; fp16: the grad scaler
+        self.teachers = Teachers(recipe, out, model, self.writer)  # of distilling stages
 
     # -- checkpoints ----------------------------------------------------------------------
 
     def save(self, pos: Position, optimizer: torch.optim.Optimizer | None,
              state: TrainState | None) -> None:
         stage = self.recipe.stages[pos.stage]
-        name = (f"s{pos.stage:02d}-{_safe_name(stage.name)}-p{pos.step:03d}-"
+        name = (f"{stage_tag(pos.stage, stage.name)}-p{pos.step:03d}-"
                 f"i{pos.iteration:09d}{'-end' if state is None else ''}.safetensors")
         verify_ranks(self.model, f"at checkpoint {name}")
         if not self.writer:
@@ -174,10 +173,8 @@ class _Runner:
                 continue
             resume = checkpoint if pos is not None and index == pos.stage else None
             self.run_stage(index, stage, resume)
-            last_step = len(stage.portions) - 1 if isinstance(stage, INQStage) else 0
-            iterations = stage.step_iterations()[-1] if isinstance(stage, INQStage) else \
-                getattr(stage, "iterations", 0)
-            self.save(Position(index, last_step, iterations, True), None, None)
+            self.teachers.stage_ended(index, self.model)  # before the end checkpoint
+            self.save(end_position(index, stage), None, None)
 
     def run_stage(self, index: int, stage: Stage, resume: Checkpoint | None) -> None:
         if isinstance(stage, (TrainStage, DNSStage)):
@@ -244,6 +241,7 @@ class _Runner:
             checkpoint_interval=stage.checkpoint_interval, description=label,
             progress=self.progress, on_eval=on_eval, on_checkpoint=on_checkpoint,
             after_iteration=self.count_iteration, amp=self.amp,
+            criterion=self.teachers.criterion(stage),
         ).run(state)
 
     def count_iteration(self) -> None:

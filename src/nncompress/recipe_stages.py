@@ -6,11 +6,14 @@ are in :mod:`nncompress._recipe_checks`, epoch counts in :mod:`nncompress._recip
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-from nncompress._typed import RecipeError
+from nncompress._config import FieldError
+from nncompress._typed import RecipeError, build_dataclass, shown
 from nncompress.train.config import BiasConfig, LRConfig, OptimizerConfig
+from nncompress.train.distill import DistillConfig
 
 __all__ = ["STAGE_TYPES", "DNSStage", "ExportStage", "FinalizeStage", "INQStage",
            "RetrainStage", "Stage", "TrainStage"]
@@ -32,6 +35,25 @@ class _TrainingStage(_StageBase):
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     lr: LRConfig = field(default_factory=LRConfig)
     bias: BiasConfig = field(default_factory=BiasConfig)
+    # Knowledge distillation: {teacher, temperature, alpha}, built into a DistillConfig (or
+    # None) by __post_init__, so that a mistake in it is reported at its own key.
+    distill: Any = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "distill", _build_distill(self.distill))
+
+
+def _build_distill(value: Any) -> DistillConfig | None:
+    if value is None or isinstance(value, DistillConfig):
+        return value
+    if not isinstance(value, Mapping):
+        raise FieldError("stage", "distill", "expected a mapping of teacher, temperature and "
+                         f"alpha, e.g. {{teacher: reference}}, got {shown(value)}")
+    try:
+        config: DistillConfig = build_dataclass(DistillConfig, value, "distill")
+    except RecipeError as exc:  # reported at the stage's path by the recipe reader
+        raise FieldError("stage", exc.path, exc.problem) from None
+    return config
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,6 +8,8 @@ A run folder (written by :func:`nncompress.pipeline.run_recipe`) holds::
     model.safetensors    the final plain weights (masks and quantized values baked in)
     report.json          per-layer statistics, totals, test loss/accuracy/error
     model.ncz            the compact file (when the recipe has an ``export`` stage)
+    teachers/            s<stage>-<name>.safetensors: a stage's model that a later stage
+                         distills from (:mod:`nncompress._teachers`)
 
 ``model.safetensors`` carries an ``nncompress`` metadata header (format, version, the model's
 architecture ref and kwargs, the recipe name), so it loads without its folder. Loading a model

@@ -9,6 +9,7 @@ a checkpoint was saved, so the checkpoint's state dict (masks, fixed values) fit
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,8 @@ from nncompress.recipe import (
 from nncompress.retrain import freeze_masks
 from nncompress.train.checkpoint import Checkpoint
 
-__all__ = ["Position", "apply_structure", "check_recipe", "plain_copy", "restore_checkpoint"]
+__all__ = ["Position", "apply_structure", "check_recipe", "end_position", "plain_copy",
+           "restore_checkpoint", "stage_tag"]
 
 
 @dataclass(frozen=True, order=True)
@@ -45,6 +47,28 @@ class Position:
     step: int
     iteration: int
     done: bool  # the stage is complete
+
+
+def end_position(index: int, stage: Stage) -> Position:
+    """The position at the end of stage ``index``: its last INQ step, its last iteration.
+
+    Example:
+        >>> end_position(2, FinalizeStage(stage="finalize"))
+        Position(stage=2, step=0, iteration=0, done=True)
+    """
+    if isinstance(stage, INQStage):
+        return Position(index, len(stage.portions) - 1, stage.step_iterations()[-1], True)
+    return Position(index, 0, getattr(stage, "iterations", None) or 0, True)
+
+
+def stage_tag(index: int, name: str) -> str:
+    """``s<index>-<name>``, the start of the file names of a stage's checkpoints and teacher.
+
+    Example:
+        >>> stage_tag(1, "dns 2/3")
+        's01-dns_2_3'
+    """
+    return f"s{index:02d}-{re.sub(r'[^A-Za-z0-9_]+', '_', name)[:40]}"
 
 
 def _selection(stage: DNSStage | INQStage) -> dict[str | type[nn.Module], Any]:
@@ -84,10 +108,12 @@ def check_recipe(recipe: Recipe, model: nn.Module | None = None) -> None:
     """Check that every stage's layer selection and configs fit the recipe's model.
 
     Builds the model (unless given) and applies each stage's ``prepare``, ``quantize_step``
-    and ``finalize`` to a copy, without data or training.
+    and ``finalize`` to a copy, without data or training; a distilling stage's teacher must
+    be an earlier stage or a model file that fits the model (:mod:`nncompress._teachers`).
 
     Raises:
-        RecipeError: a stage does not fit the model (path ``stages[i]``).
+        RecipeError: a stage does not fit the model (path ``stages[i]``), or a teacher is
+            not usable (path ``stages[i].distill.teacher``).
         ConfigError: the model cannot be built.
 
     Example:
@@ -101,6 +127,9 @@ def check_recipe(recipe: Recipe, model: nn.Module | None = None) -> None:
             trial = apply_structure(trial, stage)
         except NNCompressError as exc:
             raise RecipeError(f"stages[{index}]", str(exc)) from None
+    from nncompress._teachers import check_teachers  # it builds on this module
+
+    check_teachers(recipe, model)
 
 
 def restore_checkpoint(recipe: Recipe, model: nn.Module,

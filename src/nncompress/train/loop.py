@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from torch import nn
 
 from nncompress.errors import ConfigError
 from nncompress.train._dist_eval import evaluate_batches_sharded, evaluate_sharded
+from nncompress.train._eval import evaluate, kept_fraction  # re-exported: imported from here
 from nncompress.train._losses import PendingLosses
 from nncompress.train._records import postfix
 from nncompress.train.config import BiasConfig, LRConfig, OptimizerConfig
@@ -132,54 +133,6 @@ def build_schedule(spec: LRConfig, max_iter: int) -> LRSchedule:
                       rampup_lr=spec.rampup_lr, min_lr=spec.min_lr)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor | Iterable[tuple[torch.Tensor, torch.Tensor]],
-             y: torch.Tensor | None = None, batch_size: int = 1000) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, in eval mode.
-
-    ``x`` may instead be an iterable of ``(inputs, labels)`` batches, ``y`` left out (e.g.
-    :meth:`nncompress.data.StreamSplits.eval_batches`).
-
-    Example:
-        >>> net = nn.Linear(2, 2)
-        >>> loss, acc = evaluate(net, torch.zeros(4, 2), torch.zeros(4, dtype=torch.long))
-        >>> 0.0 <= acc <= 1.0
-        True
-    """
-    if isinstance(x, torch.Tensor):
-        if y is None:
-            raise TypeError("evaluate(model, x, y): an input tensor needs its labels y")
-        x = zip(torch.split(x, batch_size), torch.split(y, batch_size))
-    was_training = model.training
-    model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
-    try:
-        for inputs, target in x:
-            out = model(inputs)
-            loss_sum += float(F.cross_entropy(out, target, reduction="sum"))
-            correct += int((out.argmax(dim=1) == target).sum())
-            count += len(target)
-    finally:
-        model.train(was_training)
-    if count == 0:
-        return math.nan, math.nan
-    return loss_sum / count, correct / count
-
-
-
-def kept_fraction(model: nn.Module) -> float:
-    """Share of the compressible layers' entries that are non-zero (masks applied).
-
-    Example:
-        >>> kept_fraction(nn.Linear(2, 2))
-        1.0
-    """
-    from nncompress.report.summary import summarize
-
-    summary = summarize(model)
-    return summary.total_kept / summary.total_entries if summary.total_entries else 1.0
-
-
 @dataclass
 class TrainState:
     """Where a stage's training stands; saved with every checkpoint."""
@@ -191,6 +144,8 @@ class TrainState:
 
 EvalHook = Callable[[dict[str, Any]], None]
 StateHook = Callable[[TrainState], None]
+# (inputs, the model's logits, labels) -> the training loss, e.g. a DistillationCriterion
+Criterion = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -219,6 +174,7 @@ class TrainingLoop:
         eval_split: the split of ``stream`` evaluated (``"test"`` or ``"val"``).
         eval_batch_size: examples per evaluation batch.
         amp: autocast (and the fp16 gradient scaler) of each training forward and step.
+        criterion: the training loss of a batch (None: cross-entropy); it runs under ``amp``.
     """
 
     model: nn.Module
@@ -241,6 +197,7 @@ class TrainingLoop:
     eval_split: str = "test"
     eval_batch_size: int = 1000
     amp: Precision = field(default_factory=Precision)
+    criterion: Criterion | None = None
     _last_eval: str = ""
     _feed: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
     _losses: PendingLosses = field(default_factory=PendingLosses)  # see train/_losses.py
@@ -297,7 +254,8 @@ class TrainingLoop:
             x, y = next(self._feed)
         self.optimizer.zero_grad(set_to_none=True)
         with self.amp.autocast():
-            loss = F.cross_entropy(self.model(x), y)
+            out = self.model(x)
+            loss = F.cross_entropy(out, y) if self.criterion is None else self.criterion(x, out, y)
         self._losses.add(loss.detach(), state.iteration)
         if not loss.is_cuda:  # read (and checked) now only where that costs no device sync
             self._read_losses(state)
