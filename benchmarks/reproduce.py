@@ -1,0 +1,223 @@
+"""Run the benchmark recipes (or read finished run folders) and write BENCHMARKS.md.
+
+Usage::
+
+    python benchmarks/reproduce.py --run [NAME ...] [--runs-dir runs] [--quiet]
+    python benchmarks/reproduce.py --from runs/lenet5_dns_inq runs/lenet300_100_dns_inq
+        [--out BENCHMARKS.md] [--readme README.md] [--ablation MEAN=RUN_A:RUN_B ...]
+        [--no-reference-eval]
+
+``--run`` runs each named shipped recipe (default: every top-level shipped recipe but the
+demo) as ``nncompress run NAME --out RUNS_DIR/NAME --threads 1``, with ``--resume`` when the
+folder already holds a run (finished or interrupted), then reads the folders. ``--from``
+only reads finished folders. ``--ablation MEAN=A:B`` adds a row to the "effect of each mean"
+table, where run B is run A plus that mean. ``--readme`` replaces README's results table,
+between the lines ``<!-- benchmarks:results begin -->`` and ``<!-- benchmarks:results end -->``,
+with the summary table of BENCHMARKS.md.
+
+Every input is checked before anything runs or is written: a folder without ``report.json``,
+an unknown recipe name, a README without the markers or a malformed ``--ablation`` stops
+with one message and exit code 1. Both files are written atomically.
+
+The tables' numbers and their sources: ``_bench_markdown.py``; goals and anchors:
+``_bench_goals.py``; reading a run folder: ``_bench_runs.py``; commands: ``_bench_command.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _bench_markdown import Ablation, benchmarks_markdown, summary_table
+from _bench_runs import RunRow, read_run
+from nncompress._io import atomic_write_text
+from nncompress.errors import ConfigError, NNCompressError, did_you_mean
+from nncompress.recipe import packaged_recipes
+
+BEGIN = "<!-- benchmarks:results begin -->"
+END = "<!-- benchmarks:results end -->"
+
+
+class _Usage(Exception):
+    """An argparse usage error, reported like any other mistake (exit code 1)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _Usage(f"{message} (see {self.prog} --help)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="benchmarks/reproduce.py", description=__doc__.split("\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", nargs="*", metavar="NAME",
+                        help="run these shipped recipes (default: the benchmark recipes)")
+    source.add_argument("--from", dest="folders", nargs="+", metavar="RUN_DIR",
+                        help="read these finished run folders only")
+    parser.add_argument("--runs-dir", default="runs", help="where --run puts its run folders")
+    parser.add_argument("--out", default="BENCHMARKS.md", help="the Markdown file to write")
+    parser.add_argument("--readme", default=None, help="also replace README's results block")
+    parser.add_argument("--ablation", action="append", default=[], metavar="MEAN=RUN_A:RUN_B",
+                        help="run B is run A plus MEAN (repeatable)")
+    parser.add_argument("--no-reference-eval", action="store_true",
+                        help="do not measure each reference's test error (nncompress eval)")
+    parser.add_argument("--quiet", action="store_true", help="pass -q to nncompress run")
+    return parser
+
+
+def benchmark_recipes() -> dict[str, Path]:
+    """The shipped recipes ``--run`` takes by default: top level, not the demo.
+
+    Example:
+        >>> "lenet5_dns_inq" in benchmark_recipes()
+        True
+    """
+    shipped = packaged_recipes()
+    top = min(len(p.parts) for p in shipped.values())
+    return {name: path for name, path in shipped.items()
+            if len(path.parts) == top and not name.startswith("demo")}
+
+
+def recipe_names(names: Sequence[str]) -> dict[str, Path]:
+    """The recipe files of the names given to ``--run`` (``NAME``, ``NAME.yaml`` or
+    ``recipes/NAME.yaml``), by name.
+
+    Raises:
+        ConfigError: a name is not a shipped recipe.
+    """
+    shipped = packaged_recipes()
+    if not names:
+        return benchmark_recipes()
+    out = {}
+    for text in names:
+        name = Path(text).name.removesuffix(".yaml")
+        if name not in shipped:
+            raise ConfigError(f"--run {text!r}: not a shipped recipe{did_you_mean(name, shipped)};"
+                              f" give one of: {', '.join(benchmark_recipes())}")
+        out[name] = shipped[name]
+    return out
+
+
+def ablation_pairs(texts: Sequence[str]) -> list[tuple[str, str, str]]:
+    """Parse ``MEAN=RUN_A:RUN_B`` values.
+
+    Raises:
+        ConfigError: a value is not of that form.
+
+    Example:
+        >>> ablation_pairs(["distillation=runs/a:runs/b"])
+        [('distillation', 'runs/a', 'runs/b')]
+    """
+    out = []
+    for text in texts:
+        mean, sep, pair = text.partition("=")
+        folders = pair.split(":")
+        if not sep or not mean.strip() or len(folders) != 2 or not all(folders):
+            raise ConfigError(f"--ablation {text!r}: expected MEAN=RUN_A:RUN_B, e.g. "
+                              "distillation=runs/lenet5_dns:runs/lenet5_dns_distill")
+        out.append((mean.strip(), folders[0], folders[1]))
+    return out
+
+
+def replace_block(text: str, block: str, source: str = "README") -> str:
+    """``text`` with the lines between the two marker comments replaced by ``block``.
+
+    Raises:
+        ConfigError: a marker is missing, repeated or out of order.
+
+    Example:
+        >>> replace_block(f"a\\n{BEGIN}\\nold\\n{END}\\nz\\n", "new\\n")
+        'a\\n<!-- benchmarks:results begin -->\\nnew\\n<!-- benchmarks:results end -->\\nz\\n'
+    """
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise ConfigError(f"{source}: needs one line {BEGIN} and, after it, one line {END} "
+                          "around the results table; add them and run again")
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    return f"{head}{BEGIN}\n{block}{END}{tail}"
+
+
+def run_recipes(recipes: dict[str, Path], runs_dir: Path, quiet: bool) -> list[str]:
+    """Run (or resume) each recipe file into ``runs_dir/NAME``; the folders, in order.
+
+    Raises:
+        ConfigError: a run failed (its exit code is given).
+    """
+    folders = []
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    for name, file in recipes.items():
+        out = runs_dir / name
+        command = [sys.executable, "-m", "nncompress", "run", str(file), "--out", str(out),
+                   "--threads", "1", *(["--resume"] if (out / "recipe.yaml").is_file() else []),
+                   *(["-q"] if quiet else [])]
+        print(f"reproduce: nncompress {shlex.join(command[3:])}", flush=True)
+        code = subprocess.run(command, env=env, check=False).returncode
+        if code != 0:
+            raise ConfigError(f"nncompress run {name} --out {out} stopped with exit code {code}; "
+                              "nothing written (fix it, then run again: the folder resumes)")
+        folders.append(str(out))
+    return folders
+
+
+def _readme_block(rows: Sequence[RunRow], out: str) -> str:
+    return (f"\n{summary_table(rows)}\nGenerated by `benchmarks/reproduce.py` from the same runs "
+            f"as [{Path(out).name}]({Path(out).name}), which adds per-layer kept %, bits, "
+            "reference errors, wall times, the goals and the commands.\n\n")
+
+
+def _check_inputs(args: argparse.Namespace
+                  ) -> tuple[dict[str, Path], list[tuple[str, str, str]]]:
+    names = recipe_names(args.run) if args.run is not None else {}
+    pairs = ablation_pairs(args.ablation)
+    if args.readme is not None:
+        replace_block(_read(Path(args.readme)), "", args.readme)
+    # every finished folder named must have its report before anything runs or is measured
+    for folder in [*(args.folders or []), *(f for _, a, b in pairs for f in (a, b))]:
+        if not (Path(folder) / "report.json").is_file():
+            raise ConfigError(f"{folder}: no report.json; give finished run folders "
+                              "(or --run to run the recipes)")
+    return names, pairs
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run or read, then write BENCHMARKS.md (and README's block); 0 on success, 1 on error."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _parser().parse_args(argv)
+        names, pairs = _check_inputs(args)
+        folders = args.folders or run_recipes(names, Path(args.runs_dir), args.quiet)
+        files = [None] * len(folders) if args.folders else list(names.values())
+        rows = [read_run(f, evaluate_reference=not args.no_reference_eval, recipe_file=file)
+                for f, file in zip(folders, files)]
+        ablations = [Ablation(mean, read_run(a, evaluate_reference=False),
+                              read_run(b, evaluate_reference=False)) for mean, a, b in pairs]
+        text = benchmarks_markdown(rows, ablations,
+                                   shlex.join(["python", "benchmarks/reproduce.py", *argv]))
+        readme = None if args.readme is None else replace_block(
+            _read(Path(args.readme)), _readme_block(rows, args.out), args.readme)
+        atomic_write_text(args.out, text)
+        if readme is not None:
+            atomic_write_text(args.readme, readme)
+    except (NNCompressError, _Usage) as exc:
+        print(f"reproduce: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"reproduce: wrote {args.out}" + (f" and {args.readme}" if args.readme else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
