@@ -139,3 +139,32 @@ def test_a_teacher_from_a_file(tmp_path: Path) -> None:
     assert not (tmp_path / "taught" / "teachers").exists()
     assert first.report["test"] != taught.report["test"]
     assert all(r["loss"] is None or r["loss"] > 0 for r in _rows(tmp_path / "taught"))
+
+
+def test_a_retrain_stage_distils_under_bf16(tmp_path: Path) -> None:
+    raw = _raw()
+    raw["precision"] = "bf16"  # autocast on the CPU: the teacher runs under it too
+    raw["stages"][2:] = [{"stage": "retrain", "iterations": 6, "batch_size": 16,
+                          "distill": {"teacher": "dns", "temperature": 3.0}},
+                         {"stage": "finalize"}]
+    out = tmp_path / "r"
+    with pytest.raises(RunInterrupted):  # in the retrain stage, after its teacher was written
+        run_recipe(parse_recipe(raw), out, progress="none", stop_after=23)
+    resumed = run_recipe(parse_recipe(raw), out, progress="none", resume=True)
+    straight = run_recipe(parse_recipe(raw), tmp_path / "straight", progress="none")
+    _same_weights(straight.model, resumed.model)
+    retrain = [r for r in _rows(out) if r["stage"] == "retrain"]
+    assert len(retrain) == 1 and retrain[0]["loss"] > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_distilling_on_cuda_resumes_bit_identically(tmp_path: Path, precision: str) -> None:
+    raw = {**DISTILLED, "device": "cuda", "precision": precision}
+    straight = run_recipe(parse_recipe(raw), tmp_path / "a", progress="none")
+    with pytest.raises(RunInterrupted):  # mid DNS, taught by the reference's file on resume
+        run_recipe(parse_recipe(raw), tmp_path / "b", progress="none", stop_after=15)
+    resumed = run_recipe(parse_recipe(raw), tmp_path / "b", progress="none", resume=True)
+    assert next(resumed.model.parameters()).is_cuda
+    _same_weights(straight.model, resumed.model)
+    assert _rows(tmp_path / "a") == _rows(tmp_path / "b")
