@@ -214,8 +214,10 @@ def _build(arch: dict[str, Any], tensors: list[dict[str, Any]], limit: int,
 
     A registered model must build on the meta device: a crafted architecture (a huge hidden
     size) fails there, or differs from the file's checked tensors, before anything is
-    allocated. Other builders may need real tensors (a Caffe net runs its layers to infer
-    shapes): their real build runs under an :class:`AllocationGuard` of the file's budget.
+    allocated. When all its tensors are stored, that skeleton is the model: the caller's
+    ``load_state_dict(assign=True)`` gives it the decoded tensors. Other builders may need real
+    tensors (a Caffe net runs its layers to infer shapes): their real build runs under an
+    :class:`AllocationGuard` of the file's budget.
     """
     try:
         with torch.device("meta"):
@@ -226,6 +228,10 @@ def _build(arch: dict[str, Any], tensors: list[dict[str, Any]], limit: int,
         skeleton = None
     if skeleton is not None:
         check_matches(tensors, skeleton.state_dict(), what)
+        if ":" not in arch["ref"] and _all_stored(skeleton):
+            # Every tensor of a registered model comes from the file: the skeleton takes the
+            # decoded ones as they are (no random init, no second, guarded build).
+            return skeleton
     guard = AllocationGuard(limit, what)
     try:
         with guard:
@@ -236,6 +242,15 @@ def _build(arch: dict[str, Any], tensors: list[dict[str, Any]], limit: int,
         raise _cannot_build(arch, exc, what) from None
     check_matches(tensors, model.state_dict(), what)
     return model
+
+
+def _all_stored(model: nn.Module) -> bool:
+    """Whether every parameter and buffer of ``model`` is in its state_dict (none is
+    non-persistent, so loading the file replaces them all)."""
+    stored = set(model.state_dict())
+    return all(name in stored for name, _ in
+               [*model.named_parameters(remove_duplicate=False),
+                *model.named_buffers(remove_duplicate=False)])
 
 
 def inspect_compact(path: str | Path) -> CompactInfo:

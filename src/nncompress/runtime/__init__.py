@@ -10,6 +10,11 @@ Sparse kernels use SciPy's CSR product when SciPy is installed (faster on the CP
 dense path. 2x2, stride-2 max-pool layers become :class:`MaxPool2x2` (same values, faster
 on the CPUs measured) unless ``fast_pool=False``.
 
+A model whose forward is a chain of such layers, ReLU, max-pooling and ``flatten(1)`` (LeNet-5,
+LeNet-300-100) also gets a fused ``forward`` for small batches
+(:mod:`nncompress.runtime._fused`): the whole model as a few NumPy calls and SciPy's CSR
+kernel, without per-module dispatch; other inputs run the model's own forward.
+
 Example:
     >>> import tempfile, pathlib, torch
     >>> from nncompress.models import build_model
@@ -30,14 +35,17 @@ import torch
 from torch import nn
 
 from nncompress.runtime._base import BACKENDS, SparseLayer, resolve_backend
+from nncompress.runtime._chain import chain_of
 from nncompress.runtime._conv import SparseConv, convertible_conv
 from nncompress.runtime._csr import CSRMatrix, scipy_available
+from nncompress.runtime._fused import FusedForward, kernel_available
 from nncompress.runtime._linear import SparseLinear
 from nncompress.runtime._pool import MaxPool2x2, replaceable_pool
-from nncompress.runtime._rule import use_sparse
+from nncompress.runtime._rule import FUSED_MAX_BATCH, use_sparse
 
-__all__ = ["BACKENDS", "CSRMatrix", "MaxPool2x2", "SparseConv", "SparseLayer", "SparseLinear",
-           "load", "scipy_available", "sparsify", "use_sparse", "weight_bytes"]
+__all__ = ["BACKENDS", "CSRMatrix", "FusedForward", "MaxPool2x2", "SparseConv", "SparseLayer",
+           "SparseLinear", "fused", "load", "scipy_available", "sparsify", "use_sparse",
+           "weight_bytes"]
 
 # Above this density a layer stays as it is: its CSR arrays would be over half the dense bytes
 # and a dense layer in memory is faster (see nncompress.runtime._rule).
@@ -45,7 +53,7 @@ MAX_DENSITY = 0.25
 
 
 def load(path: str | Path, *, allow_import: bool = False, backend: str = "auto",
-         fast_pool: bool = True) -> nn.Module:
+         fast_pool: bool = True, fuse: bool = True) -> nn.Module:
     """Build the inference model of a .ncz file, its sparse layers in CSR form.
 
     Args:
@@ -55,6 +63,8 @@ def load(path: str | Path, *, allow_import: bool = False, backend: str = "auto",
             ``"torch"``.
         fast_pool: also replace 2x2 stride-2 ``nn.MaxPool2d`` layers by :class:`MaxPool2x2`
             (same values, several times faster on the CPUs measured).
+        fuse: give a chain model the fused forward for small batches (not with
+            ``backend="torch"``; needs SciPy).
 
     Returns:
         The model, in eval mode; its outputs equal ``load_compact(path)``'s within float32
@@ -71,11 +81,11 @@ def load(path: str | Path, *, allow_import: bool = False, backend: str = "auto",
 
     resolve_backend(backend)  # a bad backend fails before the file is read
     return sparsify(load_compact(path, allow_import=allow_import), backend=backend,
-                    fast_pool=fast_pool)
+                    fast_pool=fast_pool, fuse=fuse)
 
 
 def sparsify(model: nn.Module, *, backend: str = "auto", max_density: float = MAX_DENSITY,
-             fast_pool: bool = True) -> nn.Module:
+             fast_pool: bool = True, fuse: bool = True) -> nn.Module:
     """Replace, in place, each Linear/Conv1d/Conv2d at or below ``max_density`` by its sparse form.
 
     Args:
@@ -83,6 +93,7 @@ def sparsify(model: nn.Module, *, backend: str = "auto", max_density: float = MA
         backend: as for :func:`load`.
         max_density: layers with more non-zero weights than this fraction stay as they are.
         fast_pool: as for :func:`load`.
+        fuse: as for :func:`load`.
 
     Returns:
         The same model, in eval mode.
@@ -95,6 +106,27 @@ def sparsify(model: nn.Module, *, backend: str = "auto", max_density: float = MA
         'SparseLinear'
     """
     resolve_backend(backend)
+    _replace_layers(model, backend, max_density, fast_pool)
+    if fuse and backend != "torch" and kernel_available():
+        ops = chain_of(model)
+        if ops is not None and any(isinstance(op.module, SparseLayer) for op in ops):
+            model.forward = FusedForward(model, ops, FUSED_MAX_BATCH)  # type: ignore[method-assign]
+    return model.eval()
+
+
+def fused(model: nn.Module) -> FusedForward | None:
+    """The model's fused forward (see :func:`load`), or None when it runs module by module.
+
+    Example:
+        >>> fused(nn.Sequential(nn.Linear(2, 2))) is None
+        True
+    """
+    forward = model.__dict__.get("forward")
+    return forward if isinstance(forward, FusedForward) else None
+
+
+def _replace_layers(model: nn.Module, backend: str, max_density: float,
+                    fast_pool: bool) -> None:
     for name, child in list(model.named_children()):
         if fast_pool and replaceable_pool(child):
             setattr(model, name, MaxPool2x2(child.ceil_mode))  # type: ignore[arg-type]
@@ -109,8 +141,7 @@ def sparsify(model: nn.Module, *, backend: str = "auto", max_density: float = MA
                                   else SparseConv.from_conv(child, backend))  # type: ignore[arg-type]
                 setattr(model, name, new)
         else:
-            sparsify(child, backend=backend, max_density=max_density, fast_pool=fast_pool)
-    return model.eval()
+            _replace_layers(child, backend, max_density, fast_pool)
 
 
 def weight_bytes(model: nn.Module) -> int:

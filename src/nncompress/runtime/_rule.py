@@ -30,7 +30,11 @@ single points noisy; ``auto`` uses SciPy for convolutions and for Linear batches
 
 from __future__ import annotations
 
-__all__ = ["CONV_MIN_REDUCTION", "conv_reduction", "use_sparse"]
+__all__ = ["CONV_MIN_REDUCTION", "FUSED_MAX_BATCH", "conv_reduction", "use_sparse"]
+
+# The largest batch a chain model runs on the fused path (see _fused.py); larger batches run
+# module by module, each layer by the rule below.
+FUSED_MAX_BATCH = 16
 
 # (largest batch, reduction from which the sparse conv kernel runs); larger batches use the
 # last row.
