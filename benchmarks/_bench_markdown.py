@@ -59,10 +59,8 @@ def bits(row: RunRow) -> str:
 
 
 def pipeline(row: RunRow) -> str:
-    """The stages that train or compress, e.g. ``train → dns → inq K=8``."""
-    k = "/".join(str(v) for v in row.inq_k)
-    return " → ".join(f"inq K={k}" if s == "inq" else s for s in row.stages
-                      if s not in _HIDDEN_STAGES)
+    """The stages that train or compress, e.g. ``train → dns (distilled) → inq K=8``."""
+    return " → ".join(label for label in row.labels if label not in _HIDDEN_STAGES)
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

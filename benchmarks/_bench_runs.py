@@ -59,6 +59,7 @@ class RunRow:
     command: str
     command_note: str
     header: str
+    labels: tuple[str, ...] = ()  # per stage: "dns", "inq K=8", "dns (distilled)"...
 
     @property
     def compression(self) -> float | None:
@@ -146,6 +147,16 @@ def _inq_k(recipe: dict[str, Any]) -> tuple[int, ...]:
     return tuple(sorted(values))
 
 
+def _labels(recipe: dict[str, Any]) -> tuple[str, ...]:
+    out = []
+    for stage in recipe["stages"]:
+        label = str(stage["stage"])
+        if label == "inq":
+            label += f" K={'/'.join(str(k) for k in _inq_k({'stages': [stage]}))}"
+        out.append(label + (" (distilled)" if stage.get("distill") else ""))
+    return tuple(out)
+
+
 def _reference_checkpoint(folder: Path, stages: list[str]) -> Path | None:
     first = next((i for i, kind in enumerate(stages) if kind in _COMPRESSING), None)
     trains = [i for i, kind in enumerate(stages[:first]) if kind == "train"]
@@ -218,4 +229,5 @@ def read_run(folder: str | Path, *, evaluate_reference: bool = True,
         entries=int(totals["entries"]), kept=int(totals["kept"]), layers=layers,
         ncz_bytes=compact.get("bytes"), wall_s=wall, sessions=sessions, command=command,
         command_note=note,
-        header=own or (header_comment(shipped) if shipped is not None else ""))
+        header=own or (header_comment(shipped) if shipped is not None else ""),
+        labels=_labels(recipe))

@@ -21,9 +21,10 @@ from nncompress.pipeline import run_recipe  # noqa: E402
 from nncompress.recipe import packaged_recipes, parse_recipe  # noqa: E402
 
 
-def tiny_raw(name: str, c_rate: float, k: int) -> dict[str, Any]:
+def tiny_raw(name: str, c_rate: float, k: int, distill: bool = False) -> dict[str, Any]:
     """Reference -> DNS -> INQ -> finalize -> export on 8x8 synthetic data; evaluations fall on
     each stage's last iteration, on the test split (nothing held out)."""
+    teacher = {"distill": {"teacher": "reference"}} if distill else {}
     train = {"batch_size": 16, "eval_interval": 4, "checkpoint_interval": 4}
     return {
         "version": 1, "name": name,
@@ -33,7 +34,7 @@ def tiny_raw(name: str, c_rate: float, k: int) -> dict[str, Any]:
             {"stage": "train", "name": "reference", "iterations": 8, "lr": {"base_lr": 0.05},
              **train},
             {"stage": "dns", "iterations": 8, "defaults": {"gamma": 0.01, "c_rate": c_rate},
-             **train},
+             **teacher, **train},
             {"stage": "inq", "portions": [0.5, 1.0], "iterations_per_step": [4, 0],
              "defaults": {"num_quantum_values": k}, **train},
             {"stage": "finalize"}, {"stage": "export", "file": "model.ncz"},
@@ -44,8 +45,9 @@ def tiny_raw(name: str, c_rate: float, k: int) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("runs")
-    for name, c_rate, k in (("tiny_a", 0.3, 4), ("tiny_b", 0.8, 2)):
-        run_recipe(parse_recipe(tiny_raw(name, c_rate, k)), root / name, progress="none")
+    for name, c_rate, k, distill in (("tiny_a", 0.3, 4, False), ("tiny_b", 0.8, 2, True)):
+        run_recipe(parse_recipe(tiny_raw(name, c_rate, k, distill)), root / name,
+                   progress="none")
     return root / "tiny_a", root / "tiny_b"
 
 
@@ -53,11 +55,11 @@ def report(folder: Path) -> dict[str, Any]:
     return dict(json.loads((folder / "report.json").read_text()))
 
 
-def expected_result_row(folder: Path, k: int) -> str:
+def expected_result_row(folder: Path, k: int, dns: str = "dns") -> str:
     r = report(folder)
     entries, kept = r["totals"]["entries"], r["totals"]["kept"]
     nbytes = r["compact"]["bytes"]
-    return (f"| tiny_mlp | `{r['recipe']}`: train → dns → inq K={k} | {kept:,} of {entries:,} | "
+    return (f"| tiny_mlp | `{r['recipe']}`: train → {dns} → inq K={k} | {kept:,} of {entries:,} | "
             f"{entries / kept:.1f}x | {100 * r['test']['error']:.2f}% | {nbytes:,} B | "
             f"{4 * entries / nbytes:,.0f}x |")
 
@@ -77,7 +79,7 @@ def test_from_writes_the_reports_numbers(runs: tuple[Path, Path], tmp_path: Path
                            "--no-reference-eval"]) == 0
     lines = out.read_text().splitlines()
     assert expected_result_row(a, 4) in lines
-    assert expected_result_row(b, 2) in lines
+    assert expected_result_row(b, 2, "dns (distilled)") in lines
     assert expected_layer_row(a) in lines and expected_layer_row(b) in lines
     assert report(a)["totals"]["kept"] != report(b)["totals"]["kept"]  # two distinct runs
     rows = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines()]
