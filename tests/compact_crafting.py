@@ -59,13 +59,38 @@ def base_files(folder: Path) -> list[bytes]:
     for i, (model, arch, float_dtype) in enumerate(saves):
         save_compact(model, folder / f"base{i}.ncz", arch=arch, float_dtype=float_dtype)
         out.append((folder / f"base{i}.ncz").read_bytes())
+    # the same CNN and float16 MLP as format version 1 files (still read)
+    for i, (model, float_dtype) in enumerate([(cnn, "float32"), (mlp, "float16")], len(out)):
+        out.append(v1_file(model, float_dtype))
+        (folder / f"base{i}.ncz").write_bytes(out[-1])
     return out
 
 
+def v1_file(model: torch.nn.Module, float_dtype: str = "float32") -> bytes:
+    """A format version 1 file of a registered model (two streams per tensor)."""
+    from nncompress.export._codec import encode_tensor
+    from nncompress.models import architecture
+    from nncompress.prepare import finalize, is_prepared
+
+    if is_prepared(model):
+        model = finalize(copy.deepcopy(model))
+    metas, streams = [], []
+    for name, tensor in model.state_dict().items():
+        enc = encode_tensor(name, tensor, float_dtype)
+        metas.append(enc.meta | {"bytes": [len(enc.positions), len(enc.values)]})
+        streams += [enc.positions, enc.values]
+    meta = {"format": "nncompress-compact", "arch": architecture(model),
+            "float_dtype": float_dtype, "writer": "nncompress 0.1.0", "tensors": metas}
+    return pack(meta, streams)
+
+
 def split(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
-    """A file's metadata and its streams, two per tensor (positions, values)."""
+    """A file's metadata and its streams: the shared coded stream (format version 2), then
+    two per tensor (positions, values)."""
     meta, body = parse(data, "base")
     streams, offset = [], 0
+    if "coded" in meta:
+        streams, offset = [body[:meta["coded"]]], meta["coded"]
     for t in meta["tensors"]:
         for n in t["bytes"]:
             streams.append(body[offset:offset + n])
@@ -83,7 +108,8 @@ def pack_text(text: bytes, streams: list[bytes]) -> bytes:
         if not n:
             break
     body = bytes(length) + meta_stream + b"".join(streams)
-    return struct.pack("<4sHHQI", MAGIC, VERSION, 0, len(body), zlib.crc32(body)) + body
+    version = VERSION if b'"coded"' in text else 1
+    return struct.pack("<4sHHQI", MAGIC, version, 0, len(body), zlib.crc32(body)) + body
 
 
 # ----------------------------------------------------------------------------- edits
@@ -216,7 +242,11 @@ def crafted(base: bytes, rng: random.Random) -> bytes:
             streams)
     if kind < 0.25:
         streams = _edit_stream(streams, rng)
-        for t, pos, val in zip(meta["tensors"], streams[::2], streams[1::2], strict=True):
+        shared = "coded" in meta
+        if shared:
+            meta["coded"] = len(streams[0])
+        pairs = streams[1:] if shared else streams
+        for t, pos, val in zip(meta["tensors"], pairs[::2], pairs[1::2], strict=True):
             t["bytes"] = [len(pos), len(val)]
     else:
         for _ in range(rng.choice([1, 1, 1, 2, 3])):

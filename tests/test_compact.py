@@ -171,7 +171,7 @@ def test_bad_files_raise_one_clear_error(tmp_path: Path, good_file: bytes) -> No
     flipped = bytearray(good_file)
     flipped[len(good_file) // 2] ^= 0x10
     newer = bytearray(good_file)
-    newer[4] = 2
+    newer[4] = 3
     body = len(good_file) - 20
     cases = {
         b"": "not an nncompress compact (.ncz) file (wrong magic bytes)",
@@ -181,7 +181,7 @@ def test_bad_files_raise_one_clear_error(tmp_path: Path, good_file: bytes) -> No
                         f"it, the file has {body - 5}",
         good_file + b"\x00": "unexpected bytes after the end of the data",
         bytes(flipped): "file is corrupted (checksum mismatch)",
-        bytes(newer): "format version 2 is newer than this nncompress reads (up to 1); "
+        bytes(newer): "format version 3 is newer than this nncompress reads (up to 2); "
                       "upgrade nncompress",
     }
     for data, message in cases.items():

@@ -26,7 +26,13 @@ from tests.compact_crafting import (
     pack_text,
     reported_cases,
     split,
+    v1_file,
 )
+
+
+def load_compact_bytes(tmp_path: Path, data: bytes) -> torch.nn.Module:
+    (tmp_path / "loaded.ncz").write_bytes(data)
+    return load_compact(tmp_path / "loaded.ncz")
 
 
 # ----------------------------------------------------------------------------- the cases
@@ -166,7 +172,7 @@ def test_duplicate_names_unknown_keys_and_non_numbers(tmp_path: Path,
 def test_streams_must_decode_to_the_declared_counts(tmp_path: Path, inq_mlp: bytes) -> None:
     from nncompress.export._streams import RANS_MAX_SYMBOLS, zstd_stream
 
-    meta, streams = split(inq_mlp)
+    meta, streams = split(v1_file(load_compact_bytes(tmp_path, inq_mlp)))  # format version 1
     assert (meta["tensors"][0]["layout"], meta["tensors"][0].get("rows")) == ("dense", None)
     streams[1] = zstd_stream(bytes(10**5))  # fc1.weight codes: 100000 bytes for 96 entries
     meta["tensors"][0]["bytes"][1] = len(streams[1])

@@ -58,7 +58,8 @@ _MUTATIONS: list[Callable[[bytearray, random.Random], bytearray]] = [
 
 @pytest.mark.slow
 def test_thousands_of_mutations_raise_only_nncompress_errors(tmp_path: Path) -> None:
-    bases = base_files(tmp_path)[:2]
+    files = base_files(tmp_path)
+    bases = [*files[:2], *files[4:]]  # format version 2 and version 1 files
     rng = random.Random(1234)
     outcomes: Counter[str] = Counter()
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -80,9 +81,9 @@ def test_thousands_of_mutations_raise_only_nncompress_errors(tmp_path: Path) -> 
     assert outcomes["loaded"] < 300
 
 
-@pytest.mark.parametrize("version", [0, 2, 65535])
-def test_other_versions_are_rejected(tmp_path: Path, version: int) -> None:
-    data = bytearray(base_files(tmp_path)[:2][1])
+@pytest.mark.parametrize(("base", "version"), [(1, 0), (1, 1), (1, 3), (1, 65535), (5, 2)])
+def test_other_versions_are_rejected(tmp_path: Path, base: int, version: int) -> None:
+    data = bytearray(base_files(tmp_path)[base])  # 1: format version 2, 5: version 1
     data[4:6] = version.to_bytes(2, "little")
     with pytest.raises(NNCompressError, match="version"):
         parse(bytes(data), "x")

@@ -1,10 +1,10 @@
 """The .ncz container: fixed header, checksummed body, JSON metadata, tensor streams.
 
-Format version 1 (all integers little-endian)::
+Format versions 1 and 2 (all integers little-endian)::
 
     offset  size  field
     0       4     magic b"\\x89NCZ" (the high byte catches 7-bit and text-mode damage)
-    4       2     format version (1)
+    4       2     format version (2; 1 still read)
     6       2     flags (0; readers reject others)
     8       8     body length in bytes (must be exactly the rest of the file)
     16      4     CRC-32 (zlib) of the body
@@ -27,9 +27,14 @@ The JSON object: ``format`` ("nncompress-compact"), ``arch`` ({"ref", "kwargs"})
                             are coded as index sets at the head of the position stream
     bytes                   [position stream length, value stream length]
 
-Each stream is a method byte (0 raw, 1 zstd without its magic, 2 rANS) and its payload; the
-streams follow in tensor order and their lengths must add up to the rest of the body. Index
-sets are gap codes (see ``_positions``). Every length is checked against the bytes actually
+Version 1: each stream is a method byte (0 raw, 1 zstd without its magic, 2 rANS) and its
+payload; the streams follow in tensor order and their lengths must add up to the rest of the
+body. Index sets are gap codes (see ``_positions``).
+
+Version 2: the metadata has ``coded``, the length of one shared coded stream that comes first
+(every tensor's positions and INQ level codes, see ``_shared``); each tensor's ``bytes`` is
+``[0, value stream length]``, 0 for ``pow2`` tensors (their codes are in the shared stream),
+and the value streams follow in tensor order. Every length is checked against the bytes actually
 present before anything is allocated, and zstd output is bounded by what the metadata allows.
 The metadata itself decompresses to at most 1 MiB + 64 bytes per stored byte, nests at most
 ``MAX_JSON_DEPTH`` levels (counted before parsing) and holds no NaN or Infinity.
@@ -54,7 +59,7 @@ __all__ = ["FORMAT_NAME", "HEADER_SIZE", "MAGIC", "MAX_JSON_DEPTH", "VERSION", "
            "pack", "parse", "unpack"]
 
 MAGIC = b"\x89NCZ"
-VERSION = 1
+VERSION = 2
 FORMAT_NAME = "nncompress-compact"
 _HEADER = struct.Struct("<4sHHQI")
 HEADER_SIZE = _HEADER.size
@@ -100,6 +105,8 @@ def _read_varint(data: bytes, what: str) -> tuple[int, int]:
 def pack(meta: dict[str, Any], streams: list[bytes]) -> bytes:
     """Serialise metadata and streams into the bytes of a .ncz file.
 
+    The file is format version 2 when the metadata has ``coded``, else version 1.
+
     Example:
         >>> data = pack({"tensors": []}, [])
         >>> data[:4], len(data) > 20
@@ -108,7 +115,8 @@ def pack(meta: dict[str, Any], streams: list[bytes]) -> bytes:
     text = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode("utf-8")
     meta_stream = min(bytes([RAW]) + text, zstd_stream(text, _META_DICTIONARY), key=len)
     body = _varint(len(meta_stream)) + meta_stream + b"".join(streams)
-    return _HEADER.pack(MAGIC, VERSION, 0, len(body), zlib.crc32(body)) + body
+    version = VERSION if "coded" in meta else 1
+    return _HEADER.pack(MAGIC, version, 0, len(body), zlib.crc32(body)) + body
 
 
 def unpack(path: str | Path) -> tuple[tuple[dict[str, Any], bytes], int]:
@@ -133,13 +141,13 @@ def unpack(path: str | Path) -> tuple[tuple[dict[str, Any], bytes], int]:
             size = os.fstat(handle.fileno()).st_size
             header = handle.read(HEADER_SIZE)
             _check_header(header, what)
-            _, _, _, body_len, crc = _HEADER.unpack(header)
+            _, version, _, body_len, crc = _HEADER.unpack(header)
             # compared with the real size before reading: a corrupted length allocates nothing
             _check_length(body_len, size - HEADER_SIZE, what)
             body = handle.read(body_len)
     except OSError as exc:
         raise FormatError(f"{what}: cannot read the file: {exc.strerror or exc}") from None
-    return _parse_body(body, crc, what), HEADER_SIZE + body_len
+    return _parse_body(body, crc, version, what), HEADER_SIZE + body_len
 
 
 def parse(data: bytes, what: str = "data") -> tuple[dict[str, Any], bytes]:
@@ -150,9 +158,9 @@ def parse(data: bytes, what: str = "data") -> tuple[dict[str, Any], bytes]:
         ({'tensors': []}, b'')
     """
     _check_header(data[:HEADER_SIZE], what)
-    _, _, _, body_len, crc = _HEADER.unpack(data[:HEADER_SIZE])
+    _, version, _, body_len, crc = _HEADER.unpack(data[:HEADER_SIZE])
     _check_length(body_len, len(data) - HEADER_SIZE, what)
-    return _parse_body(data[HEADER_SIZE:], crc, what)
+    return _parse_body(data[HEADER_SIZE:], crc, version, what)
 
 
 def _check_length(body_len: int, available: int, what: str) -> None:
@@ -163,7 +171,8 @@ def _check_length(body_len: int, available: int, what: str) -> None:
         raise FormatError(f"{what}: unexpected bytes after the end of the data")
 
 
-def _parse_body(body: bytes, crc: int, what: str) -> tuple[dict[str, Any], bytes]:
+def _parse_body(body: bytes, crc: int, version: int,
+                what: str) -> tuple[dict[str, Any], bytes]:
     if zlib.crc32(body) != crc:
         raise FormatError(f"{what}: file is corrupted (checksum mismatch)")
     meta_len, offset = _read_varint(body, what)
@@ -183,6 +192,9 @@ def _parse_body(body: bytes, crc: int, what: str) -> tuple[dict[str, Any], bytes
         raise FormatError(f"{what}: metadata is not valid JSON ({exc})") from None
     if not isinstance(meta, dict):
         raise FormatError(f"{what}: metadata is not a JSON object")
+    if ("coded" in meta) != (version >= 2):
+        raise FormatError(f"{what}: a format version {version} file "
+                          f"{'without' if version >= 2 else 'with'} the metadata field 'coded'")
     return meta, body[offset + meta_len:]
 
 

@@ -25,7 +25,7 @@ from nncompress.errors import FormatError
 __all__ = ["RansDecoder", "RansEncoder", "StaticModel"]
 
 _L = 1 << 23  # lower bound of the normalised state; the state fits in 31 bits
-_MAX_SCALE = 15  # table precision; 2**15 slots keeps the decode lookup list small
+_MAX_SCALE = 12  # precision written (at most 2**12 slots; readers of version 1 take up to 15)
 _MAX_BITS_CHUNK = 16  # raw bits are coded in chunks of at most this many bits
 _MAX_ALPHABET = 512
 

@@ -92,10 +92,13 @@ def check_meta(meta: dict[str, Any], data_len: int, file_bytes: int,
     tensors = meta.get("tensors")
     if not isinstance(tensors, list):
         raise _fail(what, "'tensors'", tensors, "a list of tensor entries")
+    coded = meta.get("coded", 0)
+    if not _int_in(coded, 0, 2**62):
+        raise _fail(what, "'coded'", coded, "the shared coded stream's length in bytes")
     names: set[str] = set()
-    streams = total = 0
+    streams, total = coded, 0
     for i, t in enumerate(tensors):
-        numel = _check_tensor(t, f"tensors[{i}]", float_dtype, what)
+        numel = _check_tensor(t, f"tensors[{i}]", float_dtype, "coded" in meta, what)
         if t["name"] in names:
             raise _fail(what, f"tensors[{i}].name", t["name"], "a name no other tensor has")
         names.add(t["name"])
@@ -152,7 +155,7 @@ def _check_value(value: Any, field: str, bound: int, what: str) -> None:
         raise _fail(what, field, value, f"a finite number in [{-bound}, {bound}]")
 
 
-def _check_tensor(t: Any, field: str, float_dtype: str, what: str) -> int:
+def _check_tensor(t: Any, field: str, float_dtype: str, shared: bool, what: str) -> int:
     """Check one tensor entry; return its number of entries."""
     if not isinstance(t, dict):
         raise _fail(what, field, t, "a tensor entry (an object)")
@@ -179,21 +182,25 @@ def _check_tensor(t: Any, field: str, float_dtype: str, what: str) -> int:
         raise _fail(what, field.format("values"), kind, f"{' or '.join(map(repr, kinds))} for a "
                     f"{dtype} tensor in a {float_dtype} file")
     numel = math.prod(shape)
-    _check_layout(t, field, numel, what)
+    _check_layout(t, field, numel, shared, what)
     return numel
 
 
-def _check_layout(t: dict[str, Any], field: str, numel: int, what: str) -> None:
-    """Layout, counts and stream lengths of a tensor entry whose dtype and shape are valid."""
+def _check_layout(t: dict[str, Any], field: str, numel: int, shared: bool, what: str) -> None:
+    """Layout, counts and stream lengths of a tensor entry whose dtype and shape are valid
+    (``shared``: a version 2 file, whose positions and level codes are in the coded stream)."""
     layout, lengths, shape = t["layout"], t["bytes"], t["shape"]
     layouts = ("dense",) if t["values"] == "raw" else ("dense", "sparse")
     if not isinstance(layout, str) or layout not in layouts:
         raise _fail(what, field.format("layout"), layout, " or ".join(map(repr, layouts)))
     if not (isinstance(lengths, list) and len(lengths) == 2 and _int_in(lengths[0], 0, 2**62)
-            and _int_in(lengths[1], 1, 2**62)):
+            and _int_in(lengths[1], 0 if shared else 1, 2**62)):
         raise _fail(what, field.format("bytes"), lengths,
                     "[position stream bytes >= 0, value stream bytes >= 1]")
     raw, pow2 = t["values"] == "raw", t["values"] == "pow2"
+    if shared and (lengths[0] != 0 or (lengths[1] == 0) != pow2):
+        raise _fail(what, field.format("bytes"), lengths, "[0, value stream bytes] (0 for "
+                    "'pow2' values: positions and level codes are in the coded stream)")
     for key in _OPTIONAL:
         needed = not raw if key == "kept" else (pow2 if key in ("exp_min", "levels") else None)
         if needed is not None and needed != (key in t):
@@ -214,7 +221,7 @@ def _check_layout(t: dict[str, Any], field: str, numel: int, what: str) -> None:
     if pow2:
         _check_levels(t, field, what)
     has_sets = layout == "sparse" or _has_sets(t)
-    if has_sets != (lengths[0] > 0):
+    if not shared and has_sets != (lengths[0] > 0):
         raise _fail(what, field.format("bytes"), lengths, "a position stream exactly when "
                     "the layout is sparse or has rows / cols")
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from nncompress.errors import ConfigError, FormatError
-from nncompress.export._codec import DTYPES, decode_tensor, encode_tensor
+from nncompress.export._codec import DTYPES
 from nncompress.export._container import FORMAT_NAME, HEADER_SIZE, VERSION, pack, unpack
 from nncompress.export._guard import AllocationGuard, budget
 from nncompress.export._schema import (
@@ -34,6 +34,7 @@ from nncompress.export._schema import (
     check_meta,
     is_builtin,
 )
+from nncompress.export._tensors import decode_state, encode_state, stream_sizes
 
 __all__ = ["CompactInfo", "TensorInfo", "inspect_compact", "load_compact", "save_compact"]
 
@@ -142,20 +143,17 @@ def save_compact(model: nn.Module, path: str | Path, *, arch: dict[str, Any] | N
     arch = _architecture(model, arch)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # from any device
     rebuilt = _check_rebuilds(arch, state)
-    metas, streams = [], []
-    for name, tensor in state.items():
-        enc = encode_tensor(name, tensor, float_dtype)
-        metas.append(enc.meta | {"bytes": [len(enc.positions), len(enc.values)]})
-        streams += [enc.positions, enc.values]
+    metas, coded, streams = encode_state(state, float_dtype)
     from nncompress._io import atomic_write_bytes
     from nncompress._version import __version__
 
     meta = {"format": FORMAT_NAME, "arch": arch, "float_dtype": float_dtype,
-            "writer": f"nncompress {__version__}", "tensors": metas}
+            "writer": f"nncompress {__version__}", "coded": coded, "tensors": metas}
     data = pack(meta, streams)
     _check_loads_back(meta, streams, len(data), rebuilt, str(path))
     atomic_write_bytes(path, data)
-    return _info(str(path), meta, len(data))
+    return _info(str(path), meta, len(data),
+                 stream_sizes(meta, metas, b"".join(streams), str(path)))
 
 
 def load_compact(path: str | Path, *, allow_import: bool = False) -> nn.Module:
@@ -195,13 +193,7 @@ def _load(meta: dict[str, Any], data: bytes, what: str, allow_import: bool,
     tensors = check_meta(meta, len(data), file_bytes, what)
     _check_allowed(meta["arch"]["ref"], allow_import, what)
     model = _build(meta["arch"], tensors, budget(file_bytes), what)
-    state, offset = {}, 0
-    for t in tensors:
-        pos_len, val_len = t["bytes"]
-        positions = data[offset:offset + pos_len]
-        values = data[offset + pos_len:offset + pos_len + val_len]
-        offset += pos_len + val_len
-        state[t["name"]] = decode_tensor(t, positions, values, what)
+    state = decode_state(meta, tensors, data, what)
     # assign=True keeps each stored tensor as it is, dtype included (a float64 model stays
     # float64), while the module's Parameters keep their requires_grad.
     model.load_state_dict(state, assign=True)
@@ -265,19 +257,21 @@ def inspect_compact(path: str | Path) -> CompactInfo:
         'fc1.weight'
     """
     (meta, data), size = unpack(path)
-    check_meta(meta, len(data), size, str(path))
-    return _info(str(path), meta, size)
+    tensors = check_meta(meta, len(data), size, str(path))
+    return _info(str(path), meta, size, stream_sizes(meta, tensors, data, str(path)))
 
 
 # ----------------------------------------------------------------------------- helpers
-def _info(path: str, meta: dict[str, Any], size: int) -> CompactInfo:
+def _info(path: str, meta: dict[str, Any], size: int,
+          sizes: list[tuple[int, int]]) -> CompactInfo:
     tensors = []
-    for t in meta["tensors"]:
+    for t, (pos, val) in zip(meta["tensors"], sizes, strict=True):
         entries = math.prod(t["shape"])
         tensors.append(TensorInfo(
             t["name"], tuple(t["shape"]), t["dtype"], t["values"], t["layout"], entries,
-            int(t.get("kept", entries)), t["bytes"][0], t["bytes"][1]))
-    return CompactInfo(path, VERSION, size, meta["arch"], meta["float_dtype"], tensors)
+            int(t.get("kept", entries)), pos, val))
+    version = VERSION if "coded" in meta else 1
+    return CompactInfo(path, version, size, meta["arch"], meta["float_dtype"], tensors)
 
 
 def _finalized(model: nn.Module) -> nn.Module:

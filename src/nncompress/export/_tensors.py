@@ -1,0 +1,248 @@
+"""Format version 2 tensors: the writer's layout choice and the reader's whole-state decode.
+
+A floating tensor's positions (live rows, live columns, kept entries) and its INQ level codes
+go to the file's shared coded stream (:mod:`._shared`); other float values are byte planes in
+a value stream of the tensor's own, and integer tensors are stored whole as in version 1. The
+writer estimates each layout (every factoring, dense or sparse) and keeps the smallest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from nncompress.errors import ConfigError, FormatError
+from nncompress.export._codec import (
+    _DTYPE_NAMES,
+    _MAX_LEVELS,
+    DTYPES,
+    _bytes_stream,
+    _check_no_overflow,
+    _levels,
+    _read_values,
+    _to_bytes,
+    decode_tensor,
+    pow2_codes,
+)
+from nncompress.export._entropy import StaticModel
+from nncompress.export._positions import Factoring, GapCode, _split, best_gaps, factorings
+from nncompress.export._shared import Group, GroupSpec, decode_groups, encode_groups
+from nncompress.export._streams import read_int
+
+__all__ = ["TensorPlan", "decode_state", "encode_state", "plan_tensor", "stream_sizes"]
+
+
+@dataclass
+class TensorPlan:
+    """A tensor's metadata, its groups in the shared stream and its own value stream."""
+
+    meta: dict[str, Any]
+    groups: list[Group] = field(default_factory=list)
+    values: bytes = b""
+
+
+def _gap_group(code: GapCode) -> Group:
+    return Group(code.model, code.symbols, code.d, code.extra, code.nextra)
+
+
+def plan_tensor(name: str, tensor: torch.Tensor, float_dtype: str) -> TensorPlan:
+    """Choose the layout of one tensor and make its groups and value stream.
+
+    Raises:
+        ConfigError: the entry is not a tensor of a dtype the format stores, or a value
+            float16 cannot hold.
+
+    Example:
+        >>> plan = plan_tensor("w", torch.tensor([0.0, 0.5, 0.0, -2.0]), "float32")
+        >>> plan.meta["values"], plan.meta["layout"], len(plan.groups)
+        ('pow2', 'dense', 1)
+    """
+    if not isinstance(tensor, torch.Tensor) or tensor.dtype not in _DTYPE_NAMES:
+        kind = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise ConfigError(f"state_dict entry {name!r} is {kind}, which the compact format "
+                          f"does not store (allowed: {', '.join(DTYPES)})")
+    t = tensor.detach().cpu().contiguous()
+    meta: dict[str, Any] = {"name": name, "dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape)}
+    if not t.is_floating_point():
+        return TensorPlan(meta | {"values": "raw", "layout": "dense"}, [],
+                          _bytes_stream(_to_bytes(t), t.element_size()))
+    shape = tuple(t.shape)
+    pow2 = pow2_codes(t.double().reshape(-1).numpy())
+    if pow2 is not None:
+        e_min, levels, codes = pow2
+        meta |= {"values": "pow2", "exp_min": e_min, "levels": levels,
+                 "kept": int(np.count_nonzero(codes))}
+        return _plan_pow2(meta, codes, levels, shape)
+    store = torch.float16 if float_dtype == "float16" else t.dtype
+    stored = t.reshape(-1).to(store)
+    _check_no_overflow(name, t.reshape(-1), stored)
+    nonzero = np.flatnonzero((stored != 0).numpy())
+    meta |= {"values": _DTYPE_NAMES[store], "kept": int(nonzero.size)}
+    dense = TensorPlan(meta | {"layout": "dense"}, [],
+                       _bytes_stream(_to_bytes(stored), stored.element_size()))
+    if nonzero.size == stored.numel():
+        return dense
+    options = [(f, best_gaps(f.kept_sub)) for f in factorings(nonzero, shape)]
+    best, kept_code = min(options, key=lambda o: o[0].sets_bits + o[1].bits)
+    values = _bytes_stream(_to_bytes(stored[torch.from_numpy(nonzero)]), stored.element_size())
+    sparse_bits = best.sets_bits + kept_code.bits + 8 * len(values)
+    if 8 * len(dense.values) <= sparse_bits:
+        return dense
+    return TensorPlan(meta | {"layout": "sparse"} | best.extra,
+                      [*map(_gap_group, best.sets), _gap_group(kept_code)], values)
+
+
+def _plan_pow2(meta: dict[str, Any], codes: np.ndarray, levels: int,
+               shape: tuple[int, ...]) -> TensorPlan:
+    """Cheapest (factoring, dense or sparse) by estimated bits; signs cost one bit each."""
+    nonzero = np.flatnonzero(codes)
+    signs = (codes[nonzero] - 1) % 2
+    kept_mags = (codes[nonzero] - 1) // 2
+    kept_model = StaticModel.fit(kept_mags, levels)
+    kept_bits = kept_model.cost_bits(kept_mags)
+    options: list[tuple[float, dict[str, Any], list[Group]]] = []
+    for f in factorings(nonzero, shape):
+        sub = codes[f.sub_flat]
+        mags = np.where(sub > 0, 1 + (sub - 1) // 2, 0)
+        model = StaticModel.fit(mags, levels + 1)
+        groups = [*map(_gap_group, f.sets), Group(model, mags, None, signs, np.ones_like(signs))]
+        options.append((f.sets_bits + model.cost_bits(mags), f.extra | {"layout": "dense"},
+                        groups))
+        options.append(_sparse_option(f, kept_model, kept_mags, signs, kept_bits))
+    _, extra, groups = min(options, key=lambda o: o[0])
+    return TensorPlan(meta | extra, groups, b"")
+
+
+def _sparse_option(f: Factoring, model: StaticModel, mags: np.ndarray, signs: np.ndarray,
+                   mag_bits: float) -> tuple[float, dict[str, Any], list[Group]]:
+    kept_code = best_gaps(f.kept_sub)
+    groups = [*map(_gap_group, f.sets), _gap_group(kept_code),
+              Group(model, mags, None, signs, np.ones_like(signs))]
+    return f.sets_bits + kept_code.bits + mag_bits, f.extra | {"layout": "sparse"}, groups
+
+
+# ----------------------------------------------------------------------------- reading
+def _specs(t: dict[str, Any], what: str) -> list[GroupSpec]:
+    """The groups a (schema-checked) tensor entry has in the shared stream."""
+    if t["values"] == "raw":
+        return []
+    shape = tuple(t["shape"])
+    nrows, ncols = _split(shape)
+    n_rows = read_int(t, "rows", what, 0, nrows, nrows)
+    n_cols = read_int(t, "cols", what, 0, ncols, ncols)
+    sparse = t["layout"] == "sparse"
+    specs = ([GroupSpec(n_rows, nrows, True)] if "rows" in t else []) + (
+        [GroupSpec(n_cols, ncols, True)] if "cols" in t else [])
+    kept = read_int(t, "kept", what, 0, n_rows * n_cols if sparse else math.prod(shape))
+    if sparse:
+        specs.append(GroupSpec(kept, n_rows * n_cols, True))
+    if t["values"] == "pow2":
+        levels = read_int(t, "levels", what, 1, _MAX_LEVELS)
+        count = kept if sparse else n_rows * n_cols
+        specs.append(GroupSpec(count, levels + (0 if sparse else 1), False, not sparse))
+    return specs
+
+
+def encode_state(state: dict[str, torch.Tensor], float_dtype: str
+                 ) -> tuple[list[dict[str, Any]], int, list[bytes]]:
+    """Tensor entries, the coded stream's length and the streams of a version 2 file.
+
+    Example:
+        >>> metas, coded, streams = encode_state({"w": torch.tensor([0.0, 0.5])}, "float32")
+        >>> metas[0]["bytes"], coded == len(streams[0])
+        ([0, 0], True)
+    """
+    plans = [plan_tensor(name, tensor, float_dtype) for name, tensor in state.items()]
+    coded = encode_groups([g for p in plans for g in p.groups])
+    metas = [p.meta | {"bytes": [0, len(p.values)]} for p in plans]
+    return metas, len(coded), [coded] + [p.values for p in plans]
+
+
+def decode_state(meta: dict[str, Any], tensors: list[dict[str, Any]], data: bytes,
+                 what: str) -> dict[str, torch.Tensor]:
+    """Every tensor of a file (version 1 or 2) from its checked entries and stream bytes."""
+    if "coded" not in meta:  # version 1: two streams per tensor
+        state, offset = {}, 0
+        for t in tensors:
+            pos_len, val_len = t["bytes"]
+            state[t["name"]] = decode_tensor(t, data[offset:offset + pos_len],
+                                             data[offset + pos_len:offset + pos_len + val_len],
+                                             what)
+            offset += pos_len + val_len
+        return state
+    coded_len = meta["coded"]
+    specs = [_specs(t, f"{what}: tensor {t['name']!r}") for t in tensors]
+    decoded = iter(decode_groups(data[:coded_len], [s for ts in specs for s in ts],
+                                 f"{what}: coded stream"))
+    state, offset = {}, coded_len
+    for t, tspecs in zip(tensors, specs, strict=True):
+        parts = [next(decoded) for _ in tspecs]
+        length = t["bytes"][1]
+        values = data[offset:offset + length]
+        offset += length
+        state[t["name"]] = _assemble(t, parts, values, f"{what}: tensor {t['name']!r}")
+    return state
+
+
+def stream_sizes(meta: dict[str, Any], tensors: list[dict[str, Any]], data: bytes,
+                 what: str) -> list[tuple[int, int]]:
+    """(position bytes, value bytes) of each tensor entry.
+
+    Version 1 lists them; in version 2 the coded stream is shared out in proportion to each
+    group's bits (its table, the information of its symbols, its raw bits), so the sizes add
+    up to the file's streams.
+    """
+    if "coded" not in meta:
+        return [(t["bytes"][0], t["bytes"][1]) for t in tensors]
+    specs = [_specs(t, f"{what}: tensor {t['name']!r}") for t in tensors]
+    costs: list[float] = []
+    decode_groups(data[:meta["coded"]], [s for ts in specs for s in ts],
+                  f"{what}: coded stream", costs)
+    scale = meta["coded"] / max(sum(costs), 1.0)
+    out, done, spent, i = [], 0.0, 0, 0
+    for t, tspecs in zip(tensors, specs, strict=True):
+        shares = []
+        for _ in tspecs:
+            done += costs[i] * scale
+            i += 1
+            shares.append(round(done) - spent)  # running rounding: the total stays exact
+            spent += shares[-1]
+        pos = sum(s for s, spec in zip(shares, tspecs, strict=True) if spec.gaps)
+        out.append((pos, sum(shares) - pos + t["bytes"][1]))
+    return out
+
+
+def _assemble(t: dict[str, Any], parts: list[np.ndarray], values: bytes,
+              what: str) -> torch.Tensor:
+    dtype, shape = DTYPES[t["dtype"]], tuple(t["shape"])
+    numel = math.prod(shape)
+    if t["values"] == "raw":
+        raw = _read_values(values, numel, dtype, what)
+        if dtype == torch.bool and bool((raw.view(torch.uint8) > 1).any()):
+            raise FormatError(f"{what}: a bool tensor holds bytes other than 0 and 1")
+        return raw.reshape(shape)
+    nrows, ncols = _split(shape)
+    rows = parts.pop(0) if "rows" in t else np.arange(nrows)
+    cols = parts.pop(0) if "cols" in t else np.arange(ncols)
+    kept_sub = parts.pop(0) if t["layout"] == "sparse" else None
+    whole = kept_sub is None and "rows" not in t and "cols" not in t
+    where = None if whole else (rows[:, None] * ncols + cols[None, :]).reshape(-1)
+    if where is not None and kept_sub is not None:
+        where = where[kept_sub]
+    count = numel if where is None else where.size
+    if t["values"] == "pow2":
+        kept_tensor = _levels(parts.pop(0).astype(np.uint8), t["exp_min"], t["levels"], dtype)
+    else:
+        kept_tensor = _read_values(values, count, DTYPES[t["values"]], what).to(dtype)
+    if where is None:
+        out = kept_tensor
+    else:
+        out = torch.zeros(numel, dtype=dtype)
+        out[torch.from_numpy(where)] = kept_tensor
+    if int(torch.count_nonzero(out)) != t["kept"]:
+        raise FormatError(f"{what}: decodes to another number of non-zero entries than recorded")
+    return out.reshape(shape)
