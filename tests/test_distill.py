@@ -263,3 +263,14 @@ def test_validate_reports_a_bad_teacher(tmp_path: Path,
         capsys.readouterr().err
     file.write_text(yaml.safe_dump(_raw({"teacher": "reference", "alpha": 0.2})))
     assert main(["validate", str(file)]) == 0
+
+
+def test_set_overrides_turn_distillation_on_and_off() -> None:
+    raw = _raw(None)
+    del raw["stages"][1]["distill"]
+    on = parse_recipe(raw, overrides=["stages.dns.distill.teacher=reference",
+                                      "stages.dns.distill.alpha=0.9"])
+    assert on.stages[1].distill == DistillConfig(  # type: ignore[union-attr]
+        teacher="reference", alpha=0.9)
+    off = parse_recipe(_raw({"teacher": "reference"}), overrides=["stages.dns.distill=null"])
+    assert off.stages[1].distill is None  # type: ignore[union-attr]
