@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -50,6 +50,18 @@ class HostMirror:
     high: torch.Tensor  # splice threshold
     tensors: tuple[torch.Tensor, ...] = ()  # the buffers mirrored, by identity
     versions: tuple[int, ...] = ()  # and their version counters when last in sync
+    typed: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    def thresholds(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(low, high)`` in a weight's ``dtype``, converted once (on the device, no read).
+
+        A comparison of a ``dtype`` tensor with a 0-dim float64 one converts the latter to
+        ``dtype`` first, so comparing with the converted copy gives the same masks.
+        """
+        pair = self.typed.get(dtype)
+        if pair is None:
+            pair = self.typed[dtype] = (self.low.to(dtype), self.high.to(dtype))
+        return pair
 
 
 def _buffers(layer: CompressedLayer) -> tuple[torch.Tensor, ...]:
@@ -104,10 +116,12 @@ def current(layer: CompressedLayer) -> HostMirror:
     """The layer's mirror, re-read from the buffers only when they changed behind its back."""
     mirror: HostMirror | None = layer.__dict__.get(_ATTR)
     buffers = _buffers(layer)
-    if mirror is not None and len(mirror.tensors) == len(buffers) and all(
-            a is b and b._version == v
-            for a, b, v in zip(mirror.tensors, buffers, mirror.versions)):
-        return mirror
+    if mirror is not None and len(mirror.tensors) == 3:
+        (a, b, c), (va, vb, vc) = mirror.tensors, mirror.versions
+        x, y, z = buffers
+        if a is x and b is y and c is z and x._version == va and y._version == vb and \
+                z._version == vc:
+            return mirror
     iteration, stats, seed = buffers  # changed outside the layer: one read from the device
     return _mirror_from(layer, int(iteration), int(seed), stats.tolist())
 
@@ -130,6 +144,7 @@ def moving(layer: CompressedLayer, state_keys: tuple[str, ...]) -> Iterator[None
     if mirror is not None:
         mirror.low = mirror.low.to(layer.buffer("dns_stats").device)
         mirror.high = mirror.high.to(mirror.low.device)
+        mirror.typed = {}
         _record(layer, mirror)
 
 
@@ -146,24 +161,35 @@ def load_from_state(layer: CompressedLayer, state: Mapping[str, torch.Tensor],
     _mirror_from(layer, int(iteration), int(seed), [float(v) for v in stats.tolist()])
 
 
+def _statistics(layer: CompressedLayer, mirror: HostMirror, blobs: list[str]) -> HostMirror:
+    """Take the stage's statistics (``i = 0``): the stage's one read from the device."""
+    masked = [layer.param(b).detach() * layer.buffer(f"{b}_mask") for b in blobs]
+    stats = _dns.mask_statistics(masked, layer.layer_name)
+    values = [*(stats or (0.0, 0.0)), float(stats is not None)]
+    layer.buffer("dns_stats").copy_(torch.tensor(values, dtype=torch.float64))
+    return _mirror_from(layer, 0, mirror.seed, values)
+
+
 def surgery(layer: CompressedLayer) -> None:
-    """One DNS iteration: statistics at ``i = 0``, a probabilistic mask update, ``i += 1``."""
+    """One DNS iteration: statistics at ``i = 0``, a probabilistic mask update, ``i += 1``.
+
+    Per iteration: host arithmetic for the draw; the mask kernels only on iterations whose
+    draw says so; one increment of ``dns_iteration`` on the device.
+    """
     config = layer.dns_config
     assert config is not None
     mirror = current(layer)
     iteration = mirror.iteration
     blobs = layer.blobs(config.include_bias)
-    if iteration == 0:  # the stage's one read from the device
-        masked = [layer.param(b).detach() * layer.buffer(f"{b}_mask") for b in blobs]
-        stats = _dns.mask_statistics(masked, layer.layer_name)
-        values = [*(stats or (0.0, 0.0)), float(stats is not None)]
-        layer.buffer("dns_stats").copy_(torch.tensor(values, dtype=torch.float64))
-        mirror = _mirror_from(layer, 0, mirror.seed, values)
+    if iteration == 0:
+        mirror = _statistics(layer, mirror, blobs)
     if mirror.active and 0 <= iteration < config.iter_stop and \
             _dns.uniform_draw(mirror.seed, iteration) < \
             _dns.surgery_probability(iteration, config.gamma, config.power):
         for b in blobs:
-            _dns.update_mask(layer.param(b), layer.buffer(f"{b}_mask"), mirror.low, mirror.high)
+            weight = layer.param(b)
+            low, high = mirror.thresholds(weight.dtype)
+            _dns.update_mask(weight, layer.buffer(f"{b}_mask"), low, high)
     layer.buffer("dns_iteration").add_(1)
     mirror.iteration = iteration + 1
     _record(layer, mirror)

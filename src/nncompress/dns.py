@@ -193,7 +193,18 @@ def update_mask(weight: torch.Tensor, mask: torch.Tensor, low: float | torch.Ten
                                                                math.isnan(high)):
         return
     magnitude = weight.detach().abs()
-    mask.copy_(torch.where(mask, magnitude > low, magnitude > high))
+    # Comparisons written as numbers (1.0/0.0) and combined by arithmetic: on the CPU these
+    # kernels are vectorised, where bool results and ``torch.where`` go element by element.
+    splice = torch.gt(magnitude, high, out=torch.empty_like(magnitude))
+    kept = magnitude.gt_(low).mul_(_as_numbers(mask)).add_(splice)  # 0, 1 or 2: nonzero keeps
+    if mask.dtype != torch.bool:
+        kept.clamp_max_(1)
+    mask.copy_(kept)
+
+
+def _as_numbers(mask: torch.Tensor) -> torch.Tensor:
+    """A bool mask viewed as uint8 0/1 (no copy): arithmetic with it casts cheaply."""
+    return mask.view(torch.uint8) if mask.dtype == torch.bool else mask
 
 
 class _StraightThroughMask(torch.autograd.Function):
@@ -201,7 +212,7 @@ class _StraightThroughMask(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return weight * mask
+        return weight * _as_numbers(mask)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -217,5 +228,7 @@ def straight_through_mask(weight: torch.Tensor, mask: torch.Tensor) -> torch.Ten
         >>> w.grad.tolist()
         [1.0, 1.0]
     """
+    if not (weight.requires_grad and torch.is_grad_enabled()):
+        return weight * _as_numbers(mask)  # no gradient to route: the same product, no node
     out: torch.Tensor = _StraightThroughMask.apply(weight, mask)  # type: ignore[no-untyped-call]
     return out
