@@ -203,9 +203,10 @@ def benchmarks_markdown(rows: Sequence[RunRow], ablations: Sequence[Ablation],
         "(non-zero) entry of the compressible layers; fp32 / `.ncz` is their float32 bytes (4 "
         "per entry) over the compact file's bytes. The reference error is the test error of "
         "the model that ends the last training stage before compression (`nncompress eval` of "
-        "its checkpoint). Wall time is the elapsed time at the run's last evaluation, from "
-        "`metrics.jsonl` (summed over the sessions of a resumed run), measured on the machine "
-        f"that made the run; this file was generated on: {_machine()}.",
+        "its checkpoint), or of the weights the recipe starts from. Wall time is the elapsed "
+        "time at the run's last evaluation, from `metrics.jsonl` (summed over the sessions of a "
+        "resumed run), measured on the machine that made the run; this file was generated on: "
+        f"{_machine()}.",
         "", "## Results", "", summary_table(rows).rstrip("\n"), "", "## Per run", *_details(rows),
         "", "## Goals", "", *_goals(rows),
         "", "## Effect of each mean", "",

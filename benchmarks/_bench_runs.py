@@ -3,7 +3,8 @@
 A row comes from the folder's ``report.json`` (totals, layers, test error, compact file size),
 its ``recipe.yaml`` (stages, INQ K, validation split; the command that reproduces it) and its
 ``metrics.jsonl`` (wall time). The reference's test error, when asked for, is measured by
-``nncompress eval`` on the checkpoint that ends the last training stage before compression.
+``nncompress eval`` on the checkpoint that ends the last training stage before compression (or,
+for a recipe without one, on the ``model.weights`` it starts from).
 """
 
 from __future__ import annotations
@@ -157,13 +158,21 @@ def _labels(recipe: dict[str, Any]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _reference_checkpoint(folder: Path, stages: list[str]) -> Path | None:
+def _reference_model(folder: Path, recipe: dict[str, Any], stages: list[str]) -> Path | None:
+    """The checkpoint ending the last training stage before compression, else the weights the
+    recipe starts from (``model.weights``: a run's checkpoint or model.safetensors)."""
     first = next((i for i, kind in enumerate(stages) if kind in _COMPRESSING), None)
-    trains = [i for i, kind in enumerate(stages[:first]) if kind == "train"]
-    if first is None or not trains:
+    if first is None:
         return None
-    found = sorted((folder / "checkpoints").glob(f"s{trains[-1]:02d}-*-end.safetensors"))
-    return found[-1] if found else None
+    trains = [i for i, kind in enumerate(stages[:first]) if kind == "train"]
+    if trains:
+        found = sorted((folder / "checkpoints").glob(f"s{trains[-1]:02d}-*-end.safetensors"))
+        return found[-1] if found else None
+    model = recipe.get("model")
+    weights = model.get("weights") if isinstance(model, dict) else None
+    if not weights:
+        return None
+    return next((p for p in (Path(weights), folder / weights) if p.is_file()), None)
 
 
 def reference_error(checkpoint: Path) -> float:
@@ -178,6 +187,18 @@ def reference_error(checkpoint: Path) -> float:
     if done.returncode != 0:
         raise FormatError(f"{checkpoint}: nncompress eval failed ({done.stderr.strip()})")
     return float(json.loads(done.stdout)["error"])
+
+
+def _measured(model: Path, folder: Path) -> float | None:
+    """The test error of the reference; a starting weights file that ``nncompress eval``
+    cannot read alone (a bare state dict) leaves it unknown, with a warning."""
+    try:
+        return reference_error(model)
+    except FormatError as exc:
+        if model.is_relative_to(folder / "checkpoints"):
+            raise
+        print(f"reproduce: warning: {folder}: reference error unknown ({exc})", file=sys.stderr)
+        return None
 
 
 def _layers(report: dict[str, Any]) -> tuple[LayerRow, ...]:
@@ -216,7 +237,7 @@ def read_run(folder: str | Path, *, evaluate_reference: bool = True,
     shipped = recipe_file or packaged_recipes().get(name)
     own = header_comment(path / "recipe.yaml")
     command, note = reproduce_command(str(folder), recipe, shipped)
-    checkpoint = _reference_checkpoint(path, stages) if evaluate_reference else None
+    reference = _reference_model(path, recipe, stages) if evaluate_reference else None
     wall, sessions = wall_time(path / "metrics.jsonl")
     compact = report.get("compact") or {}
     data = recipe.get("data")
@@ -225,7 +246,7 @@ def read_run(folder: str | Path, *, evaluate_reference: bool = True,
         folder=str(folder), name=name, model=str(report.get("model", "")), stages=tuple(stages),
         inq_k=_inq_k(recipe), validation=held_out,
         error=test.get("error"),
-        reference_error=None if checkpoint is None else reference_error(checkpoint),
+        reference_error=None if reference is None else _measured(reference, path),
         entries=int(totals["entries"]), kept=int(totals["kept"]), layers=layers,
         ncz_bytes=compact.get("bytes"), wall_s=wall, sessions=sessions, command=command,
         command_note=note,

@@ -16,7 +16,7 @@ sys.path.insert(0, str(BENCH))
 import reproduce  # noqa: E402
 from _bench_command import reproduce_command  # noqa: E402
 from _bench_goals import GOALS, check_goal  # noqa: E402
-from _bench_runs import LayerRow, RunRow, wall_time  # noqa: E402
+from _bench_runs import LayerRow, RunRow, read_run, wall_time  # noqa: E402
 from nncompress.pipeline import run_recipe  # noqa: E402
 from nncompress.recipe import packaged_recipes, parse_recipe  # noqa: E402
 
@@ -103,6 +103,20 @@ def test_reference_error_is_the_reference_on_the_test_split(runs: tuple[Path, Pa
     assert reference["iteration"] == 8  # its last evaluation was at its end, on the test split
     row = next(x for x in out.read_text().splitlines() if x.startswith(f"| `tiny_a` | `{a}`"))
     assert row.split(" | ")[3] == f"{100 * (1 - reference['accuracy']):.2f}%"
+
+
+@pytest.mark.slow
+def test_reference_of_a_recipe_without_training_is_its_starting_weights(
+        runs: tuple[Path, Path], tmp_path: Path) -> None:
+    a, _ = runs
+    raw = tiny_raw("tiny_c", 0.3, 8)
+    raw["model"]["weights"] = str(a / "model.safetensors")  # run a's final model
+    raw["stages"] = [{**raw["stages"][2], "portions": [1.0], "iterations_per_step": [0]},
+                     *raw["stages"][3:]]
+    run_recipe(parse_recipe(raw), tmp_path / "c", progress="none")
+    c = read_run(tmp_path / "c")
+    assert c.stages == ("inq", "finalize", "export") and c.inq_k == (8,)
+    assert c.reference_error == pytest.approx(report(a)["test"]["error"], abs=1e-12)
 
 
 @pytest.mark.slow
