@@ -14,7 +14,7 @@ from pathlib import Path
 from _bench_goals import ANCHORS, GOALS, achieved, check_goal
 from _bench_runs import RunRow
 
-__all__ = ["Ablation", "benchmarks_markdown", "summary_table"]
+__all__ = ["Ablation", "ablation_table", "benchmarks_markdown", "summary_table"]
 
 MODEL_NAMES = {"lenet5": "LeNet-5", "lenet300_100": "LeNet-300-100"}
 _HIDDEN_STAGES = ("finalize", "export")
@@ -129,7 +129,13 @@ def _goals(rows: Sequence[RunRow]) -> list[str]:
     return _table(("goal", "run", "reached", "status"), body)
 
 
-def _ablations(ablations: Sequence[Ablation]) -> list[str]:
+def ablation_table(ablations: Sequence[Ablation]) -> list[str]:
+    """The effect of each mean: the change from run a to run b (a plus the mean).
+
+    Example:
+        >>> ablation_table([])[0].startswith("No pairs")
+        True
+    """
     if not ablations:
         return ["No pairs of runs were given (`--ablation MEAN=RUN_A:RUN_B`)."]
     body = []
@@ -177,13 +183,14 @@ def _machine() -> str:
 
 
 def benchmarks_markdown(rows: Sequence[RunRow], ablations: Sequence[Ablation],
-                        regenerate: str) -> str:
+                        regenerate: str, notes: str = "") -> str:
     """The whole BENCHMARKS.md.
 
     Args:
         rows: one per run folder, in the order given.
         ablations: pairs of runs, each the effect of one mean.
         regenerate: the command that wrote this file.
+        notes: Markdown added as a closing "Notes" section (what was tried, for example).
 
     Returns:
         The Markdown text.
@@ -210,7 +217,8 @@ def benchmarks_markdown(rows: Sequence[RunRow], ablations: Sequence[Ablation],
         "", "## Results", "", summary_table(rows).rstrip("\n"), "", "## Per run", *_details(rows),
         "", "## Goals", "", *_goals(rows),
         "", "## Effect of each mean", "",
-        *_ablations(ablations),
+        *ablation_table(ablations),
+        *(["", "## Notes", "", notes.strip()] if notes.strip() else []),
         "", "## Commands", "", *_commands(rows, regenerate),
         "", "## How each recipe was tuned (its header comment)", *_recipes(rows), "",
     ]

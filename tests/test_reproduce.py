@@ -125,8 +125,11 @@ def test_readme_block_and_ablation(runs: tuple[Path, Path], tmp_path: Path) -> N
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{reproduce.BEGIN}\nold table\n{reproduce.END}\n\nafter\n")
     out = tmp_path / "B.md"
+    notes = tmp_path / "notes.md"
+    notes.write_text("Tried: *c_rate* 0.8.\n")
     assert reproduce.main(["--from", str(a), "--out", str(out), "--readme", str(readme),
-                           "--no-reference-eval", "--ablation", f"c rate 0.8={a}:{b}"]) == 0
+                           "--no-reference-eval", "--ablation", f"c rate 0.8={a}:{b}",
+                           "--notes", str(notes)]) == 0
     text = readme.read_text()
     assert text.startswith(f"# x\n\n{reproduce.BEGIN}\n") and text.endswith(
         f"{reproduce.END}\n\nafter\n")
@@ -140,6 +143,9 @@ def test_readme_block_and_ablation(runs: tuple[Path, Path], tmp_path: Path) -> N
             f"{ra['totals']['kept']:,} → {rb['totals']['kept']:,} | {kept:+,} | "
             f"{ra['compact']['bytes']:,} B → {rb['compact']['bytes']:,} B | {nbytes:+,} B |"
             ) in out.read_text().splitlines()
+    effect = next(x for x in out.read_text().splitlines() if x.startswith("| c rate 0.8 |"))
+    assert effect in text.splitlines()  # README shows the effect of each mean too
+    assert "\n## Notes\n\nTried: *c_rate* 0.8.\n\n## Commands\n" in out.read_text()
 
 
 @pytest.mark.slow
@@ -183,6 +189,7 @@ def test_unknown_recipe_exits_1_and_runs_nothing(tmp_path: Path,
 @pytest.mark.parametrize(("extra", "says"), [
     (["--readme", "NOMARKERS"], f": needs one line {reproduce.BEGIN} and, after it, one line "),
     (["--ablation", "x=only_one"], "--ablation 'x=only_one': expected MEAN=RUN_A:RUN_B"),
+    (["--notes", "missing.md"], "missing.md: cannot read it"),
     (["--bogus"], "unrecognized arguments: --bogus (see benchmarks/reproduce.py --help)")])
 def test_bad_arguments_exit_1_and_write_nothing(tmp_path: Path, extra: list[str], says: str,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
