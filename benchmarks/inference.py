@@ -9,17 +9,19 @@ bytes, and load time. Models:
     exponents per layer). Trained models have the same densities but other patterns.
   * ``--ncz FILE`` / ``--run RUN_DIR`` (its model.ncz): trained models, e.g. the shipped recipes'.
 
-A model with max-pools is measured twice: with the runtime as ``nncompress.runtime.load`` builds
-it (sparse layers and the 2x2 max-pool of ``runtime/_pool.py``) and with the usual
-``nn.MaxPool2d`` kept, so the share of the speed-up that comes from the sparse layers alone is
-visible.
+Each model is measured with the runtime as ``nncompress.runtime.load`` builds it (the fused
+forward of ``runtime/_fused.py`` up to its batch limit), then module by module
+(``fuse=False``: sparse layers and the 2x2 max-pool of ``runtime/_pool.py``) and, for a model
+with max-pools, module by module with the usual ``nn.MaxPool2d`` kept, so the share of each part
+of the speed-up is visible.
 
 ``--sweep`` instead times each layer kind alone, sparse kernel against dense, over densities and
-batch sizes, for both backends (SciPy CSR and torch.sparse CSR): the measurements behind the
+batch sizes, for both backends (SciPy CSR and torch.sparse CSR), and ``--fuse-sweep`` the fused
+forward against the same model module by module over batch sizes: the measurements behind the
 rule in ``nncompress/runtime/_rule.py``.
 
 Run: .venv/bin/python benchmarks/inference.py [--run runs/lenet5_dns_inq] [--threads 1]
-     [--batch 1,64] [--json out.json] [--sweep]
+     [--batch 1,64] [--json out.json] [--sweep | --fuse-sweep]
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ from torch import nn
 
 from nncompress.export import save_compact
 from nncompress.models import build_model
-from nncompress.runtime import MaxPool2x2, SparseConv, SparseLinear, load
-from nncompress.runtime.measure import benchmark_file, format_benchmark, time_pair
+from nncompress.runtime import MaxPool2x2, SparseConv, SparseLinear, fused, load
+from nncompress.runtime.measure import benchmark_file, format_benchmark, input_shape, time_pair
 
 PUBLISHED = {
     "lenet5": {"conv1": 0.127, "conv2": 0.029, "ip1": 0.0075, "ip2": 0.05},
@@ -100,6 +102,28 @@ def sweep(batches: list[int], backends: tuple[str, ...] = ("scipy", "torch")) ->
                       + "  ".join(f"{r:>5.2f}x" for r in ratios), flush=True)
 
 
+def fuse_sweep(paths: list[tuple[str, Path]], batches: list[int], rounds: int,
+               seconds: float) -> None:
+    """Module-by-module time over fused time per batch size (above 1: fused faster)."""
+    for label, path in paths:
+        fast, modules = load(path), load(path, fuse=False)
+        holder = fused(fast)
+        if holder is None:
+            print(f"{label}: not a chain model")
+            continue
+        holder.max_batch = max(batches)
+        shape = input_shape(path)
+        print(label)
+        with torch.inference_mode():
+            for batch in batches:
+                x = torch.rand(batch, *shape, generator=torch.Generator().manual_seed(batch))
+                assert torch.allclose(fast(x), modules(x), rtol=1e-4, atol=1e-5)
+                m, f, ratio = time_pair(lambda: modules(x), lambda: fast(x),  # noqa: B023
+                                        rounds=rounds, round_seconds=seconds)
+                print(f"  batch {batch:>4}: modules {1e3 * m:8.3f} ms  fused {1e3 * f:8.3f} ms"
+                      f"  {ratio:5.2f}x", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ncz", type=Path, action="append", default=[], help=".ncz file")
@@ -111,6 +135,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.02, help="per model per round")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--sweep", action="store_true", help="time layers alone (see above)")
+    parser.add_argument("--fuse-sweep", action="store_true",
+                        help="fused against module by module over batch sizes (see above)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batch.split(",")]
@@ -119,15 +145,20 @@ def main() -> None:
         return
     results = []
     with tempfile.TemporaryDirectory() as tmp:
+        if args.fuse_sweep:
+            fuse_sweep(files(args, Path(tmp)), batches, args.rounds, args.seconds)
+            return
         for label, path in files(args, Path(tmp)):
             has_pools = any(isinstance(m, MaxPool2x2) for m in load(path).modules())
-            for fast_pool in (True, False) if has_pools else (True,):
+            variants = [(True, True, ""), (False, True, "; runtime module by module")]
+            if has_pools:
+                variants.append((False, False, "; module by module, usual max-pools"))
+            for fuse, fast_pool, note in variants:
                 result = benchmark_file(
                     path, batches=batches, rounds=args.rounds, round_seconds=args.seconds,
-                    fast_pool=fast_pool,
-                    label=label + ("" if fast_pool else "; runtime with the usual max-pools"))
+                    fast_pool=fast_pool, fuse=fuse, label=label + note)
                 print(format_benchmark(result), "\n", flush=True)
-                results.append(result.to_dict() | {"fast_pool": fast_pool})
+                results.append(result.to_dict() | {"fast_pool": fast_pool, "fuse": fuse})
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -125,6 +125,13 @@ def test_which_models_are_chains() -> None:
     assert chain_of(Residual()) is None
     assert chain_of(nn.Sequential(nn.Linear(2, 2), nn.Sigmoid())) is None
     assert chain_of(nn.Sequential(nn.Flatten(0))) is None
+    not_chain = sparsify(_sparse_(build_model("tiny_conv1d", width=4), 0.1))
+    holder = fused(not_chain)
+    assert holder is not None and holder.ops is None  # traced on first use
+    x = torch.rand(2, 1, 6, 6)
+    assert torch.allclose(not_chain(x), not_chain.fc(not_chain.pool(torch.relu(not_chain.conv2(
+        torch.relu(not_chain.conv1(x.flatten(2)))))).flatten(1)), atol=1e-6)
+    assert holder.chain() == [] and not holder._plans
 
 
 def test_the_fused_path_steps_aside() -> None:

@@ -35,7 +35,6 @@ import torch
 from torch import nn
 
 from nncompress.runtime._base import BACKENDS, SparseLayer, resolve_backend
-from nncompress.runtime._chain import chain_of
 from nncompress.runtime._conv import SparseConv, convertible_conv
 from nncompress.runtime._csr import CSRMatrix, scipy_available
 from nncompress.runtime._fused import FusedForward, kernel_available
@@ -107,15 +106,17 @@ def sparsify(model: nn.Module, *, backend: str = "auto", max_density: float = MA
     """
     resolve_backend(backend)
     _replace_layers(model, backend, max_density, fast_pool)
-    if fuse and backend != "torch" and kernel_available():
-        ops = chain_of(model)
-        if ops is not None and any(isinstance(op.module, SparseLayer) for op in ops):
-            model.forward = FusedForward(model, ops, FUSED_MAX_BATCH)  # type: ignore[method-assign]
+    if fuse and backend != "torch" and kernel_available() and any(
+            isinstance(m, SparseLayer) for m in model.modules()):
+        # traced on first use: a model that is not a chain keeps its own forward
+        model.forward = FusedForward(model, FUSED_MAX_BATCH)  # type: ignore[method-assign]
     return model.eval()
 
 
 def fused(model: nn.Module) -> FusedForward | None:
     """The model's fused forward (see :func:`load`), or None when it runs module by module.
+
+    A model that is not a chain holds one whose :meth:`FusedForward.chain` is empty.
 
     Example:
         >>> fused(nn.Sequential(nn.Linear(2, 2))) is None

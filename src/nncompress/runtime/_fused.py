@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from nncompress.runtime._base import SparseLayer
-from nncompress.runtime._chain import Op
+from nncompress.runtime._chain import Op, chain_of
 from nncompress.runtime._conv import SparseConv
 
 __all__ = ["FusedForward", "compile_steps", "kernel_available"]
@@ -206,21 +206,39 @@ def compile_steps(ops: list[Op], shape: tuple[int, ...], dtype: torch.dtype
 class FusedForward:
     """A chain model's ``forward``: the fused path for small batches, the model's own otherwise.
 
+    The model is traced on the first call that the fused path could take (not at load:
+    tracing costs milliseconds); a model that is not a chain then keeps its own forward.
+
     Args:
         model: the model (its sparse layers in place); its ``forward`` is this object.
-        ops: its chain.
         max_batch: the largest batch the fused path runs (see :mod:`._rule`).
+        ops: its chain, when already known.
     """
 
-    def __init__(self, model: nn.Module, ops: list[Op], max_batch: int) -> None:
+    def __init__(self, model: nn.Module, max_batch: int, ops: list[Op] | None = None) -> None:
         self.model = model
-        self.ops = ops
         self.max_batch = max_batch
+        self.ops: list[Op] | None = None
         self._plans: dict[Any, Any] = {}
-        self._layers = [op.module for op in ops if op.module is not None]
+        self._layers: list[nn.Module] = []
         self._held: list[tuple[dict[str, Any], str, Any]] = []
         self._dtype: torch.dtype | None = None
+        if ops is not None:
+            self._take(ops)
+
+    def _take(self, ops: list[Op]) -> None:
+        self.ops = ops
+        self._layers = [op.module for op in ops if op.module is not None]
         self._refresh()
+
+    def chain(self) -> list[Op]:
+        """The model's chain (traced on first use; empty when it is not a chain)."""
+        if self.ops is None:
+            ops = chain_of(self.model)
+            self._take(ops if ops is not None and any(
+                isinstance(op.module, SparseLayer) for op in ops) else [])
+        assert self.ops is not None
+        return self.ops
 
     def _refresh(self) -> None:
         """Note the tensors the steps read (``.to()`` replaces them) and their one dtype."""
@@ -250,10 +268,10 @@ class FusedForward:
         """A shape seen for the first time (compile its steps), or an input the path refuses."""
         x = args[0] if len(args) == 1 and not kwargs else None
         if (isinstance(x, torch.Tensor) and x.is_cpu and x.dim() >= 2
-                and 0 < x.shape[0] <= self.max_batch and self._current()
+                and 0 < x.shape[0] <= self.max_batch and self.chain() and self._current()
                 and x.dtype is self._dtype and not (x.requires_grad and torch.is_grad_enabled())
                 and x.shape not in self._plans and len(self._plans) < 64):
-            plan = self._plans[x.shape] = compile_steps(self.ops, tuple(x.shape), x.dtype)
+            plan = self._plans[x.shape] = compile_steps(self.chain(), tuple(x.shape), x.dtype)
             if plan is not None:
                 return self._run(plan, x)
         return type(self.model).forward(self.model, *args, **kwargs)

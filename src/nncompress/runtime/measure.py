@@ -44,6 +44,9 @@ class FileBenchmark:
     load_compact_ms: float
     runtime_load_ms: float
     batches: list[BatchTiming] = field(default_factory=list)
+    load_compact_min_ms: float | None = None  # the fastest of the load repeats
+    runtime_load_min_ms: float | None = None
+    first_call_ms: float | None = None  # the runtime's first call (one input; tracing included)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
@@ -91,13 +94,14 @@ def _calls_for(f: Callable[[], object], seconds: float) -> int:
     return max(1, min(10_000, round(seconds / once)))
 
 
-def _median_ms(f: Callable[[], object], repeats: int) -> float:
+def _load_ms(f: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median and minimum milliseconds of ``repeats`` calls."""
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
         f()
         samples.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(samples)
+    return 1e3 * statistics.median(samples), 1e3 * min(samples)
 
 
 def input_shape(path: str | Path) -> tuple[int, ...]:
@@ -115,7 +119,7 @@ def input_shape(path: str | Path) -> tuple[int, ...]:
 def benchmark_file(path: str | Path, *, batches: Sequence[int] = (1, 64), rounds: int = 9,
                    round_seconds: float = 0.05, shape: tuple[int, ...] | None = None,
                    allow_import: bool = False, label: str | None = None,
-                   fast_pool: bool = True) -> FileBenchmark:
+                   fast_pool: bool = True, fuse: bool = True) -> FileBenchmark:
     """Time ``load_compact(path)`` against ``runtime.load(path)`` at each batch size.
 
     Args:
@@ -127,6 +131,7 @@ def benchmark_file(path: str | Path, *, batches: Sequence[int] = (1, 64), rounds
         allow_import: as for ``load_compact``.
         label: a name for the result (default: the path).
         fast_pool: as for :func:`nncompress.runtime.load`.
+        fuse: as for :func:`nncompress.runtime.load`.
 
     Returns:
         The measurements, under torch's current thread count.
@@ -140,12 +145,15 @@ def benchmark_file(path: str | Path, *, batches: Sequence[int] = (1, 64), rounds
     if not batches or any(b < 1 for b in batches):
         raise ConfigError(f"batch sizes {list(batches)}: give one or more sizes of at least 1")
     dense = load_compact(path, allow_import=allow_import)
-    fast = load(path, allow_import=allow_import, fast_pool=fast_pool)
+    fast = load(path, allow_import=allow_import, fast_pool=fast_pool, fuse=fuse)
+    dense_load = _load_ms(lambda: load_compact(path, allow_import=allow_import), 9)
+    fast_load = _load_ms(
+        lambda: load(path, allow_import=allow_import, fast_pool=fast_pool, fuse=fuse), 9)
     shape = tuple(shape) if shape is not None else input_shape(path)
     result = FileBenchmark(
         label or str(path), torch.get_num_threads(), weight_bytes(dense), weight_bytes(fast),
-        _median_ms(lambda: load_compact(path, allow_import=allow_import), 5),
-        _median_ms(lambda: load(path, allow_import=allow_import, fast_pool=fast_pool), 5))
+        dense_load[0], fast_load[0], load_compact_min_ms=dense_load[1],
+        runtime_load_min_ms=fast_load[1])
     gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         for batch in batches:
@@ -154,7 +162,21 @@ def benchmark_file(path: str | Path, *, batches: Sequence[int] = (1, 64), rounds
             d, f, ratio = time_pair(lambda: dense(x), lambda: fast(x), rounds=rounds,  # noqa: B023
                                     round_seconds=round_seconds)
             result.batches.append(BatchTiming(batch, 1e3 * d, 1e3 * f, ratio))
+        result.first_call_ms = _first_call_ms(
+            lambda: load(path, allow_import=allow_import, fast_pool=fast_pool, fuse=fuse),
+            torch.rand(1, *shape, generator=gen))
     return result
+
+
+def _first_call_ms(make: Callable[[], nn.Module], x: torch.Tensor, repeats: int = 5) -> float:
+    """Median milliseconds of a freshly loaded model's first call."""
+    samples = []
+    for _ in range(repeats):
+        model = make()
+        start = time.perf_counter()
+        model(x)
+        samples.append(1e3 * (time.perf_counter() - start))
+    return statistics.median(samples)
 
 
 def _check_same(dense: nn.Module, fast: nn.Module, x: torch.Tensor) -> None:
@@ -182,5 +204,11 @@ def format_benchmark(result: FileBenchmark) -> str:
     share = result.runtime_bytes / result.dense_bytes if result.dense_bytes else 0.0
     lines.append(f"runtime weights: {100 * share:.1f}% of dense")
     lines.append(f"load: load_compact {result.load_compact_ms:.1f} ms, runtime.load "
-                 f"{result.runtime_load_ms:.1f} ms (decode + build)")
+                 f"{result.runtime_load_ms:.1f} ms (decode + build; medians)")
+    if result.load_compact_min_ms is not None and result.runtime_load_min_ms is not None:
+        lines[-1] += (f"; fastest {result.load_compact_min_ms:.1f} and "
+                      f"{result.runtime_load_min_ms:.1f} ms")
+    if result.first_call_ms is not None:
+        lines.append(f"runtime's first call (one input; tracing and set-up included): "
+                     f"{result.first_call_ms:.2f} ms")
     return "\n".join(lines)
