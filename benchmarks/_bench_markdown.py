@@ -154,10 +154,11 @@ def ablation_table(ablations: Sequence[Ablation]) -> list[str]:
 
 
 def _commands(rows: Sequence[RunRow], regenerate: str) -> list[str]:
-    out = ["```bash"]
+    out, seen = ["```bash"], set[str]()
     for r in rows:
         note = f"  ({r.command_note})" if r.command_note else ""
-        out += [f"# {r.name}{note}", r.command]
+        out += [f"# {r.name}{note}", *(p for p in r.prerequisites if p not in seen), r.command]
+        seen.update(r.prerequisites)
     out += ["# this file", regenerate, "```"]
     return out
 
@@ -212,7 +213,8 @@ def benchmarks_markdown(rows: Sequence[RunRow], ablations: Sequence[Ablation],
         "the model that ends the last training stage before compression (`nncompress eval` of "
         "its checkpoint), or of the weights the recipe starts from. Wall time is the elapsed "
         "time at the run's last evaluation, from `metrics.jsonl` (summed over the sessions of a "
-        "resumed run), measured on the machine that made the run; this file was generated on: "
+        "resumed run; a run that starts from `model.weights` counts without the run that made "
+        "them), measured on the machine that made the run; this file was generated on: "
         f"{_machine()}.",
         "", "## Results", "", summary_table(rows).rstrip("\n"), "", "## Per run", *_details(rows),
         "", "## Goals", "", *_goals(rows),

@@ -61,6 +61,7 @@ class RunRow:
     command_note: str
     header: str
     labels: tuple[str, ...] = ()  # per stage: "dns", "inq K=8", "dns (distilled)"...
+    prerequisites: tuple[str, ...] = ()  # commands that make the model.weights it starts from
 
     @property
     def compression(self) -> float | None:
@@ -189,6 +190,22 @@ def reference_error(checkpoint: Path) -> float:
     return float(json.loads(done.stdout)["error"])
 
 
+def _prerequisites(recipe: dict[str, Any]) -> tuple[str, ...]:
+    """The command that makes the ``model.weights`` a recipe starts from, when they come from
+    a run folder (``RUN/model.safetensors`` or ``RUN/checkpoints/...``)."""
+    model = recipe.get("model")
+    weights = model.get("weights") if isinstance(model, dict) else None
+    if not weights:
+        return ()
+    file = Path(str(weights))
+    for run in (file.parent, file.parent.parent):
+        if (run / "recipe.yaml").is_file():
+            saved = _saved_recipe(run)
+            shipped = packaged_recipes().get(str(saved.get("name")))
+            return (f"{reproduce_command(str(run), saved, shipped)[0]}  # makes {weights}",)
+    return (f"# starts from {weights}, not made by a run folder",)
+
+
 def _measured(model: Path, folder: Path) -> float | None:
     """The test error of the reference; a starting weights file that ``nncompress eval``
     cannot read alone (a bare state dict) leaves it unknown, with a warning."""
@@ -251,4 +268,4 @@ def read_run(folder: str | Path, *, evaluate_reference: bool = True,
         ncz_bytes=compact.get("bytes"), wall_s=wall, sessions=sessions, command=command,
         command_note=note,
         header=own or (header_comment(shipped) if shipped is not None else ""),
-        labels=_labels(recipe))
+        labels=_labels(recipe), prerequisites=_prerequisites(recipe))
