@@ -11,12 +11,12 @@ every round so that the machine's drift hits them alike:
   * ``dns``: the same recipe with a ``dns`` stage on every layer (surgery every iteration);
   * ``inq``: an ``inq`` stage training after its first step (half of every layer fixed).
 
-The rate is that of ``--window`` iterations with start-up left out: the plain loop times its
-iterations ``window + 1`` to ``2 * window``; a pipeline variant runs the recipe twice, with
-``window`` and with ``2 * window`` iterations, and takes the difference (start-up, the final
-evaluation on one test image per class and the file writing cancel). Times are the process's
-CPU time (``time.process_time``: on a machine shared with other jobs it moves far less than
-the wall clock, which is printed too); with ``--workers 0`` (the default) it includes the JPEG
+The rate is that of ``--window`` iterations with start-up left out: every variant runs
+``2 * window + 1`` iterations and times iterations ``window + 1`` to ``2 * window``, between
+the starts of their training forwards (``_timed_model``: the model notes the time there, inside
+``nncompress run`` as in the plain loop). Times are the process's CPU time
+(``time.process_time``: on a machine shared with other jobs it moves far less than the wall
+clock, which is printed too); with ``--workers 0`` (the default) it includes the JPEG
 decoding, with workers it is the training process's share alone, for every variant alike.
 
 Run: .venv/bin/python benchmarks/pipeline_throughput.py [--rounds 5] [--window 10]
@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from nncompress.models import build_model
+from _timed_model import timed_resnet20, window_rate
 from nncompress.pipeline import run_recipe
 from nncompress.recipe import parse_recipe
 
@@ -87,7 +86,7 @@ def _one_thread(worker_id: int) -> None:
 def plain(root: Path, args: argparse.Namespace) -> tuple[float, float]:
     """CPU and wall images/s of the hand-written loop over its second window."""
     torch.manual_seed(0)
-    model = build_model("resnet20", num_classes=args.classes)
+    model = timed_resnet20(num_classes=args.classes)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     loader = DataLoader(JpegFolder(root / "train"), batch_size=args.batch, shuffle=True,
                         drop_last=False, num_workers=args.workers,
@@ -96,8 +95,8 @@ def plain(root: Path, args: argparse.Namespace) -> tuple[float, float]:
                         generator=torch.Generator().manual_seed(0),
                         persistent_workers=args.workers > 0)
     model.train()
-    done, images, cpu, wall = 0, 0, 0.0, 0.0
-    while done < 2 * args.window:
+    done = 0
+    while done < 2 * args.window + 1:
         for x, y in loader:
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x), y)
@@ -105,13 +104,9 @@ def plain(root: Path, args: argparse.Namespace) -> tuple[float, float]:
             loss.backward()
             optimizer.step()
             done += 1
-            if done == args.window:
-                cpu, wall = time.process_time(), time.perf_counter()
-            elif done > args.window:
-                images += len(y)
-            if done == 2 * args.window:
+            if done == 2 * args.window + 1:
                 break
-    return images / (time.process_time() - cpu), images / (time.perf_counter() - wall)
+    return window_rate(args.window, args.batch)
 
 
 def _stage(kind: str, iterations: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -126,24 +121,15 @@ def _stage(kind: str, iterations: int, args: argparse.Namespace) -> dict[str, An
             **common}
 
 
-def _run(root: Path, kind: str, iterations: int, out: Path,
-         args: argparse.Namespace) -> tuple[float, float]:
-    raw = {"version": 1, "name": kind, "seed": 0,
-           "model": {"ref": "resnet20", "kwargs": {"num_classes": args.classes}},
-           "data": {"spec": f"folder:{root}", "workers": args.workers},
-           "stages": [_stage(kind, iterations, args)]}
-    recipe = parse_recipe(raw)
-    cpu, wall = time.process_time(), time.perf_counter()
-    run_recipe(recipe, out, progress="none")
-    return time.process_time() - cpu, time.perf_counter() - wall
-
-
 def pipeline(root: Path, kind: str, out: Path, args: argparse.Namespace) -> tuple[float, float]:
-    """CPU and wall images/s of ``run_recipe``: (2 * window) - (window) iterations."""
-    short = _run(root, kind, args.window, out / "short", args)
-    long = _run(root, kind, 2 * args.window, out / "long", args)
-    images = args.window * args.batch
-    return images / (long[0] - short[0]), images / (long[1] - short[1])
+    """CPU and wall images/s of ``run_recipe`` over iterations ``window+1 .. 2*window``."""
+    raw = {"version": 1, "name": kind, "seed": 0,
+           "model": {"ref": "_timed_model:timed_resnet20",
+                     "kwargs": {"num_classes": args.classes}},
+           "data": {"spec": f"folder:{root}", "workers": args.workers},
+           "stages": [_stage(kind, 2 * args.window + 1, args)]}
+    run_recipe(parse_recipe(raw), out, progress="none")
+    return window_rate(args.window, args.batch)
 
 
 def main() -> None:
