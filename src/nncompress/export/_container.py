@@ -81,6 +81,25 @@ _META_DICTIONARY = (
     b'"layout":"dense","bytes":[0,1]},{"name":"num_batches_tracked","dtype":"float64","shape":'
     b'[500,800],"values":"pow2","exp_min":-8,"levels":7,"kept":72,"layout":"dense","bytes":[0,87]}'
     b']}')
+# Version 2's dictionary: the keys and values of version 2 entries (positions and level codes
+# in the shared stream, "bytes" [0, n]) and common layer names. Never change it either.
+_META_DICTIONARY_V2 = (
+    b'{"format":"nncompress-compact","arch":{"ref":"lenet300_100","kwargs":{}},"float_dtype":'
+    b'"float32","writer":"nncompress 0.1.0","coded":3257,"tensors":[{"name":"conv1.weight",'
+    b'"dtype":"float32","shape":[20,1,5,5],"values":"pow2","exp_min":-7,"levels":7,"kept":716,'
+    b'"rows":21,"cols":189,"layout":"sparse","bytes":[0,0]},{"name":"conv1.bias","dtype":'
+    b'"float32","shape":[50],"values":"pow2","exp_min":-5,"levels":4,"kept":8,"layout":"dense",'
+    b'"bytes":[0,0]},{"name":"fc1.weight","dtype":"float32","shape":[500,800],"values":"pow2",'
+    b'"exp_min":-8,"levels":8,"kept":3011,"cols":256,"layout":"dense","bytes":[0,0]},{"name":'
+    b'"fc.bias","dtype":"float32","shape":[10],"values":"float32","kept":10,"layout":"dense",'
+    b'"bytes":[0,41]},{"name":"features.0.weight","dtype":"float16","shape":[64,3,3,3],'
+    b'"values":"raw","layout":"dense","bytes":[0,1]},{"name":"bn1.running_mean","dtype":"int64",'
+    b'"shape":[],"values":"bfloat16","kept":0,"layout":"sparse","bytes":[0,3]},{"name":'
+    b'"ip1.weight","dtype":"float64","shape":[300,784],"values":"pow2","exp_min":-9,"levels":6,'
+    b'"kept":4089,"rows":47,"cols":473,"layout":"sparse","bytes":[0,0]},{"name":"ip2.bias",'
+    b'"dtype":"float32","shape":[100],"values":"pow2","exp_min":-6,"levels":3,"kept":11,'
+    b'"layout":"dense","bytes":[0,0]},{"name":"num_batches_tracked","dtype":"int64","shape":[],'
+    b'"values":"raw","layout":"dense","bytes":[0,9]}]}')
 
 
 def _varint(value: int) -> bytes:
@@ -113,9 +132,10 @@ def pack(meta: dict[str, Any], streams: list[bytes]) -> bytes:
         (b'\\x89NCZ', True)
     """
     text = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    meta_stream = min(bytes([RAW]) + text, zstd_stream(text, _META_DICTIONARY), key=len)
-    body = _varint(len(meta_stream)) + meta_stream + b"".join(streams)
     version = VERSION if "coded" in meta else 1
+    dictionary = _META_DICTIONARY_V2 if version >= 2 else _META_DICTIONARY
+    meta_stream = min(bytes([RAW]) + text, zstd_stream(text, dictionary), key=len)
+    body = _varint(len(meta_stream)) + meta_stream + b"".join(streams)
     return _HEADER.pack(MAGIC, version, 0, len(body), zlib.crc32(body)) + body
 
 
@@ -181,7 +201,7 @@ def _parse_body(body: bytes, crc: int, version: int,
     # JSON (keys, Caffe net text) compresses about tenfold, far less than 64-fold
     bound = min(_MAX_META_BYTES, (1 << 20) + 64 * meta_len)
     _, text = unwrap(body[offset:offset + meta_len], bound, f"{what}: metadata",
-                     _META_DICTIONARY)
+                     _META_DICTIONARY_V2 if version >= 2 else _META_DICTIONARY)
     depth = json_depth(text)
     if depth > MAX_JSON_DEPTH:
         raise FormatError(f"{what}: metadata nests {depth} levels deep, at most "

@@ -54,14 +54,19 @@ def to_bits(values: np.ndarray, nbits: np.ndarray) -> np.ndarray:
 
 
 def from_bits(bits: np.ndarray, nbits: np.ndarray) -> np.ndarray:
-    """Invert :func:`to_bits` (``bits`` holds exactly ``nbits.sum()`` bits)."""
+    """Invert :func:`to_bits` (``bits`` holds exactly ``nbits.sum()`` bits, at most 63 each).
+
+    Memory is linear in the number of bits: each bit is shifted to its place in its value
+    and the values are sums over their runs of bits.
+    """
     out = np.zeros(nbits.size, dtype=np.int64)
-    if bits.size == 0:
+    has = nbits > 0
+    if not np.any(has):
         return out
-    starts = np.cumsum(nbits) - nbits
-    for j in range(int(nbits.max())):
-        has = nbits > j
-        out[has] = (out[has] << 1) | bits[starts[has] + j]
+    n = nbits[has].astype(np.int64)
+    starts = np.cumsum(n) - n
+    place = np.repeat(n - 1 + starts, n) - np.arange(int(n.sum()))
+    out[has] = np.add.reduceat(bits.astype(np.int64) << place, starts)
     return out
 
 
@@ -194,13 +199,14 @@ def decode_lanes(data: bytes, model_base: np.ndarray, scales: np.ndarray,
         out[lo:hi] = g
         xa = slot_freq[g] * (xa >> scales[lo:hi]) + slot_bias[g]
         for _ in range(2):  # a state never needs more than two bytes (scale <= 12)
-            need = np.flatnonzero(xa < LANE_L)
-            if need.size == 0:
+            need = xa < LANE_L
+            k = int(np.count_nonzero(need))
+            if k == 0:
                 break
-            if pos + need.size > len(buf):
+            if pos + k > len(buf):
                 raise FormatError(f"{what}: coded stream ended early")
-            xa[need] = (xa[need] << 8) | buf[pos:pos + need.size]
-            pos += need.size
+            xa[need] = (xa[need] << 8) | buf[pos:pos + k]
+            pos += k
         x[:hi - lo] = xa
     if np.any(x >= 2 * LANE_L):
         raise FormatError(f"{what}: coded stream does not end in its start states")

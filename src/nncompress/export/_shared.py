@@ -137,9 +137,10 @@ def decode_groups(coded: bytes, specs: list[GroupSpec], what: str,
     counts = np.array([specs[i].count for i in live], dtype=np.int64)
     sizes = np.array([1 << m.scale for _, m in models], dtype=np.int64)
     bases = np.cumsum(sizes) - sizes
-    slot_symbol = np.concatenate([np.repeat(np.arange(len(m.freqs)), m.freqs) for _, m in models])
-    slot_freq = np.concatenate([np.repeat(np.array(m.freqs), m.freqs) for _, m in models])
-    slot_start = np.concatenate([np.repeat(np.array(m.starts), m.freqs) for _, m in models])
+    freqs = np.array([f for _, m in models for f in m.freqs], dtype=np.int64)
+    slot_symbol = np.repeat(np.array([s for _, m in models for s in range(len(m.freqs))]), freqs)
+    slot_freq = np.repeat(freqs, freqs)
+    slot_start = np.repeat(np.array([c for _, m in models for c in m.starts]), freqs)
     slot_bias = np.arange(slot_symbol.size) - bases.repeat(sizes) - slot_start
     scales = np.repeat(np.array([m.scale for _, m in models], dtype=np.int64), counts)
     slots, carried, used = decode_lanes(coded[offset:], np.repeat(bases, counts), scales,
@@ -162,11 +163,9 @@ def decode_groups(coded: bytes, specs: list[GroupSpec], what: str,
             info = m.scale * sym.size - float(np.log2(np.asarray(m.freqs)[sym]).sum())
             costs[i] = table + info + float(bits.sum())
     out = [np.zeros(0, dtype=np.int64) for _ in specs]
-    start = 0
-    for i, (d, _), sym, bits in zip(live, models, symbols, nbits, strict=True):
-        n = int(bits.sum())
-        values = from_bits(raw[start:start + n], bits)
-        start += n
+    every = from_bits(raw, np.concatenate(nbits))
+    for i, (d, _), sym, values in zip(live, models, symbols,
+                                      np.split(every, np.cumsum(counts)[:-1]), strict=True):
         spec = specs[i]
         if spec.gaps:
             assert d is not None

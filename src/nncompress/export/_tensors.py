@@ -22,7 +22,6 @@ from nncompress.export._codec import (
     DTYPES,
     _bytes_stream,
     _check_no_overflow,
-    _levels,
     _read_values,
     _to_bytes,
     decode_tensor,
@@ -235,14 +234,20 @@ def _assemble(t: dict[str, Any], parts: list[np.ndarray], values: bytes,
         where = where[kept_sub]
     count = numel if where is None else where.size
     if t["values"] == "pow2":
-        kept_tensor = _levels(parts.pop(0).astype(np.uint8), t["exp_min"], t["levels"], dtype)
+        codes = parts.pop(0)
+        exps = np.ldexp(1.0, t["exp_min"] + np.arange(t["levels"]))
+        table = np.zeros(1 + 2 * t["levels"])
+        table[1::2], table[2::2] = exps, -exps  # powers of two the dtype holds exactly
+        kept_tensor = torch.from_numpy(table[codes]).to(dtype)
+        kept = int(np.count_nonzero(codes))
     else:
         kept_tensor = _read_values(values, count, DTYPES[t["values"]], what).to(dtype)
+        kept = int(torch.count_nonzero(kept_tensor))
     if where is None:
         out = kept_tensor
     else:
         out = torch.zeros(numel, dtype=dtype)
         out[torch.from_numpy(where)] = kept_tensor
-    if int(torch.count_nonzero(out)) != t["kept"]:
+    if kept != t["kept"]:
         raise FormatError(f"{what}: decodes to another number of non-zero entries than recorded")
     return out.reshape(shape)
