@@ -49,6 +49,8 @@ def minutes(row: RunRow) -> str:
     if row.wall_s is None:
         return "-"
     more = f" ({row.sessions} sessions)" if row.sessions > 1 else ""
+    if row.weights_wall_s is not None:
+        more += f" + {row.weights_wall_s / 60:.1f} min for its starting weights"
     return f"{row.wall_s / 60:.1f} min{more}"
 
 
@@ -213,8 +215,8 @@ def benchmarks_markdown(rows: Sequence[RunRow], ablations: Sequence[Ablation],
         "the model that ends the last training stage before compression (`nncompress eval` of "
         "its checkpoint), or of the weights the recipe starts from. Wall time is the elapsed "
         "time at the run's last evaluation, from `metrics.jsonl` (summed over the sessions of a "
-        "resumed run; a run that starts from `model.weights` counts without the run that made "
-        "them), measured on the machine that made the run; this file was generated on: "
+        "resumed run; for a run that starts from `model.weights`, plus that of the run that made "
+        "them when known), measured on the machine that made the run; this file was generated on: "
         f"{_machine()}.",
         "", "## Results", "", summary_table(rows).rstrip("\n"), "", "## Per run", *_details(rows),
         "", "## Goals", "", *_goals(rows),

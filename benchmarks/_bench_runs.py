@@ -62,6 +62,7 @@ class RunRow:
     header: str
     labels: tuple[str, ...] = ()  # per stage: "dns", "inq K=8", "dns (distilled)"...
     prerequisites: tuple[str, ...] = ()  # commands that make the model.weights it starts from
+    weights_wall_s: float | None = None  # wall time of the run folder that made those weights
 
     @property
     def compression(self) -> float | None:
@@ -190,20 +191,21 @@ def reference_error(checkpoint: Path) -> float:
     return float(json.loads(done.stdout)["error"])
 
 
-def _prerequisites(recipe: dict[str, Any]) -> tuple[str, ...]:
+def _prerequisites(recipe: dict[str, Any]) -> tuple[tuple[str, ...], float | None]:
     """The command that makes the ``model.weights`` a recipe starts from, when they come from
-    a run folder (``RUN/model.safetensors`` or ``RUN/checkpoints/...``)."""
+    a run folder (``RUN/model.safetensors`` or ``RUN/checkpoints/...``), and its wall time."""
     model = recipe.get("model")
     weights = model.get("weights") if isinstance(model, dict) else None
     if not weights:
-        return ()
+        return (), None
     file = Path(str(weights))
     for run in (file.parent, file.parent.parent):
         if (run / "recipe.yaml").is_file():
             saved = _saved_recipe(run)
             shipped = packaged_recipes().get(str(saved.get("name")))
-            return (f"{reproduce_command(str(run), saved, shipped)[0]}  # makes {weights}",)
-    return (f"# starts from {weights}, not made by a run folder",)
+            command = reproduce_command(str(run), saved, shipped)[0]
+            return (f"{command}  # makes {weights}",), wall_time(run / "metrics.jsonl")[0]
+    return (f"# starts from {weights}, not made by a run folder",), None
 
 
 def _measured(model: Path, folder: Path) -> float | None:
@@ -256,6 +258,7 @@ def read_run(folder: str | Path, *, evaluate_reference: bool = True,
     command, note = reproduce_command(str(folder), recipe, shipped)
     reference = _reference_model(path, recipe, stages) if evaluate_reference else None
     wall, sessions = wall_time(path / "metrics.jsonl")
+    before, weights_wall = _prerequisites(recipe)
     compact = report.get("compact") or {}
     data = recipe.get("data")
     held_out = int(data.get("validation") or 0) if isinstance(data, dict) else 0
@@ -268,4 +271,4 @@ def read_run(folder: str | Path, *, evaluate_reference: bool = True,
         ncz_bytes=compact.get("bytes"), wall_s=wall, sessions=sessions, command=command,
         command_note=note,
         header=own or (header_comment(shipped) if shipped is not None else ""),
-        labels=_labels(recipe), prerequisites=_prerequisites(recipe))
+        labels=_labels(recipe), prerequisites=before, weights_wall_s=weights_wall)

@@ -117,6 +117,7 @@ def test_reference_of_a_recipe_without_training_is_its_starting_weights(
     c = read_run(tmp_path / "c")
     assert c.stages == ("inq", "finalize", "export") and c.inq_k == (8,)
     assert c.reference_error == pytest.approx(report(a)["test"]["error"], abs=1e-12)
+    assert c.weights_wall_s == wall_time(a / "metrics.jsonl")[0] and c.weights_wall_s
     assert c.prerequisites == (f"nncompress run {a}/recipe.yaml --out {a} --threads 1  # makes "
                                f"{a / 'model.safetensors'}",)
 
