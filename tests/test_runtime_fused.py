@@ -68,9 +68,13 @@ CHAINS = {
     "dense_tail": lambda: nn.Sequential(nn.Flatten(), nn.Linear(24, 8), nn.ReLU(),
                                         nn.Linear(8, 2)),
     "functional": Functional,
+    "conv_pool": lambda: nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(2, 2), nn.Conv2d(4, 4, 2, stride=2, padding=1),
+        nn.MaxPool2d(2, 2), nn.Flatten(), nn.Linear(4, 3)),
 }
 INPUTS = {"linear": (2, 3, 4), "conv": (2, 12, 20), "ceil_pool": (2, 6, 6),
-          "conv1d": (2, 6), "dense_tail": (2, 3, 4), "functional": (2, 3, 3)}
+          "conv1d": (2, 6), "dense_tail": (2, 3, 4), "functional": (2, 3, 3),
+          "conv_pool": (3, 7, 9)}  # floor-mode pools over odd sizes
 
 
 def _pair(name: str) -> tuple[nn.Module, nn.Module]:
@@ -97,6 +101,7 @@ def test_fused_outputs_equal_a_float64_reference(name: str, batch: int) -> None:
     assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-5)
     compiled = plan_holder._plans[x.shape]
     assert compiled is not None, "the fused path ran"
+    assert len(compiled[0]) == len(plan_holder.chain())
     if name == "dense_tail":
         assert [op.kind for op in plan_holder.ops][-1] == "dense_linear"
 

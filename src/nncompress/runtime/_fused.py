@@ -30,7 +30,7 @@ from torch import nn
 
 from nncompress.runtime._base import SparseLayer
 from nncompress.runtime._chain import Op, chain_of
-from nncompress.runtime._conv import SparseConv
+from nncompress.runtime._fused_conv import conv_step
 
 __all__ = ["FusedForward", "compile_steps", "kernel_available"]
 
@@ -94,41 +94,7 @@ def _linear(op: Op, shape: tuple[int, ...], owned: bool, dtype: Any) -> Made | N
 
 
 def _conv(op: Op, shape: tuple[int, ...], owned: bool, dtype: Any) -> Made | None:
-    layer = op.module
-    assert isinstance(layer, SparseConv)
-    one_d = layer.one_d
-    if len(shape) != (3 if one_d else 4) or shape[0] != layer.in_channels:
-        return None
-    c, h, w, n = (shape[0], 1, *shape[1:]) if one_d else shape
-    out_h, out_w = layer._out_size(h, w)
-    if out_h < 1 or out_w < 1:
-        return None
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (layer.kernel_size, layer.stride, layer.padding,
-                                              layer.dilation)
-    rows, cols = layer.csr_shape
-    positions = out_h * out_w * n
-    window = (c, kh, kw, out_h, out_w, n)
-    ptr, idx, val = _csr_arrays(layer)
-    bias = None if layer.bias is None else layer.bias.numpy()
-    size = dtype.itemsize
-    out_shape = (rows, out_w, n) if one_d else (rows, out_h, out_w, n)
-
-    def step(a: Any) -> Any:
-        if ph or pw:
-            padded = np.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype)
-            padded[:, ph:ph + h, pw:pw + w] = a.reshape(c, h, w, n)
-            a = padded
-        else:
-            a = np.ascontiguousarray(a).reshape(c, h, w, n)
-        s_c, s_h, s_w = a.strides[0], a.strides[1], a.strides[2]
-        view = np.ndarray(window, dtype, a, 0,
-                          (s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w, size))
-        patches = np.empty((cols, positions), dtype)
-        np.copyto(patches.reshape(window), view)
-        out = _bias_filled(bias, rows, positions, dtype)
-        _MATVECS(rows, cols, positions, ptr, idx, val, patches, out)
-        return out.reshape(out_shape)
-    return step, out_shape, True
+    return conv_step(op, shape, dtype, _MATVECS)
 
 
 def _dense_linear(op: Op, shape: tuple[int, ...], owned: bool, dtype: Any) -> Made | None:
