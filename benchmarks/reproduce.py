@@ -34,6 +34,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _bench_markdown import Ablation, ablation_table, benchmarks_markdown, summary_table
@@ -76,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def benchmark_recipes() -> dict[str, Path]:
-    """The shipped recipes ``--run`` takes by default: top level, not the demo.
+    """The shipped recipes ``--run`` takes by default: top level, not the demo; those that
+    start from ``model.weights`` (another run's model) after those that do not.
 
     Example:
         >>> "lenet5_dns_inq" in benchmark_recipes()
@@ -84,8 +87,17 @@ def benchmark_recipes() -> dict[str, Path]:
     """
     shipped = packaged_recipes()
     top = min(len(p.parts) for p in shipped.values())
-    return {name: path for name, path in shipped.items()
-            if len(path.parts) == top and not name.startswith("demo")}
+    chosen = [(name, path) for name, path in shipped.items()
+              if len(path.parts) == top and not name.startswith("demo")]
+    return dict(sorted(chosen, key=lambda item: _starts_from_weights(item[1])))
+
+
+def _starts_from_weights(file: Path) -> bool:
+    try:
+        model = (yaml.safe_load(file.read_text(encoding="utf-8")) or {}).get("model")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return False  # nncompress run reports the problem
+    return isinstance(model, dict) and bool(model.get("weights"))
 
 
 def recipe_names(names: Sequence[str]) -> dict[str, Path]:

@@ -261,3 +261,15 @@ def test_goals_say_met_or_by_how_much_they_are_missed() -> None:
         "error over reference not recorded",)
     small = check_goal(GOALS[2], [row(nbytes=2001, error=0.01)])
     assert small.misses == ("1 B over 2,000 B",)
+
+
+def test_default_recipes_run_those_starting_from_weights_last(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {}
+    for name, weights in (("a_tuned", "runs/z_ref/model.safetensors"), ("demo_x", None),
+                          ("z_ref", None)):
+        files[name] = tmp_path / f"{name}.yaml"
+        files[name].write_text(yaml.safe_dump({"model": {"ref": "lenet5", "weights": weights}}))
+    monkeypatch.setattr(reproduce, "packaged_recipes", lambda: files)
+    assert list(reproduce.benchmark_recipes()) == ["z_ref", "a_tuned"]
+    assert reproduce.recipe_names([]) == {"z_ref": files["z_ref"], "a_tuned": files["a_tuned"]}
