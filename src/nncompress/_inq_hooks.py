@@ -34,10 +34,11 @@ Why not an autograd function
     Masking the gradient inside the forward (``weight -> GradMask.apply(weight, keep)``) would
     let gradient clipping see masked gradients, but it does not keep fixed entries fixed:
     weight decay and momentum still move them, so a post-step write-back is needed in either
-    design. With the hooks, the gradient mask happens at that same point and reuses the 0/1
-    tensor of the write-back (derived once per step from the 2-byte state, not once per
-    forward, which matters with gradient accumulation), and a prepared INQ layer's forward and
-    backward stay those of the plain layer. Speed does not decide it either way:
+    design. With the hooks, the gradient mask happens at that same point and shares the 0/1
+    tensor and the values of the write-back (both from one conversion of the 2-byte state per
+    step, not per forward, which matters with gradient accumulation), and a prepared INQ
+    layer's forward and backward stay those of the plain layer. Speed does not decide it either
+    way:
     ``benchmarks/inq_hooks_cost.py`` times a LeNet-5 training step (batch 64, SGD with
     momentum and weight decay, after a 50% INQ step, one CPU thread) both ways. Four runs on a
     shared 2-core machine gave the autograd variant 0.93x, 1.07x, 1.04x and 0.97x the hooks'
@@ -59,7 +60,8 @@ from torch.optim.optimizer import (
 if TYPE_CHECKING:
     from nncompress.layers import CompressedLayer
 
-__all__ = ["free_as_ones", "is_tracked", "mask_gradient", "restore_values", "track", "untrack"]
+__all__ = ["free_as_ones", "is_tracked", "mask_gradient", "restore_values", "split_fixed",
+           "track", "untrack"]
 
 # id(parameter) -> (layer, blob) for every INQ blob; read by the optimizer hooks below.
 _PARAMS: dict[int, tuple[weakref.ref[CompressedLayer], str]] = {}
@@ -92,22 +94,33 @@ def free_as_ones(value: torch.Tensor) -> torch.Tensor:
     return value.mul_(0).nan_to_num_(nan=1.0)
 
 
-def mask_gradient(param: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor | None:
-    """Zero ``param.grad`` where ``fixed`` holds a value; return the 0/1 keep tensor used."""
+def split_fixed(fixed: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(keep, values)`` in ``dtype`` from one conversion of ``fixed``.
+
+    ``keep`` is 1 on free entries and 0 on fixed ones; ``values`` holds the fixed values and 0
+    on free entries, so that ``param * keep + values`` restores a parameter.
+    """
+    values = fixed.to(dtype, copy=True)
+    keep = torch.mul(values, 0).nan_to_num_(nan=1.0)  # as free_as_ones, on a new tensor
+    return keep, values.nan_to_num_(nan=0.0)
+
+
+def mask_gradient(param: torch.Tensor,
+                  fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Zero ``param.grad`` where ``fixed`` holds a value; return :func:`split_fixed`'s pair."""
     if param.grad is None:
         return None
-    keep = free_as_ones(fixed.to(param.dtype, copy=True))
-    param.grad.mul_(keep)
-    return keep
+    split = split_fixed(fixed, param.dtype)
+    param.grad.mul_(split[0])
+    return split
 
 
-def restore_values(param: torch.Tensor, fixed: torch.Tensor, keep: torch.Tensor | None) -> None:
-    """Write the fixed values into ``param``; ``keep`` (1 on free entries) if already known."""
-    value = fixed.to(param.dtype, copy=True)
-    if keep is None:
-        keep = free_as_ones(fixed.to(param.dtype, copy=True))
-    with torch.no_grad():  # param = param * keep + value, in one pass
-        torch.addcmul(value.nan_to_num_(nan=0.0), param, keep, out=param)
+def restore_values(param: torch.Tensor, fixed: torch.Tensor,
+                   split: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+    """Write the fixed values into ``param``; ``split`` (from :func:`mask_gradient`) if known."""
+    keep, values = split if split is not None else split_fixed(fixed, param.dtype)
+    with torch.no_grad():  # param = param * keep + values, in one pass
+        torch.addcmul(values, param, keep, out=param)
 
 
 def _blobs(optimizer: torch.optim.Optimizer) -> list[tuple[CompressedLayer, str]]:

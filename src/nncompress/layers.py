@@ -54,7 +54,7 @@ class CompressedLayer(nn.Module):
     inq_portion: torch.Tensor
     inq_steps: torch.Tensor
     inq_seed: torch.Tensor
-    _step_keep: dict[str, torch.Tensor]  # between an optimizer's pre- and post-step hooks
+    _step_keep: dict[str, tuple[torch.Tensor, torch.Tensor]]  # pre- to post-step hook
 
     def param(self, blob: str) -> torch.Tensor:
         """The Parameter ``weight`` or ``bias``."""
@@ -256,9 +256,9 @@ class CompressedLayer(nn.Module):
 
     def mask_fixed_gradient(self, blob: str, keep_for_restore: bool = False) -> None:
         """Zero the gradient of the fixed entries of ``blob`` (no-op without a gradient)."""
-        keep = _inq_hooks.mask_gradient(self.param(blob), self.buffer(f"{blob}_fixed"))
-        if keep is not None and keep_for_restore:  # the post-step restore reuses it once
-            self._step_keep[blob] = keep
+        split = _inq_hooks.mask_gradient(self.param(blob), self.buffer(f"{blob}_fixed"))
+        if split is not None and keep_for_restore:  # the post-step restore reuses it once
+            self._step_keep[blob] = split
 
     def restore_fixed(self, blob: str) -> None:
         """Write the exact fixed values of ``blob`` back into its Parameter."""
