@@ -21,6 +21,19 @@ numbers are noisy, the trends below held across three sweeps):
   0.7x). 64 images: won from 7.8 (conv2 at 10%: 1.1x; at 3%, reduction 19: 2.1x), lost at 5.6
   and below (conv1 at 1%: 0.5x).
 
+Whole chain models (LeNet-5, LeNet-300-100: see ``_chain.py``) take the fused path of
+``_fused.py`` for batches up to :data:`FUSED_MAX_BATCH`: one NumPy/SciPy call or three per
+operation, no module or torch dispatch, every sparse layer through SciPy's compiled CSR kernel
+(``csr_matvec`` for one row: ``csr_matvecs`` pays a call per non-zero at one column), the conv
+as a strided-view copy and ``csr_matvecs``. ``benchmarks/inference.py --fuse-sweep`` (same
+machine, loaded; module-by-module time over fused time, trained models) measured: LeNet-5
+2.60x at 1 image, 2.97-3.19x at 2-4, 2.12-2.55x at 16-64, 1.21x at 128, 1.38x at 256;
+LeNet-300-100 2.71x at 1, 1.68-2.12x at 2-64, 2.19x at 128, 1.45x at 256 (the synthetic
+models alike, but for two points of 0.58x and 0.67x that the next run did not repeat). So the
+fused path runs up to 256, the largest batch measured; beyond, the modules and the rules
+below. At one image the module path spends 20-35 us of fixed cost per sparse call, about what
+dense PyTorch spends on the small layers; the fused path spends a few.
+
 SciPy's CSR product against ``torch.sparse`` CSR: neither wins everywhere. For one row, torch's
 ``addmv`` wins inside a model (LeNet-300-100, one image: 1.46x dense against 1.09x with SciPy)
 because it skips the numpy round trip, so the ``auto`` backend uses it there. For convolutions
@@ -32,9 +45,9 @@ from __future__ import annotations
 
 __all__ = ["CONV_MIN_REDUCTION", "FUSED_MAX_BATCH", "conv_reduction", "use_sparse"]
 
-# The largest batch a chain model runs on the fused path (see _fused.py); larger batches run
-# module by module, each layer by the rule below.
-FUSED_MAX_BATCH = 16
+# The largest batch a chain model runs on the fused path (see _fused.py and above); larger
+# batches run module by module, each layer by the rules below.
+FUSED_MAX_BATCH = 256
 
 # (largest batch, reduction from which the sparse conv kernel runs); larger batches use the
 # last row.
