@@ -170,11 +170,17 @@ def _reference_model(folder: Path, recipe: dict[str, Any], stages: list[str]) ->
     if trains:
         found = sorted((folder / "checkpoints").glob(f"s{trains[-1]:02d}-*-end.safetensors"))
         return found[-1] if found else None
-    model = recipe.get("model")
-    weights = model.get("weights") if isinstance(model, dict) else None
+    weights = _weights(recipe)
     if not weights:
         return None
     return next((p for p in (Path(weights), folder / weights) if p.is_file()), None)
+
+
+def _weights(recipe: dict[str, Any]) -> str | None:
+    """The recipe's ``model.weights`` (the file it starts from), if any."""
+    model = recipe.get("model")
+    weights = model.get("weights") if isinstance(model, dict) else None
+    return str(weights) if weights else None
 
 
 def reference_error(checkpoint: Path) -> float:
@@ -194,11 +200,10 @@ def reference_error(checkpoint: Path) -> float:
 def _prerequisites(recipe: dict[str, Any]) -> tuple[tuple[str, ...], float | None]:
     """The command that makes the ``model.weights`` a recipe starts from, when they come from
     a run folder (``RUN/model.safetensors`` or ``RUN/checkpoints/...``), and its wall time."""
-    model = recipe.get("model")
-    weights = model.get("weights") if isinstance(model, dict) else None
+    weights = _weights(recipe)
     if not weights:
         return (), None
-    file = Path(str(weights))
+    file = Path(weights)
     for run in (file.parent, file.parent.parent):
         if (run / "recipe.yaml").is_file():
             saved = _saved_recipe(run)
