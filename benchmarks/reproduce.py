@@ -31,7 +31,9 @@ import os
 import shlex
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -206,6 +208,17 @@ def _check_inputs(args: argparse.Namespace
     return names, pairs
 
 
+def unique_names(rows: Sequence[RunRow]) -> list[RunRow]:
+    """The rows, each run whose recipe name another row shares named with its folder too.
+
+    Example:
+        >>> # two runs of lenet5_dns_inq -> "lenet5_dns_inq (runs/a)", "lenet5_dns_inq (runs/b)"
+    """
+    counts = Counter(row.name for row in rows)
+    return [row if counts[row.name] == 1 else replace(row, name=f"{row.name} ({row.folder})")
+            for row in rows]
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -221,8 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         names, pairs = _check_inputs(args)
         folders = args.folders or run_recipes(names, Path(args.runs_dir), args.quiet)
         files = [None] * len(folders) if args.folders else list(names.values())
-        rows = [read_run(f, evaluate_reference=not args.no_reference_eval, recipe_file=file)
-                for f, file in zip(folders, files)]
+        rows = unique_names([read_run(f, evaluate_reference=not args.no_reference_eval,
+                                      recipe_file=file) for f, file in zip(folders, files)])
         ablations = [Ablation(mean, read_run(a, evaluate_reference=False),
                               read_run(b, evaluate_reference=False)) for mean, a, b in pairs]
         text = benchmarks_markdown(rows, ablations,

@@ -273,3 +273,11 @@ def test_default_recipes_run_those_starting_from_weights_last(
     monkeypatch.setattr(reproduce, "packaged_recipes", lambda: files)
     assert list(reproduce.benchmark_recipes()) == ["z_ref", "a_tuned"]
     assert reproduce.recipe_names([]) == {"z_ref": files["z_ref"], "a_tuned": files["a_tuned"]}
+
+
+def test_runs_of_one_recipe_are_told_apart_by_their_folders() -> None:
+    from dataclasses import replace
+
+    rows = reproduce.unique_names([replace(row(), folder="runs/a"), replace(row(), folder="runs/b"),
+                                   replace(row(), name="y")])
+    assert [r.name for r in rows] == ["x (runs/a)", "x (runs/b)", "y"]
