@@ -1,15 +1,17 @@
 """Interleaved rANS lanes decoded with numpy, a bit writer/reader, and raw bit packing.
 
 Symbol ``i`` of a stream of ``T`` symbols is coded in lane ``i % N`` at step ``i // N``, with
-``N = lane_count(T)`` lanes (so at most :data:`STEPS` steps): the decoder runs every lane of a
-step as one numpy operation. Each lane is a byte-wise rANS coder with a 24-bit state in
-``[L, 256 L)``, ``L = 2**16`` (model precision at most ``2**12``). At a step the lanes that
-need bytes read one each in lane order, then those that still need one read a second.
+``N = lane_count(T, P)`` lanes: the decoder runs every lane of a step as one numpy operation.
+Each lane is a byte-wise rANS coder with a 24-bit state in ``[L, 256 L)``, ``L = 2**16``
+(model precision at most ``2**12``). At a step the lanes that need bytes read one each in lane
+order, then those that still need one read a second.
 
 The stream is the ``N`` final states (3 bytes each, big-endian), then the renormalisation
 bytes in decoding order. A lane's encoder starts at ``L + r`` where ``r`` is 16 raw bits of
 the caller's payload: the decoder finds them in the lane's end state, so the state written at
-the head costs about half a byte per lane rather than three.
+the head costs about half a byte per lane rather than two and a half. A lane per :data:`STEPS`
+symbols, fewer when the ``P`` raw bits known in advance cannot fill them, but never fewer than
+one per :data:`MAX_STEPS` symbols.
 """
 
 from __future__ import annotations
@@ -18,23 +20,25 @@ import numpy as np
 
 from nncompress.errors import FormatError
 
-__all__ = ["CARRIED_BITS", "LANE_L", "MAX_SCALE", "STEPS", "BitReader", "BitWriter",
+__all__ = ["CARRIED_BITS", "LANE_L", "MAX_SCALE", "MAX_STEPS", "STEPS", "BitReader", "BitWriter",
            "decode_lanes", "encode_lanes", "from_bits", "lane_count", "to_bits"]
 
 LANE_L = 1 << 16
 MAX_SCALE = 12
 CARRIED_BITS = 16  # raw bits in each lane's start state
-STEPS = 128  # symbols per lane, at most
+STEPS = 128  # symbols per lane, when raw bits fill the lanes' start states
+MAX_STEPS = 1024  # symbols per lane, at most
 
 
-def lane_count(total: int) -> int:
-    """Lanes for a stream of ``total`` symbols (one per :data:`STEPS` symbols).
+def lane_count(total: int, payload: int) -> int:
+    """Lanes for ``total`` symbols when ``payload`` raw bits are known to come with them.
 
     Example:
-        >>> lane_count(1), lane_count(128), lane_count(129)
-        (1, 1, 2)
+        >>> lane_count(1, 0), lane_count(129, 10**6), lane_count(10**4, 160), lane_count(10**4, 0)
+        (1, 2, 10, 10)
     """
-    return max(1, -(-total // STEPS))
+    wanted = min(-(-total // STEPS), -(-payload // CARRIED_BITS))
+    return max(1, wanted, -(-total // MAX_STEPS))
 
 
 # ----------------------------------------------------------------------------- raw bits
@@ -143,10 +147,11 @@ class BitReader:
 # ----------------------------------------------------------------------------- lanes
 def encode_lanes(starts: np.ndarray, freqs: np.ndarray, scales: np.ndarray,
                  carried: np.ndarray) -> bytes:
-    """Code symbols given by their (start, frequency, scale); ``carried`` holds
-    ``CARRIED_BITS`` raw bits per lane (as ints) that the decoder gets back at the end."""
+    """Code symbols given by their (start, frequency, scale) in ``carried.size`` lanes;
+    ``carried`` holds ``CARRIED_BITS`` raw bits per lane (as ints) that the decoder gets back
+    at the end."""
     total = starts.size
-    nlanes = lane_count(total)
+    nlanes = carried.size
     x = LANE_L + carried.astype(np.int64)
     steps: list[bytes] = []
     for t in range((total - 1) // nlanes, -1, -1):
@@ -169,10 +174,10 @@ def encode_lanes(starts: np.ndarray, freqs: np.ndarray, scales: np.ndarray,
     return head + b"".join(reversed(steps))
 
 
-def decode_lanes(data: bytes, model_base: np.ndarray, scales: np.ndarray,
+def decode_lanes(data: bytes, nlanes: int, model_base: np.ndarray, scales: np.ndarray,
                  slot_freq: np.ndarray, slot_bias: np.ndarray,
                  what: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """Decode one symbol per entry of the per-symbol model arrays.
+    """Decode one symbol per entry of the per-symbol model arrays, in ``nlanes`` lanes.
 
     The models' slots are laid end to end: symbol ``i`` owns slots from ``model_base[i]``
     (``2**scales[i]`` of them); ``slot_freq[g]`` is the frequency of the symbol at global
@@ -182,7 +187,6 @@ def decode_lanes(data: bytes, model_base: np.ndarray, scales: np.ndarray,
         (the global slot of every symbol, the carried bits as a 0/1 array, bytes used).
     """
     total = model_base.size
-    nlanes = lane_count(total)
     if len(data) < 3 * nlanes:
         raise FormatError(f"{what}: coded stream shorter than its {nlanes} lane states")
     head = np.frombuffer(data, np.uint8, 3 * nlanes).astype(np.int64).reshape(-1, 3)

@@ -62,6 +62,7 @@ class GroupSpec:
     limit: int  # gap groups: entries of the set; magnitude groups: the alphabet size
     gaps: bool
     dense: bool = False  # magnitude groups: 0 codes a zero (no sign bit)
+    signs: int = 0  # magnitude groups: the number of non-zero levels (kept)
 
 
 def _put_model(out: BitWriter, model: StaticModel, sized: bool) -> None:
@@ -94,7 +95,8 @@ def encode_groups(groups: list[Group]) -> bytes:
     freqs = np.concatenate([np.asarray(g.model.freqs)[g.symbols] for g in live])
     scales = np.concatenate([np.full(g.symbols.size, g.model.scale) for g in live])
     raw = np.concatenate([to_bits(g.raw_values, g.raw_nbits) for g in live])
-    nlanes = lane_count(starts.size)
+    signs = sum(int(g.raw_nbits.sum()) for g in live if g.d is None)
+    nlanes = lane_count(starts.size, signs)
     head = np.zeros(nlanes * CARRIED_BITS, dtype=np.int64)
     head[:min(raw.size, head.size)] = raw[:head.size]
     carried = from_bits(head, np.full(nlanes, CARRIED_BITS))
@@ -143,8 +145,9 @@ def decode_groups(coded: bytes, specs: list[GroupSpec], what: str,
     slot_start = np.repeat(np.array([c for _, m in models for c in m.starts]), freqs)
     slot_bias = np.arange(slot_symbol.size) - bases.repeat(sizes) - slot_start
     scales = np.repeat(np.array([m.scale for _, m in models], dtype=np.int64), counts)
-    slots, carried, used = decode_lanes(coded[offset:], np.repeat(bases, counts), scales,
-                                        slot_freq, slot_bias, what)
+    nlanes = lane_count(int(counts.sum()), sum(specs[i].signs for i in live))
+    slots, carried, used = decode_lanes(coded[offset:], nlanes, np.repeat(bases, counts),
+                                        scales, slot_freq, slot_bias, what)
     symbols = np.split(slot_symbol[slots], np.cumsum(counts)[:-1])
     nbits = []
     for i, (d, _), sym in zip(live, models, symbols, strict=True):

@@ -28,9 +28,14 @@ from nncompress.export._codec import (
     pow2_codes,
 )
 from nncompress.export._entropy import StaticModel
+from nncompress.export._lanes import STEPS
 from nncompress.export._positions import Factoring, GapCode, _split, best_gaps, factorings
 from nncompress.export._shared import Group, GroupSpec, decode_groups, encode_groups
 from nncompress.export._streams import read_int
+
+# a lane (about 4.5 bits: its state at the head of the stream) per STEPS symbols, and decoding
+# time: each coded symbol counts this much more in the layout choice
+_SYMBOL_BITS = 4.5 / STEPS
 
 __all__ = ["TensorPlan", "decode_state", "encode_state", "plan_tensor", "stream_sizes"]
 
@@ -109,8 +114,9 @@ def _plan_pow2(meta: dict[str, Any], codes: np.ndarray, levels: int,
         mags = np.where(sub > 0, 1 + (sub - 1) // 2, 0)
         model = StaticModel.fit(mags, levels + 1)
         groups = [*map(_gap_group, f.sets), Group(model, mags, None, signs, np.ones_like(signs))]
-        options.append((f.sets_bits + model.cost_bits(mags), f.extra | {"layout": "dense"},
-                        groups))
+        symbols = sum(g.symbols.size for g in groups)
+        options.append((f.sets_bits + model.cost_bits(mags) + _SYMBOL_BITS * symbols,
+                        f.extra | {"layout": "dense"}, groups))
         options.append(_sparse_option(f, kept_model, kept_mags, signs, kept_bits))
     _, extra, groups = min(options, key=lambda o: o[0])
     return TensorPlan(meta | extra, groups, b"")
@@ -121,7 +127,9 @@ def _sparse_option(f: Factoring, model: StaticModel, mags: np.ndarray, signs: np
     kept_code = best_gaps(f.kept_sub)
     groups = [*map(_gap_group, f.sets), _gap_group(kept_code),
               Group(model, mags, None, signs, np.ones_like(signs))]
-    return f.sets_bits + kept_code.bits + mag_bits, f.extra | {"layout": "sparse"}, groups
+    symbols = sum(g.symbols.size for g in groups)
+    return (f.sets_bits + kept_code.bits + mag_bits + _SYMBOL_BITS * symbols,
+            f.extra | {"layout": "sparse"}, groups)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -142,7 +150,7 @@ def _specs(t: dict[str, Any], what: str) -> list[GroupSpec]:
     if t["values"] == "pow2":
         levels = read_int(t, "levels", what, 1, _MAX_LEVELS)
         count = kept if sparse else n_rows * n_cols
-        specs.append(GroupSpec(count, levels + (0 if sparse else 1), False, not sparse))
+        specs.append(GroupSpec(count, levels + (0 if sparse else 1), False, not sparse, kept))
     return specs
 
 
