@@ -1,4 +1,4 @@
-"""Format version 1 files committed under tests/data keep loading, bit for bit."""
+"""Format version 1 and 2 files committed under tests/data keep loading, bit for bit."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from nncompress.export import inspect_compact, load_compact
 
 DATA = Path(__file__).parent / "data"
 EXPECTED = json.loads((DATA / "golden_v1_expected.json").read_text())
+EXPECTED_V2 = json.loads((DATA / "golden_v2_expected.json").read_text())
 
 
 def _digest(t: torch.Tensor) -> str:
@@ -38,3 +39,23 @@ def test_golden_v1_inspect() -> None:
     assert (fc1.name, fc1.values, fc1.layout, fc1.entries, fc1.kept) == (
         "fc1.weight", "pow2", "dense", 1536, 45)
     assert info.file_bytes == (DATA / "golden_v1_mlp.ncz").stat().st_size
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_V2))
+def test_golden_v2_file_loads_bit_exact(name: str) -> None:
+    model = load_compact(DATA / name, allow_import=True)
+    state = model.state_dict()
+    assert list(state) == list(EXPECTED_V2[name])
+    for key, digest in EXPECTED_V2[name].items():
+        assert _digest(state[key]) == digest, key
+
+
+def test_golden_v2_inspect_shares_out_the_coded_stream() -> None:
+    info = inspect_compact(DATA / "golden_v2_ternary.ncz")
+    assert (info.version, info.file_bytes) == (2, 603)
+    fc1 = info.tensors[0]
+    assert (fc1.name, fc1.values, fc1.layout, fc1.entries, fc1.kept) == (
+        "fc1.weight", "pow2", "sparse", 2048, 56)
+    # ternary: one sign bit per kept entry and a share of the table and lane states
+    assert 56 / 8 <= fc1.value_bytes <= 56 / 8 + 3
+    assert sum(t.bytes for t in info.tensors) < info.file_bytes

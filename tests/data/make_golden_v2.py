@@ -1,0 +1,66 @@
+"""How tests/data/golden_v2_*.ncz were made (format version 2). Do not regenerate them.
+
+The golden files stay as committed: every later nncompress must keep loading them
+(tests/test_compact_golden.py). The models are those of ``make_golden_v1.py`` (INQ level codes
+sparse and dense, float32 sparse and dense, dead rows and columns, float16 storage, an int64
+counter) plus a ternary (K=1) layer and a float layer pruned without INQ. Running it writes the
+files and the expected tensor digests into a folder given on the command line::
+
+    python tests/data/make_golden_v2.py /tmp/golden
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import nncompress as nnc
+from nncompress.export import save_compact
+from nncompress.models import build_model
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from make_golden_v1 import batch_norm, cnn, mlp, tensor_digest
+
+
+def ternary() -> nn.Module:
+    """tiny_mlp(input_size=8, hidden=32): ternary (K=1) fc1, fc2 pruned floats (no INQ)."""
+    torch.manual_seed(3)
+    model = build_model("tiny_mlp", input_size=8, hidden=32)
+    with torch.no_grad():
+        model.fc1.weight.mul_(torch.rand_like(model.fc1.weight) < 0.05)
+        model.fc2.weight.mul_(torch.rand_like(model.fc2.weight) < 0.3)
+    nnc.prepare(model, nnc.INQConfig(num_quantum_values=1), layers={"fc2": None})
+    nnc.quantize_step(model, 1.0)
+    return nnc.finalize(model)
+
+
+def main(folder: Path) -> None:
+    """Write the golden files and ``golden_v2_expected.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    expected = {}
+    for name, model, kwargs in [
+        ("golden_v2_cnn.ncz", cnn(), {}),
+        ("golden_v2_mlp.ncz", mlp(), {}),
+        ("golden_v2_ternary.ncz", ternary(), {}),
+        ("golden_v2_bn.ncz", batch_norm(),
+         {"arch": {"ref": "torch.nn:BatchNorm1d", "kwargs": {"num_features": 3}},
+          "float_dtype": "float16"}),
+    ]:
+        save_compact(model, folder / name, **kwargs)
+        state = model.state_dict()
+        if kwargs.get("float_dtype") == "float16":  # what a float16 file gives back
+            state = {k: v.half().to(v.dtype) if v.is_floating_point() else v
+                     for k, v in state.items()}
+        # zeros are stored without their sign: -0.0 (a pruned negative weight) loads as 0.0
+        state = {k: torch.where(v == 0, torch.zeros_like(v), v) for k, v in state.items()}
+        expected[name] = {k: tensor_digest(v) for k, v in state.items()}
+    (folder / "golden_v2_expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
