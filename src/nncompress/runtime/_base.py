@@ -11,10 +11,14 @@ from nncompress.errors import ConfigError
 from nncompress.runtime._csr import CSRMatrix, scipy_available
 from nncompress.runtime._rule import use_sparse
 
-__all__ = ["BACKENDS", "MODES", "SparseLayer", "resolve_backend"]
+__all__ = ["BACKENDS", "CHANGES", "MODES", "SparseLayer", "resolve_backend"]
 
 BACKENDS = ("auto", "scipy", "torch")
 MODES = ("auto", "sparse", "dense")
+# Counts changes to any sparse layer's mode or tensors (.to(), a buffer replaced): the fused
+# forward re-checks its layers only when this moved (one read per call instead of a scan).
+CHANGES = [0]
+_TENSORS = frozenset({"weight_values", "weight_cols", "weight_row_ptr", "bias"})
 Kind = Literal["linear", "conv"]
 
 
@@ -82,6 +86,7 @@ class SparseLayer(nn.Module):
         if value not in MODES:
             raise ConfigError(f"mode={value!r} is not one of {', '.join(MODES)}")
         self._mode = value
+        CHANGES[0] += 1
 
     @property
     def density(self) -> float:
@@ -92,10 +97,16 @@ class SparseLayer(nn.Module):
         """Dense over sparse work per output (only convolutions use it; see the rule)."""
         return 1.0
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _TENSORS:
+            CHANGES[0] += 1
+        super().__setattr__(name, value)
+
     def _apply(self, fn: Any, recurse: bool = True) -> SparseLayer:
         # .to(), .double(), ... replace the buffers: views made of the old ones are dropped.
         self._kernel = self._bias_np = self._torch_kernel = self._bias_t = None
         out = super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
+        CHANGES[0] += 1
         self._dtype = self.weight_values.dtype
         return out  # type: ignore[no-any-return]
 

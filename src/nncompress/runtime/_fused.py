@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nncompress.runtime._base import SparseLayer
+from nncompress.runtime._base import CHANGES, SparseLayer
 from nncompress.runtime._chain import Op, chain_of
 from nncompress.runtime._fused_conv import conv_step
 
@@ -83,12 +83,12 @@ def _linear(op: Op, shape: tuple[int, ...], owned: bool, dtype: Any) -> Made | N
 
     def step(a: Any) -> Any:
         out = _bias_filled(bias, rows, n, dtype)
-        _MATVECS(rows, cols, n, ptr, idx, val, np.ascontiguousarray(a), out)
+        _MATVECS(rows, cols, n, ptr, idx, val, a, out)
         return out
 
     def one_row(a: Any) -> Any:  # the one-vector kernel: matvecs costs a call per non-zero
         out = np.zeros(rows, dtype) if bias is None else bias.copy()
-        _MATVEC(rows, cols, ptr, idx, val, np.ascontiguousarray(a), out)
+        _MATVEC(rows, cols, ptr, idx, val, a, out)
         return out.reshape(rows, 1)
     return one_row if n == 1 else step, (rows, n), True
 
@@ -189,12 +189,15 @@ class FusedForward:
         self._layers: list[nn.Module] = []
         self._held: list[tuple[dict[str, Any], str, Any]] = []
         self._dtype: torch.dtype | None = None
+        self._seen = -1  # CHANGES at the last full check
+        self._watch_all = False  # a plain layer in the chain: check its tensors every call
         if ops is not None:
             self._take(ops)
 
     def _take(self, ops: list[Op]) -> None:
         self.ops = ops
         self._layers = [op.module for op in ops if op.module is not None]
+        self._watch_all = any(not isinstance(m, SparseLayer) for m in self._layers)
         self._refresh()
 
     def chain(self) -> list[Op]:
@@ -244,20 +247,22 @@ class FusedForward:
 
     def _run(self, plan: Any, x: torch.Tensor) -> torch.Tensor:
         steps, out_shape, owned = plan
-        array = (x.detach() if x.requires_grad else x).numpy()
-        batch = out_shape[-1]
-        a = array.reshape(*array.shape[1:], 1) if batch == 1 else np.ascontiguousarray(
-            np.moveaxis(array, 0, -1))
+        array = x.numpy() if not x.requires_grad else x.detach().numpy()
+        if out_shape[-1] == 1:  # one input: batch last is a reshape
+            a = np.ascontiguousarray(array.reshape((*array.shape[1:], 1)))
+            for step in steps:  # each takes and gives C-contiguous arrays
+                a = step(a)
+            out = a.reshape((1, *out_shape[:-1]))
+            return torch.from_numpy(out if owned else out.copy())
+        a = np.ascontiguousarray(np.moveaxis(array, 0, -1))
         for step in steps:
             a = step(a)
-        if not owned:
-            a = a.copy()
-        if batch == 1:
-            return torch.from_numpy(a.reshape(1, *out_shape[:-1]))
-        return torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, -1, 0)))
+        return torch.from_numpy(np.array(np.moveaxis(a, -1, 0), order="C"))
 
     def _current(self) -> bool:
         """Layers in their auto mode, holding the tensors the plans were made with."""
+        if CHANGES[0] == self._seen and not self._watch_all:
+            return True  # no sparse layer changed since the last full check
         for layer in self._layers:
             if getattr(layer, "_mode", "auto") != "auto":
                 return False
@@ -265,6 +270,7 @@ class FusedForward:
             if tensors.get(name) is not tensor:  # .to(), .double(), ...: compile again
                 self._refresh()
                 return self._dtype is not None
+        self._seen = CHANGES[0]
         return True
 
     def __getstate__(self) -> dict[str, Any]:

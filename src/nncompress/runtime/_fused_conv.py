@@ -61,7 +61,7 @@ def conv_step(op: Op, shape: tuple[int, ...], dtype: Any, matvecs: Any) -> Made 
             padded[:, ph:ph + h, pw:pw + w] = a.reshape(c, h, w, n)
             a = padded
         else:
-            a = np.ascontiguousarray(a).reshape(c, h, w, n)
+            a = a.reshape(c, h, w, n)  # C-contiguous (see _fused.py): a view
         s_c, s_h, s_w, s_n = a.strides
         view = np.ndarray(window, dtype, a, 0,
                           (s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w, s_n))
