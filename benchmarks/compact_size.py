@@ -13,21 +13,27 @@ The seed's scheme (SPEC §7) is re-implemented here on the same weights: per blo
 count and a 16-entry float32 codebook, then one byte per entry (4-bit gap + 4-bit code) with
 filler entries for gaps over 16; its variant uses 8-bit gaps (12 bits per entry). For
 5-bit INQ (16 non-zero levels) the baseline gets 5-bit codes and a 32-entry codebook.
-Also measured: ours with zstd only (over the same shaped streams) vs rANS only vs the
-per-stream choice the file makes, and the time to load the LeNet-5 file.
+"v1 .ncz" is format version 1 written on the same weights by its encoder (still in the
+package: the reader keeps it for old files); "v2 .ncz" is what save_compact writes now. The
+last column is the CPU time to decode every tensor of each file (median of 30, no model
+build) and their ratio, measured in the same run.
 
-Measured (2 shared CPU cores; bytes; "seed" = the seed's scheme on the same weights):
+Measured (2 shared, loaded CPU cores; bytes), ``--no-train --run /work/runs/lenet5_dns_inq
+--run /work/runs/lenet300_100_dns_inq`` (the shipped recipes' runs):
 
-    model (kept, test accuracy)        fp32      zstd   seed4   seed8    .ncz  ratio
-    LeNet-5 DNS+INQ5 (1,770, 97.27%)   1,724,320  2,723  25,430   5,277   1,545  1116x
-    LeNet-5 DNS+INQ5 (4,906, 98.43%)   1,724,320  8,405  30,689   9,903   4,425   390x
-    LeNet-5 DNS+INQ5 (10,082, 98.96%)  1,724,320 17,475  33,849  16,879   9,329   185x
-    LeNet-300-100 (9,375, 97.18%)      1,066,440 12,904  23,798  15,316   7,486   142x
-    LeNet-5 synthetic Guo (3,998)      1,724,320 84,870  33,312   8,136   6,187   279x
-    tiny_cnn dense INQ5 (6,445)           26,152  3,986   7,784  11,007   2,829     9x
+    model                          kept  seed4  seed8  v1 .ncz  v2 .ncz  v2-v1  decode ms v1 / v2
+    LeNet-5 DNS+INQ5 (run)        4,045 29,758  8,698    3,466    3,397    -69  6.8 / 4.5 (1.5x)
+    LeNet-300-100 DNS+INQ5 (run)  4,746 20,873  8,983    3,742    3,694    -48  6.8 / 4.2 (1.6x)
+    LeNet-5 synthetic Guo         3,998 33,314  8,138    6,187    6,204    +17  97.3 / 4.6 (21x)
+    tiny_cnn dense INQ5           6,445  7,786 11,009    2,829    2,809    -20  3.4 / 3.2 (1.0x)
 
-zstd over the same shaped streams instead of rANS: 1,865 / 5,111 / 10,950 / 8,226 / 8,598 /
-2,932 bytes (rANS wins on every model, by 5-20%). load_compact of a LeNet-5: 0.01-0.08 s.
+The v1 files of the two runs are byte for byte the shipped ``model.ncz`` files (3,466 and
+3,742 bytes). Version 2 saves the per-stream framing (a method byte and a 4-byte rANS state
+per stream: one shared stream), codes signs as raw bits carried in the lane states, and
+compresses the metadata with a version 2 dictionary (155 -> 114 bytes on LeNet-5); its
+lane states cost about 4.5 bits each (74 lanes on LeNet-5), which is why the synthetic model
+(random positions, no dead rows, no sets to save on) grows by 17 bytes. load_compact of the
+LeNet-5 file (decode and build), wall: 25.6 ms min, 35.7 ms median in the same run.
 The synthetic model is the worst case: random positions and uniformly random exponents.
 """
 
@@ -49,7 +55,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import nncompress as nnc
 from nncompress.export import load_compact, save_compact
-from nncompress.export._streams import RANS, RAW, ZSTD, restrict_methods
+from nncompress.export._codec import encode_tensor
+from nncompress.export._container import FORMAT_NAME, pack, parse
+from nncompress.export._schema import check_meta
+from nncompress.export._tensors import decode_state
 from nncompress.interop.seed_compact import encode_blob
 from nncompress.models import build_model
 
@@ -100,11 +109,42 @@ def seed_bytes(model: nn.Module, gap_bits: int) -> int | None:
     return total
 
 
-def ours_bytes(model: nn.Module, folder: Path, *methods: int) -> int:
-    """Size of our file, optionally restricted to some stream methods."""
-    path = folder / "m.ncz"
-    with restrict_methods(*(methods or (RAW, ZSTD, RANS))):
-        return save_compact(model, path).file_bytes
+def ours_bytes(model: nn.Module, folder: Path) -> int:
+    """Size of our file (the current format)."""
+    return save_compact(model, folder / "m.ncz").file_bytes
+
+
+def v1_file(model: nn.Module, folder: Path) -> bytes:
+    """The same model in format version 1 (two streams per tensor, each its own rANS or zstd
+    coder), written by the version 1 encoder that the reader keeps for old files."""
+    from nncompress.export.compact import _architecture
+
+    metas, streams = [], []
+    for name, tensor in model.state_dict().items():
+        enc = encode_tensor(name, tensor.detach().cpu(), "float32")
+        metas.append(enc.meta | {"bytes": [len(enc.positions), len(enc.values)]})
+        streams += [enc.positions, enc.values]
+    meta = {"format": FORMAT_NAME, "arch": _architecture(model, None), "float_dtype": "float32",
+            "writer": "nncompress 0.1.0", "tensors": metas}
+    data = pack(meta, streams)
+    (folder / "v1.ncz").write_bytes(data)
+    assert all(torch.equal(a, b) for a, b in zip(
+        load_compact(folder / "v1.ncz").state_dict().values(), model.state_dict().values(),
+        strict=True))
+    return data
+
+
+def decode_ms(data: bytes, repeat: int = 30) -> tuple[float, float]:
+    """CPU milliseconds to decode every tensor of a file (no model build): min and median."""
+    meta, body = parse(data, "bench")
+    tensors = check_meta(meta, len(body), len(data), "bench")
+    times = []
+    for _ in range(repeat):
+        start = time.process_time()
+        decode_state(meta, tensors, body, "bench")
+        times.append(1e3 * (time.process_time() - start))
+    times.sort()
+    return times[0], times[repeat // 2]
 
 
 # ----------------------------------------------------------------------------- models
@@ -147,13 +187,14 @@ def _row(name: str, model: nn.Module, folder: Path) -> list[str]:
     fp32 = fp32_bytes(model)
     seed4, seed8 = seed_bytes(model, 4), seed_bytes(model, 8)
     ours = ours_bytes(model, folder)
+    old = v1_file(model, folder)
     kept = sum(int(torch.count_nonzero(p)) for p in model.parameters())
-    zstd_only = ours_bytes(model, folder, RAW, ZSTD)
-    rans_only = ours_bytes(model, folder, RAW, RANS)
     beats = "n/a" if seed4 is None or seed8 is None else str(ours < min(seed4, seed8))
+    v1_med, v2_med = decode_ms(old)[1], decode_ms((folder / "m.ncz").read_bytes())[1]
     return [name, f"{kept:,}", f"{fp32:,}", f"{zstd_fp32_bytes(model):,}",
             "n/a" if seed4 is None else f"{seed4:,}", "n/a" if seed8 is None else f"{seed8:,}",
-            f"{zstd_only:,}", f"{rans_only:,}", f"{ours:,}", f"{fp32 / ours:.0f}x", beats]
+            f"{len(old):,}", f"{ours:,}", f"{ours - len(old):+,}", f"{fp32 / ours:.0f}x", beats,
+            f"{v1_med:.1f} / {v2_med:.1f} ({v1_med / v2_med:.1f}x)"]
 
 
 def main() -> None:
@@ -178,15 +219,20 @@ def main() -> None:
     models += [("lenet5 SYNTHETIC Guo density, random exps", synthetic_lenet5()),
                ("tiny_cnn dense INQ5 (untrained)", dense_inq_tiny_cnn())]
     header = ["model", "kept", "fp32", "zstd(fp32)", "seed 4-bit gaps", "seed 8-bit gaps",
-              "ours zstd-only", "ours rANS-only", "ours (.ncz)", "fp32/ours", "beats seed"]
+              "v1 .ncz", "v2 .ncz", "v2-v1", "fp32/v2", "beats seed",
+              "decode ms v1 / v2 (ratio)"]
     rows = [header]
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in models:
             rows.append(_row(name, model, Path(tmp)))
-            if name.startswith("lenet5"):
-                start = time.perf_counter()
-                load_compact(Path(tmp) / "m.ncz")
-                print(f"# load_compact({name}): {time.perf_counter() - start:.3f} s")
+            if "lenet5" in name:
+                loads = []
+                for _ in range(10):
+                    start = time.perf_counter()
+                    load_compact(Path(tmp) / "m.ncz")
+                    loads.append(time.perf_counter() - start)
+                print(f"# load_compact({name}), wall: min {1e3 * min(loads):.1f} ms, median "
+                      f"{1e3 * sorted(loads)[5]:.1f} ms")
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for i, r in enumerate(rows):
         print(" | ".join(c.ljust(w) if j == 0 else c.rjust(w)
