@@ -224,3 +224,22 @@ def test_registered_models_with_unstored_buffers_build_for_real(
     assert torch.equal(loaded(x), model(x))
     assert compact_module._all_stored(build_model("lenet5"))
     assert not compact_module._all_stored(model)
+
+
+def test_replaced_weights_are_seen() -> None:
+    dense, fast = _pair("linear")
+    x = torch.randn(1, *INPUTS["linear"])
+    before = fast(x)
+    state = {k: -v if k.endswith("weight_values") else v for k, v in fast.state_dict().items()}
+    fast.load_state_dict(state, assign=True)  # new tensors, not copies into the old ones
+    reference = sparsify(copy.deepcopy(dense), fuse=False)
+    reference.load_state_dict(state)
+    holder = fused(fast)
+    assert holder is not None
+    assert torch.allclose(fast(x), reference(x), atol=1e-6)
+    assert not torch.allclose(fast(x), before, atol=1e-3)
+    assert holder._plans[x.shape] is not None
+    with torch.no_grad():
+        fast[1].weight_values.zero_()  # type: ignore[index]  # in place: the same memory
+        fast[1].bias.zero_()  # type: ignore[index]
+    assert torch.equal(fast(x), fast[3].bias.view(1, -1))  # type: ignore[index]

@@ -236,9 +236,12 @@ class FusedForward:
     def _first_or_other(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A shape seen for the first time (compile its steps), or an input the path refuses."""
         x = args[0] if len(args) == 1 and not kwargs else None
-        if (isinstance(x, torch.Tensor) and x.is_cpu and x.dim() >= 2
-                and 0 < x.shape[0] <= self.max_batch and self.chain() and self._current()
-                and x.dtype is self._dtype and not (x.requires_grad and torch.is_grad_enabled())
+        if not (isinstance(x, torch.Tensor) and x.is_cpu and x.dim() >= 2
+                and 0 < x.shape[0] <= self.max_batch and self.chain()):
+            return type(self.model).forward(self.model, *args, **kwargs)
+        # a second look: the first may have found replaced tensors and dropped the plans
+        if ((self._current() or self._current()) and x.dtype is self._dtype
+                and not (x.requires_grad and torch.is_grad_enabled())
                 and x.shape not in self._plans and len(self._plans) < 64):
             plan = self._plans[x.shape] = compile_steps(self.chain(), tuple(x.shape), x.dtype)
             if plan is not None:
@@ -269,7 +272,7 @@ class FusedForward:
         for tensors, name, tensor in self._held:
             if tensors.get(name) is not tensor:  # .to(), .double(), ...: compile again
                 self._refresh()
-                return self._dtype is not None
+                return False  # this call's plan, if any, is stale: the caller asks again
         self._seen = CHANGES[0]
         return True
 
