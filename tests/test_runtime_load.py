@@ -141,3 +141,20 @@ def test_shipped_architectures_at_published_densities(tmp_path: Path, name: str,
                 m.mode = mode
             for batch in (1, 64):
                 assert _close(fast(x[:batch]), dense(x[:batch])), (mode, batch)
+
+
+def test_the_allocation_guard_plans_only_calls_that_can_allocate() -> None:
+    from nncompress.export._guard import AllocationGuard
+
+    plan = AllocationGuard._plan
+    t = torch.zeros(10)
+    assert plan(torch.zeros, ((25,),), {}) == 100
+    assert plan(torch.Tensor.__add__, (t, t), {}) == 40
+    assert plan(torch.Tensor.uniform_, (t,), {}) == 0  # in place: no new tensor
+    assert plan(torch.Tensor.size, (t,), {}) == 0
+    with pytest.raises(FormatError, match="more than 1048576 bytes"), \
+            AllocationGuard(1 << 20, "test"):
+        nn.Linear(1000, 1000)  # refused at its torch.empty, before the in-place init
+    with AllocationGuard(1 << 20, "test") as guard:
+        layer = nn.Linear(100, 100)
+    assert guard.live == 4 * (100 * 100 + 100) and layer.weight.abs().sum() > 0
