@@ -194,7 +194,7 @@ def test_copies_and_pickles_run_fused() -> None:
 
 def test_fuse_off_and_the_torch_backend(tmp_path: Path) -> None:
     path = tmp_path / "m.ncz"
-    save_compact(_sparse_(build_model("lenet300_100", input_size=8), 0.1), path)
+    save_compact(_sparse_(build_model("tiny_mlp", input_size=8, hidden=16), 0.1), path)
     assert fused(runtime.load(path)) is not None
     assert fused(runtime.load(path, fuse=False)) is None
     assert fused(runtime.load(path, backend="torch")) is None
