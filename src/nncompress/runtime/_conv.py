@@ -43,6 +43,8 @@ def _pair(value: tuple[int, ...], fill: int) -> _Pair:
 
 def _block_diagonal(weight: torch.Tensor, groups: int) -> torch.Tensor:
     """``(O, C/g, ...)`` grouped weight -> ``(O, C, ...)`` with zeros off the group blocks."""
+    if groups == 1:
+        return weight
     out_ch, per_group = weight.shape[:2]
     full = weight.new_zeros(out_ch, per_group * groups, *weight.shape[2:])
     step = out_ch // groups
@@ -71,8 +73,9 @@ class SparseConv(SparseLayer):
     def __init__(self, layer: nn.Conv1d | nn.Conv2d, backend: str = "auto") -> None:
         weight = layer.weight.detach()
         matrix = _block_diagonal(weight, layer.groups).reshape(weight.shape[0], -1)
-        super().__init__(CSRMatrix.from_dense(matrix), layer.bias, weight.numel(), backend)
-        self.used_columns = int((matrix != 0).any(0).sum())
+        csr = CSRMatrix.from_dense(matrix)
+        super().__init__(csr, layer.bias, weight.numel(), backend)
+        self.used_columns = int(torch.unique(csr.col_indices).numel())
         self.one_d = isinstance(layer, nn.Conv1d)
         self.weight_shape = tuple(weight.shape)
         self.groups = layer.groups
