@@ -86,7 +86,7 @@ def test_lanes_match_a_scalar_reference(total: int, payload: int) -> None:
     assert from_bits(bits, np.full(carried.size, CARRIED_BITS)).tolist() == carried.tolist()
 
 
-def test_lanes_cost_about_the_information_plus_half_a_byte_each() -> None:
+def test_lanes_cost_about_the_information_plus_a_few_bits_each() -> None:
     rng = np.random.default_rng(0)
     model = StaticModel(8, (200, 40, 10, 6))
     symbols = rng.choice(4, size=5000, p=np.array(model.freqs) / 256)
@@ -96,8 +96,9 @@ def test_lanes_cost_about_the_information_plus_half_a_byte_each() -> None:
     data, decoded, _ = _lanes_round_trip(symbols, [model] * symbols.size,
                                          rng.integers(0, 1 << CARRIED_BITS, n))
     assert decoded.tolist() == symbols.tolist()
-    # the 16 carried bits are payload: subtract them; about 4.5 bits of overhead per lane
-    assert info < len(data) - 2 * n < info + n
+    # the carried bits are payload: without them, a few bits of overhead per lane
+    overhead = 8 * len(data) - CARRIED_BITS * n - 8 * info
+    assert 0 < overhead < 6 * n, overhead / n
 
 
 def test_bits_round_trip_against_a_string_reference() -> None:

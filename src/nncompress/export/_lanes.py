@@ -7,9 +7,9 @@ Each lane is a byte-wise rANS coder with a 24-bit state in ``[L, 256 L)``, ``L =
 order, then those that still need one read a second.
 
 The stream is the ``N`` final states (3 bytes each, big-endian), then the renormalisation
-bytes in decoding order. A lane's encoder starts at ``L + r`` where ``r`` is 16 raw bits of
+bytes in decoding order. A lane's encoder starts at ``L + r`` where ``r`` is 23 raw bits of
 the caller's payload: the decoder finds them in the lane's end state, so the state written at
-the head costs about half a byte per lane rather than two and a half. A lane per :data:`STEPS`
+the head costs about 3 bits per lane rather than 3 bytes. A lane per :data:`STEPS`
 symbols, fewer when the ``P`` raw bits known in advance cannot fill them, but never fewer than
 one per :data:`MAX_STEPS` symbols.
 """
@@ -25,7 +25,7 @@ __all__ = ["CARRIED_BITS", "LANE_L", "MAX_SCALE", "MAX_STEPS", "STEPS", "BitRead
 
 LANE_L = 1 << 16
 MAX_SCALE = 12
-CARRIED_BITS = 16  # raw bits in each lane's start state
+CARRIED_BITS = 23  # raw bits in each lane's start state, which stays below 256 L
 STEPS = 128  # symbols per lane, when raw bits fill the lanes' start states
 MAX_STEPS = 1024  # symbols per lane, at most
 
@@ -212,7 +212,8 @@ def decode_lanes(data: bytes, nlanes: int, model_base: np.ndarray, scales: np.nd
             xa[need] = (xa[need] << 8) | buf[pos:pos + k]
             pos += k
         x[:hi - lo] = xa
-    if np.any(x >= 2 * LANE_L):
+    x -= LANE_L
+    if np.any(x >> CARRIED_BITS):
         raise FormatError(f"{what}: coded stream does not end in its start states")
     carried = ((x[:, None] >> np.arange(CARRIED_BITS - 1, -1, -1)) & 1).astype(np.uint8)
     return out, carried.reshape(-1), pos

@@ -9,7 +9,7 @@ for INQ (``pow2``) values one magnitude symbol per coded entry (``sparse``: ``e 
              and the static model (4-bit scale, Elias-gamma alphabet size for gap groups,
              Elias-gamma frequency + 1 per symbol); zero bits up to a byte boundary
     lanes    all symbols coded by :mod:`._lanes` (group after group)
-    raw      the groups' raw bits in order, the first 16 per lane carried in the lane states,
+    raw      the groups' raw bits in order, the first 23 per lane carried in the lane states,
              the rest packed here (zero-padded to a byte): the low bits of escaped gaps and one
              sign bit (1 = negative) per non-zero level
 

@@ -33,9 +33,9 @@ from nncompress.export._positions import Factoring, GapCode, _split, best_gaps, 
 from nncompress.export._shared import Group, GroupSpec, decode_groups, encode_groups
 from nncompress.export._streams import read_int
 
-# a lane (about 4.5 bits: its state at the head of the stream) per STEPS symbols, and decoding
+# a lane (about 3 bits: its state at the head of the stream) per STEPS symbols, and decoding
 # time: each coded symbol counts this much more in the layout choice
-_SYMBOL_BITS = 4.5 / STEPS
+_SYMBOL_BITS = 3 / STEPS
 
 __all__ = ["TensorPlan", "decode_state", "encode_state", "plan_tensor", "stream_sizes"]
 
