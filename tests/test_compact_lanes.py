@@ -182,3 +182,13 @@ def test_level_codes_cost_their_entropy(tmp_path: object, counts: list[int]) -> 
     assert info.value_bits_per_kept == pytest.approx(8 * ideal / kept, abs=48 / kept)
     assert torch.equal(load_compact(path, allow_import=True).weight.double(),
                        weight.reshape(256, 256))
+
+
+def test_a_huge_declared_count_fails_before_its_arrays_are_made() -> None:
+    tables = BitWriter()
+    tables.put(1, 4)  # scale 1: frequencies (2, 0) of a dense magnitude group
+    tables.put_gamma(3)
+    tables.put_gamma(1)
+    spec = GroupSpec(10**12, 2, False, True, 0)  # 8 TB per int64 array if it were decoded
+    with pytest.raises(FormatError, match="shorter than its 976562500 lane states"):
+        decode_groups(tables.finish() + bytes(30), [spec], "t")

@@ -137,6 +137,9 @@ def decode_groups(coded: bytes, specs: list[GroupSpec], what: str,
         table_bits.append(reader.bits_read - before)
     offset = reader.align()
     counts = np.array([specs[i].count for i in live], dtype=np.int64)
+    nlanes = lane_count(int(counts.sum()), sum(specs[i].signs for i in live))
+    if len(coded) - offset < 3 * nlanes:  # checked before any per-symbol array is made
+        raise FormatError(f"{what}: coded stream shorter than its {nlanes} lane states")
     sizes = np.array([1 << m.scale for _, m in models], dtype=np.int64)
     bases = np.cumsum(sizes) - sizes
     freqs = np.array([f for _, m in models for f in m.freqs], dtype=np.int64)
@@ -145,7 +148,6 @@ def decode_groups(coded: bytes, specs: list[GroupSpec], what: str,
     slot_start = np.repeat(np.array([c for _, m in models for c in m.starts]), freqs)
     slot_bias = np.arange(slot_symbol.size) - bases.repeat(sizes) - slot_start
     scales = np.repeat(np.array([m.scale for _, m in models], dtype=np.int64), counts)
-    nlanes = lane_count(int(counts.sum()), sum(specs[i].signs for i in live))
     slots, carried, used = decode_lanes(coded[offset:], nlanes, np.repeat(bases, counts),
                                         scales, slot_freq, slot_bias, what)
     symbols = np.split(slot_symbol[slots], np.cumsum(counts)[:-1])
