@@ -194,7 +194,7 @@ def decode_lanes(data: bytes, nlanes: int, model_base: np.ndarray, scales: np.nd
     if np.any(x < LANE_L):
         raise FormatError(f"{what}: coded stream has a lane state out of range")
     buf = np.frombuffer(data, np.uint8).astype(np.int64)
-    pos, out = 3 * nlanes, np.empty(total, dtype=np.int64)
+    pos, size, out = 3 * nlanes, len(data), np.empty(total, dtype=np.int64)
     masks = (np.int64(1) << scales) - 1
     for t in range(-(-total // nlanes)):
         lo, hi = t * nlanes, min(total, (t + 1) * nlanes)
@@ -202,16 +202,25 @@ def decode_lanes(data: bytes, nlanes: int, model_base: np.ndarray, scales: np.nd
         g = model_base[lo:hi] + (xa & masks[lo:hi])
         out[lo:hi] = g
         xa = slot_freq[g] * (xa >> scales[lo:hi]) + slot_bias[g]
-        for _ in range(2):  # a state never needs more than two bytes (scale <= 12)
-            need = xa < LANE_L
-            k = int(np.count_nonzero(need))
-            if k == 0:
-                break
-            if pos + k > len(buf):
+        need = xa < LANE_L
+        k = int(np.count_nonzero(need))
+        if k:
+            if pos + k > size:
                 raise FormatError(f"{what}: coded stream ended early")
-            xa[need] = (xa[need] << 8) | buf[pos:pos + k]
+            refilled = (xa[need] << 8) | buf[pos:pos + k]
             pos += k
-        x[:hi - lo] = xa
+            if refilled.min() < LANE_L:  # a second byte (never a third: scale <= 12)
+                low = refilled < LANE_L
+                k = int(np.count_nonzero(low))
+                if pos + k > size:
+                    raise FormatError(f"{what}: coded stream ended early")
+                refilled[low] = (refilled[low] << 8) | buf[pos:pos + k]
+                pos += k
+            xa[need] = refilled
+        if hi - lo == nlanes:
+            x = xa
+        else:
+            x[:hi - lo] = xa
     x -= LANE_L
     if np.any(x >> CARRIED_BITS):
         raise FormatError(f"{what}: coded stream does not end in its start states")
