@@ -1,4 +1,8 @@
-"""Encode one tensor into a position stream and a value stream, and back.
+"""Format version 1: encode one tensor into a position stream and a value stream, and back.
+
+Files of version 2 (what ``save_compact`` writes) code positions and level codes in one shared
+stream (:mod:`._tensors`, :mod:`._shared`) and reuse the value helpers here; this encoder
+stays to read, test and measure version 1 files.
 
 Values whose non-zeros are all ``±2**e`` (INQ levels) become codes ``1 + 2*(e - e_min) + sign``
 (0 is zero, used by dense layouts). Other floating values are byte planes of float16/float32
