@@ -26,6 +26,7 @@ __all__ = ["CARRIED_BITS", "LANE_L", "MAX_SCALE", "MAX_STEPS", "STEPS", "BitRead
 LANE_L = 1 << 16
 MAX_SCALE = 12
 CARRIED_BITS = 23  # raw bits in each lane's start state, which stays below 256 L
+_smallest = np.minimum.reduce  # ndarray.min() without its Python wrapper
 STEPS = 128  # symbols per lane, when raw bits fill the lanes' start states
 MAX_STEPS = 1024  # symbols per lane, at most
 
@@ -209,7 +210,7 @@ def decode_lanes(data: bytes, nlanes: int, model_base: np.ndarray, scales: np.nd
                 raise FormatError(f"{what}: coded stream ended early")
             refilled = (xa[need] << 8) | buf[pos:pos + k]
             pos += k
-            if refilled.min() < LANE_L:  # a second byte (never a third: scale <= 12)
+            if _smallest(refilled) < LANE_L:  # a second byte (never a third: scale <= 12)
                 low = refilled < LANE_L
                 k = int(np.count_nonzero(low))
                 if pos + k > size:

@@ -223,6 +223,9 @@ def stream_sizes(meta: dict[str, Any], tensors: list[dict[str, Any]], data: byte
     return out
 
 
+_NUMPY = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+
+
 def _assemble(t: dict[str, Any], parts: list[np.ndarray], values: bytes,
               what: str) -> torch.Tensor:
     dtype, shape = DTYPES[t["dtype"]], tuple(t["shape"])
@@ -237,17 +240,28 @@ def _assemble(t: dict[str, Any], parts: list[np.ndarray], values: bytes,
     cols = parts.pop(0) if "cols" in t else np.arange(ncols)
     kept_sub = parts.pop(0) if t["layout"] == "sparse" else None
     whole = kept_sub is None and "rows" not in t and "cols" not in t
-    where = None if whole else (rows[:, None] * ncols + cols[None, :]).reshape(-1)
-    if where is not None and kept_sub is not None:
-        where = where[kept_sub]
+    if whole:
+        where = None
+    elif kept_sub is None:
+        where = (rows[:, None] * ncols + cols[None, :]).reshape(-1)
+    else:  # the kept entries' places in the sub-matrix, then in the tensor
+        r, c = np.divmod(kept_sub, max(cols.size, 1))
+        where = rows[r] * ncols + cols[c]
     count = numel if where is None else where.size
     if t["values"] == "pow2":
         codes = parts.pop(0)
         exps = np.ldexp(1.0, t["exp_min"] + np.arange(t["levels"]))
         table = np.zeros(1 + 2 * t["levels"])
         table[1::2], table[2::2] = exps, -exps  # powers of two the dtype holds exactly
+        if t["kept"] != int(np.count_nonzero(codes)):
+            raise FormatError(f"{what}: decodes to another number of non-zero entries than "
+                              "recorded")
+        if dtype in _NUMPY:  # built in numpy: fewer, cheaper calls
+            flat = np.zeros(numel, dtype=_NUMPY[dtype])
+            flat[slice(None) if where is None else where] = table[codes]
+            return torch.from_numpy(flat).reshape(shape)
         kept_tensor = torch.from_numpy(table[codes]).to(dtype)
-        kept = int(np.count_nonzero(codes))
+        kept = t["kept"]
     else:
         kept_tensor = _read_values(values, count, DTYPES[t["values"]], what).to(dtype)
         kept = int(torch.count_nonzero(kept_tensor))
