@@ -71,7 +71,9 @@ def _bias_filled(bias: Any, rows: int, cols: int, dtype: Any) -> Any:
     return out
 
 
-def _linear(op: Op, shape: tuple[int, ...], owned: bool, dtype: Any) -> Made | None:
+def _linear(op: Op, shape: tuple[int, ...], owned: bool, dtype: Any,
+            relu: bool = False) -> Made | None:
+    """A sparse Linear layer's step (and the ReLU after it, with ``relu``: one call fewer)."""
     layer = op.module
     assert isinstance(layer, SparseLayer)
     rows, cols = layer.csr_shape
@@ -80,15 +82,18 @@ def _linear(op: Op, shape: tuple[int, ...], owned: bool, dtype: Any) -> Made | N
     n = shape[1]
     ptr, idx, val = _csr_arrays(layer)
     bias = None if layer.bias is None else layer.bias.numpy()
+    zero = np.zeros((), dtype)
 
     def step(a: Any) -> Any:
         out = _bias_filled(bias, rows, n, dtype)
         _MATVECS(rows, cols, n, ptr, idx, val, a, out)
-        return out
+        return np.maximum(out, zero, out=out) if relu else out
 
     def one_row(a: Any) -> Any:  # the one-vector kernel: matvecs costs a call per non-zero
         out = np.zeros(rows, dtype) if bias is None else bias.copy()
         _MATVEC(rows, cols, ptr, idx, val, a, out)
+        if relu:
+            np.maximum(out, zero, out=out)
         return out.reshape(rows, 1)
     return one_row if n == 1 else step, (rows, n), True
 
@@ -113,8 +118,10 @@ def _dense_linear(op: Op, shape: tuple[int, ...], owned: bool, dtype: Any) -> Ma
 
 
 def _relu(op: Op, shape: tuple[int, ...], owned: bool, dtype: Any) -> Made | None:
+    zero = np.zeros((), dtype)  # an array, not the number 0: half the cost per call (measured)
+
     def step(a: Any) -> Any:
-        return np.maximum(a, 0, out=a) if owned else np.maximum(a, 0)
+        return np.maximum(a, zero, out=a) if owned else np.maximum(a, zero)
     return step, shape, True
 
 
@@ -159,13 +166,18 @@ def compile_steps(ops: list[Op], shape: tuple[int, ...], dtype: torch.dtype
         a step cannot take these shapes.
     """
     np_dtype = np.dtype(str(dtype).removeprefix("torch."))
-    current, owned, steps = (*shape[1:], shape[0]), False, []
-    for op in ops:
-        made = _MAKERS[op.kind](op, current, owned, np_dtype)
+    current, owned, steps, at = (*shape[1:], shape[0]), False, [], 0
+    while at < len(ops):
+        op = ops[at]
+        if op.kind == "linear" and at + 1 < len(ops) and ops[at + 1].kind == "relu":
+            made, at = _linear(op, current, owned, np_dtype, relu=True), at + 1
+        else:
+            made = _MAKERS[op.kind](op, current, owned, np_dtype)
         if made is None:
             return None
         step, current, owned = made
         steps.append(step)
+        at += 1
     return steps, current, owned
 
 
