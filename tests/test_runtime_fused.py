@@ -245,3 +245,18 @@ def test_replaced_weights_are_seen() -> None:
         fast[1].weight_values.zero_()  # type: ignore[index]  # in place: the same memory
         fast[1].bias.zero_()  # type: ignore[index]
     assert torch.equal(fast(x), fast[3].bias.view(1, -1))  # type: ignore[index]
+
+
+def test_inputs_that_need_care() -> None:
+    dense, fast = _pair("conv")
+    holder = fused(fast)
+    assert holder is not None
+    wide = torch.randn(3, 20, 12, 2).permute(0, 3, 2, 1)  # (3, 2, 12, 20), not contiguous
+    assert not wide.is_contiguous()
+    for x in (wide, wide[:1]):
+        assert torch.allclose(fast(x), dense(x), atol=1e-5)
+        assert holder._plans[x.shape] is not None
+    with torch.no_grad():  # a tensor that requires grad, with grad off: the fused path
+        x = torch.randn(2, *INPUTS["conv"], requires_grad=True)
+        assert torch.allclose(fast(x), dense(x), atol=1e-5)
+    assert holder._plans[x.shape] is not None

@@ -241,7 +241,7 @@ class FusedForward:
         plan = self._plans.get(x.shape) if type(x) is torch.Tensor else None
         if (plan is None or x.dtype is not self._dtype or not x.is_cpu  # type: ignore[union-attr]
                 or (x.requires_grad and torch.is_grad_enabled())  # type: ignore[union-attr]
-                or not self._current()):
+                or not ((CHANGES[0] == self._seen and not self._watch_all) or self._current())):
             return self._first_or_other(args, kwargs)
         return self._run(plan, x)  # type: ignore[arg-type]
 
