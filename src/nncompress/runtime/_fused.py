@@ -1,21 +1,25 @@
-"""The fused path: a whole chain model run as a few NumPy and SciPy calls, for small batches.
+"""The fused path: a whole chain model run as a few NumPy and SciPy calls, batch by batch.
 
 At batch 1 a LeNet forward through modules spends most of its time on per-call overhead
 (module dispatch, torch operator dispatch, tensor bookkeeping), not arithmetic. For a model
 whose forward is a chain (:mod:`nncompress.runtime._chain`), :class:`FusedForward` replaces the
 model's ``forward``: each operation becomes one to three NumPy calls and SciPy's compiled CSR
-kernel, on arrays in a batch-last layout (``(C, H, W, N)``, ``(features, N)``) in which
+kernel, on C-contiguous arrays in a batch-last layout (``(C, H, W, N)``, ``(features, N)``):
 
 * a sparse Linear layer is ``Y = W X`` with ``X`` the ``(in, N)`` activations: one
-  ``csr_matvecs`` call over the layer's own CSR arrays (the bias written first);
+  ``csr_matvecs`` call (``csr_matvec`` for one input) over the layer's own CSR arrays, into the
+  bias; a ReLU right after it runs in the same step;
 * a sparse convolution copies the strided ``(C, kh, kw, out_h, out_w, N)`` window view of its
-  input into the ``(C·kh·kw) x (positions·N)`` patch matrix and multiplies it the same way; its
-  result is already the next layer's ``(O, out_h, out_w, N)`` input;
+  input into the ``(C·kh·kw) x (positions·N)`` patch matrix and multiplies it the same way
+  (:mod:`._fused_conv`); its result is already the next layer's ``(O, out_h, out_w, N)`` input;
 * ReLU, 2x2 max-pooling and ``flatten(1)`` are one or two NumPy calls (flatten: none).
 
-Inputs it does not take (a batch above the rule's limit, another dtype or device, gradients,
-a layer set to a fixed mode, shapes a step cannot handle) run the model's own forward.
-Forward hooks of the inner layers do not run on the fused path.
+The kernels are those behind ``scipy.sparse``'s own products, from its ``_sparsetools``
+module; a SciPy without them (or no SciPy) leaves models module by module. Inputs the path does
+not take (a batch above the rule's limit, another dtype or device, gradients, a layer set to a
+fixed mode, shapes a step cannot handle) run the model's own forward. Forward hooks of the inner
+layers do not run on the fused path. Each call allocates its own arrays (threads may share a
+model).
 """
 
 from __future__ import annotations
