@@ -3,7 +3,8 @@
 The golden files stay as committed: every later nncompress must keep loading them
 (tests/test_compact_golden.py). The models are those of ``make_golden_v1.py`` (INQ level codes
 sparse and dense, float32 sparse and dense, dead rows and columns, float16 storage, an int64
-counter) plus a ternary (K=1) layer and a float layer pruned without INQ. Running it writes the
+counter) plus a ternary (K=1) layer, a float layer pruned without INQ, and a layer whose live
+columns are coded against the previous layer's live rows. Running it writes the
 files and the expected tensor digests into a folder given on the command line::
 
     python tests/data/make_golden_v2.py /tmp/golden
@@ -39,6 +40,22 @@ def ternary() -> nn.Module:
     return nnc.finalize(model)
 
 
+def chain() -> nn.Module:
+    """tiny_mlp(input_size=8, hidden=96), 5-bit INQ: three quarters of fc1's neurons dead and
+    fc2's inputs from them too (fc2's live columns coded against fc1's live rows)."""
+    torch.manual_seed(4)
+    model = build_model("tiny_mlp", input_size=8, hidden=96)
+    dead = torch.rand(96) < 0.75
+    with torch.no_grad():
+        model.fc1.weight.mul_(torch.rand_like(model.fc1.weight) < 0.2)
+        model.fc1.weight[dead] = 0
+        model.fc1.bias[dead] = 0
+        model.fc2.weight[:, dead] = 0
+    nnc.prepare(model, nnc.INQConfig(num_quantum_values=8))
+    nnc.quantize_step(model, 1.0)
+    return nnc.finalize(model)
+
+
 def main(folder: Path) -> None:
     """Write the golden files and ``golden_v2_expected.json``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -47,6 +64,7 @@ def main(folder: Path) -> None:
         ("golden_v2_cnn.ncz", cnn(), {}),
         ("golden_v2_mlp.ncz", mlp(), {}),
         ("golden_v2_ternary.ncz", ternary(), {}),
+        ("golden_v2_chain.ncz", chain(), {}),
         ("golden_v2_bn.ncz", batch_norm(),
          {"arch": {"ref": "torch.nn:BatchNorm1d", "kwargs": {"num_features": 3}},
           "float_dtype": "float16"}),

@@ -38,7 +38,7 @@ _JSON_INT = 2**53  # numbers given to other callables (exact in JSON readers)
 _EXPONENTS = {"float16": (-24, 15), "bfloat16": (-133, 127), "float32": (-149, 127),
               "float64": (-1074, 1023)}
 _REQUIRED = ("name", "dtype", "shape", "values", "layout", "bytes")
-_OPTIONAL = ("kept", "exp_min", "levels", "rows", "cols")
+_OPTIONAL = ("kept", "exp_min", "levels", "rows", "cols", "cols_ctx")
 
 
 def _show(value: Any) -> str:
@@ -201,7 +201,10 @@ def _check_layout(t: dict[str, Any], field: str, numel: int, shared: bool, what:
     if shared and (lengths[0] != 0 or (lengths[1] == 0) != pow2):
         raise _fail(what, field.format("bytes"), lengths, "[0, value stream bytes] (0 for "
                     "'pow2' values: positions and level codes are in the coded stream)")
-    for key in _OPTIONAL:
+    if "cols_ctx" in t and not (shared and t["cols_ctx"] is True and "cols" in t):
+        raise _fail(what, field.format("cols_ctx"), t["cols_ctx"], "true, with 'cols', in a "
+                    "format version 2 file")
+    for key in _OPTIONAL[:-1]:
         needed = not raw if key == "kept" else (pow2 if key in ("exp_min", "levels") else None)
         if needed is not None and needed != (key in t):
             raise _fail(what, field.format(key), t.get(key, "absent"),

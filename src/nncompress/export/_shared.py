@@ -63,6 +63,7 @@ class GroupSpec:
     gaps: bool
     dense: bool = False  # magnitude groups: 0 codes a zero (no sign bit)
     signs: int = 0  # magnitude groups: the number of non-zero levels (kept)
+    flags: bool = False  # a flag group (0/1, no raw bits; see ``_context``)
 
 
 def _put_model(out: BitWriter, model: StaticModel, sized: bool) -> None:
@@ -158,6 +159,8 @@ def decode_groups(coded: bytes, specs: list[GroupSpec], what: str,
             assert d is not None
             bits = _escape_bits(d, sym)
             _check_escapes(bits, sym, d, spec.limit, what)
+        elif spec.flags:
+            bits = np.zeros(sym.size, dtype=np.int64)
         else:
             bits = (sym > 0 if spec.dense else np.ones(sym.size, dtype=bool)).astype(np.int64)
         nbits.append(bits)
@@ -175,6 +178,8 @@ def decode_groups(coded: bytes, specs: list[GroupSpec], what: str,
         if spec.gaps:
             assert d is not None
             out[i] = _indices_from_gaps(d, sym, values, spec.limit, what)
+        elif spec.flags:
+            out[i] = sym
         else:
             out[i] = np.where(sym > 0, 2 * sym - 1 + values, 0) if spec.dense else (
                 1 + 2 * sym + values)

@@ -27,6 +27,7 @@ from nncompress.export._codec import (
     decode_tensor,
     pow2_codes,
 )
+from nncompress.export._context import columns_of, context_of, flag_counts, with_context
 from nncompress.export._entropy import StaticModel
 from nncompress.export._lanes import STEPS
 from nncompress.export._positions import Factoring, GapCode, _split, best_gaps, factorings
@@ -42,11 +43,22 @@ __all__ = ["TensorPlan", "decode_state", "encode_state", "plan_tensor", "stream_
 
 @dataclass
 class TensorPlan:
-    """A tensor's metadata, its groups in the shared stream and its own value stream."""
+    """A tensor's metadata, its groups in the shared stream and its own value stream (and the
+    live rows and columns it codes, if it codes them)."""
 
     meta: dict[str, Any]
     groups: list[Group] = field(default_factory=list)
     values: bytes = b""
+    sets: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def _sets(f: Factoring, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The live rows and columns of a factoring that codes either."""
+    if not f.extra:
+        return None
+    ncols = _split(shape)[1]
+    width = f.extra.get("cols", ncols)
+    return f.sub_flat[::max(width, 1)] // ncols, f.sub_flat[:width] % ncols
 
 
 def _gap_group(code: GapCode) -> Group:
@@ -97,7 +109,8 @@ def plan_tensor(name: str, tensor: torch.Tensor, float_dtype: str) -> TensorPlan
     if 8 * len(dense.values) <= sparse_bits:
         return dense
     return TensorPlan(meta | {"layout": "sparse"} | best.extra,
-                      [*map(_gap_group, best.sets), _gap_group(kept_code)], values)
+                      [*map(_gap_group, best.sets), _gap_group(kept_code)], values,
+                      _sets(best, shape))
 
 
 def _plan_pow2(meta: dict[str, Any], codes: np.ndarray, levels: int,
@@ -108,7 +121,7 @@ def _plan_pow2(meta: dict[str, Any], codes: np.ndarray, levels: int,
     kept_mags = (codes[nonzero] - 1) // 2
     kept_model = StaticModel.fit(kept_mags, levels)
     kept_bits = kept_model.cost_bits(kept_mags)
-    options: list[tuple[float, dict[str, Any], list[Group]]] = []
+    options: list[tuple[float, dict[str, Any], list[Group], Factoring]] = []
     for f in factorings(nonzero, shape):
         sub = codes[f.sub_flat]
         mags = np.where(sub > 0, 1 + (sub - 1) // 2, 0)
@@ -116,25 +129,26 @@ def _plan_pow2(meta: dict[str, Any], codes: np.ndarray, levels: int,
         groups = [*map(_gap_group, f.sets), Group(model, mags, None, signs, np.ones_like(signs))]
         symbols = sum(g.symbols.size for g in groups)
         options.append((f.sets_bits + model.cost_bits(mags) + _SYMBOL_BITS * symbols,
-                        f.extra | {"layout": "dense"}, groups))
+                        f.extra | {"layout": "dense"}, groups, f))
         options.append(_sparse_option(f, kept_model, kept_mags, signs, kept_bits))
-    _, extra, groups = min(options, key=lambda o: o[0])
-    return TensorPlan(meta | extra, groups, b"")
+    _, extra, groups, best = min(options, key=lambda o: o[0])
+    return TensorPlan(meta | extra, groups, b"", _sets(best, shape))
 
 
 def _sparse_option(f: Factoring, model: StaticModel, mags: np.ndarray, signs: np.ndarray,
-                   mag_bits: float) -> tuple[float, dict[str, Any], list[Group]]:
+                   mag_bits: float) -> tuple[float, dict[str, Any], list[Group], Factoring]:
     kept_code = best_gaps(f.kept_sub)
     groups = [*map(_gap_group, f.sets), _gap_group(kept_code),
               Group(model, mags, None, signs, np.ones_like(signs))]
     symbols = sum(g.symbols.size for g in groups)
     return (f.sets_bits + kept_code.bits + mag_bits + _SYMBOL_BITS * symbols,
-            f.extra | {"layout": "sparse"}, groups)
+            f.extra | {"layout": "sparse"}, groups, f)
 
 
 # ----------------------------------------------------------------------------- reading
-def _specs(t: dict[str, Any], what: str) -> list[GroupSpec]:
-    """The groups a (schema-checked) tensor entry has in the shared stream."""
+def _specs(t: dict[str, Any], before: list[dict[str, Any]], what: str) -> list[GroupSpec]:
+    """The groups a (schema-checked) tensor entry has in the shared stream (``before``: the
+    entries before it)."""
     if t["values"] == "raw":
         return []
     shape = tuple(t["shape"])
@@ -142,8 +156,11 @@ def _specs(t: dict[str, Any], what: str) -> list[GroupSpec]:
     n_rows = read_int(t, "rows", what, 0, nrows, nrows)
     n_cols = read_int(t, "cols", what, 0, ncols, ncols)
     sparse = t["layout"] == "sparse"
-    specs = ([GroupSpec(n_rows, nrows, True)] if "rows" in t else []) + (
-        [GroupSpec(n_cols, ncols, True)] if "cols" in t else [])
+    specs = [GroupSpec(n_rows, nrows, True)] if "rows" in t else []
+    if "cols_ctx" in t:
+        specs += [GroupSpec(n, 2, False, flags=True) for n in flag_counts(before, t, what)]
+    elif "cols" in t:
+        specs.append(GroupSpec(n_cols, ncols, True))
     kept = read_int(t, "kept", what, 0, n_rows * n_cols if sparse else math.prod(shape))
     if sparse:
         specs.append(GroupSpec(kept, n_rows * n_cols, True))
@@ -163,10 +180,33 @@ def encode_state(state: dict[str, torch.Tensor], float_dtype: str
         >>> metas[0]["bytes"], coded == len(streams[0])
         ([0, 0], True)
     """
-    plans = [plan_tensor(name, tensor, float_dtype) for name, tensor in state.items()]
+    plans: list[TensorPlan] = []
+    for name, tensor in state.items():
+        plans.append(plan_tensor(name, tensor, float_dtype))
+        _use_context(plans)
     coded = encode_groups([g for p in plans for g in p.groups])
     metas = [p.meta | {"bytes": [0, len(p.values)]} for p in plans]
     return metas, len(coded), [coded] + [p.values for p in plans]
+
+
+def _use_context(plans: list[TensorPlan]) -> None:
+    """Code the last plan's live columns against the previous layer's rows when cheaper."""
+    plan, meta = plans[-1], plans[-1].meta
+    context = context_of([p.meta for p in plans[:-1]], meta)
+    if context is None or "cols" not in meta or plan.sets is None:
+        return
+    prev_sets = plans[context[0]].sets
+    assert prev_sets is not None
+    at = 1 if "rows" in meta else 0
+    old = plan.groups[at]
+    flags = with_context(plan.sets[1], prev_sets[0], context[1], _split(tuple(meta["shape"]))[1])
+    new = [Group(StaticModel.fit(f, 2), f) for f in flags]
+    cost = sum(g.model.cost_bits(g.symbols) + _SYMBOL_BITS * g.symbols.size for g in new
+               if g.symbols.size)
+    if cost < old.model.cost_bits(old.symbols) + 3 + float(old.raw_nbits.sum()) + (
+            _SYMBOL_BITS * old.symbols.size):
+        plan.groups[at:at + 1] = new
+        meta["cols_ctx"] = True
 
 
 def decode_state(meta: dict[str, Any], tensors: list[dict[str, Any]], data: bytes,
@@ -182,16 +222,29 @@ def decode_state(meta: dict[str, Any], tensors: list[dict[str, Any]], data: byte
             offset += pos_len + val_len
         return state
     coded_len = meta["coded"]
-    specs = [_specs(t, f"{what}: tensor {t['name']!r}") for t in tensors]
+    specs = [_specs(t, tensors[:i], f"{what}: tensor {t['name']!r}")
+             for i, t in enumerate(tensors)]
     decoded = iter(decode_groups(data[:coded_len], [s for ts in specs for s in ts],
                                  f"{what}: coded stream"))
-    state, offset = {}, coded_len
-    for t, tspecs in zip(tensors, specs, strict=True):
+    state, offset, rows_of = {}, coded_len, {}
+    for i, (t, tspecs) in enumerate(zip(tensors, specs, strict=True)):
         parts = [next(decoded) for _ in tspecs]
         length = t["bytes"][1]
         values = data[offset:offset + length]
         offset += length
-        state[t["name"]] = _assemble(t, parts, values, f"{what}: tensor {t['name']!r}")
+        name = f"{what}: tensor {t['name']!r}"
+        if "rows" in t:
+            rows_of[i] = parts[0]
+        if "cols_ctx" in t:  # the live columns from their two flag groups
+            at = 1 if "rows" in t else 0
+            index, per_row = context_of(tensors[:i], t) or (0, 0)
+            ncols = _split(tuple(t["shape"]))[1]
+            cols = columns_of(parts[at], parts[at + 1], rows_of[index], per_row, ncols)
+            if cols.size != t["cols"]:
+                raise FormatError(f"{name}: {cols.size} live columns decoded, {t['cols']} "
+                                  "recorded")
+            parts[at:at + 2] = [cols]
+        state[t["name"]] = _assemble(t, parts, values, name)
     return state
 
 
@@ -205,7 +258,8 @@ def stream_sizes(meta: dict[str, Any], tensors: list[dict[str, Any]], data: byte
     """
     if "coded" not in meta:
         return [(t["bytes"][0], t["bytes"][1]) for t in tensors]
-    specs = [_specs(t, f"{what}: tensor {t['name']!r}") for t in tensors]
+    specs = [_specs(t, tensors[:i], f"{what}: tensor {t['name']!r}")
+             for i, t in enumerate(tensors)]
     costs: list[float] = []
     decode_groups(data[:meta["coded"]], [s for ts in specs for s in ts],
                   f"{what}: coded stream", costs)
@@ -218,7 +272,7 @@ def stream_sizes(meta: dict[str, Any], tensors: list[dict[str, Any]], data: byte
             i += 1
             shares.append(round(done) - spent)  # running rounding: the total stays exact
             spent += shares[-1]
-        pos = sum(s for s, spec in zip(shares, tspecs, strict=True) if spec.gaps)
+        pos = sum(s for s, spec in zip(shares, tspecs, strict=True) if spec.gaps or spec.flags)
         out.append((pos, sum(shares) - pos + t["bytes"][1]))
     return out
 
