@@ -22,18 +22,20 @@ Measured (2 shared, loaded CPU cores; bytes), ``--no-train --run /work/runs/lene
 --run /work/runs/lenet300_100_dns_inq`` (the shipped recipes' runs):
 
     model                          kept  seed4  seed8  v1 .ncz  v2 .ncz  v2-v1  decode ms v1 / v2
-    LeNet-5 DNS+INQ5 (run)        4,045 29,758  8,698    3,466    3,369    -97  6.9 / 4.3 (1.6x)
-    LeNet-300-100 DNS+INQ5 (run)  4,746 20,873  8,983    3,742    3,659    -83  7.1 / 4.1 (1.7x)
-    LeNet-5 synthetic Guo         3,998 33,314  8,138    6,187    6,184     -3  97.2 / 4.1 (24x)
-    tiny_cnn dense INQ5           6,445  7,786 11,009    2,829    2,791    -38  3.3 / 3.1 (1.1x)
+    LeNet-5 DNS+INQ5 (run)        4,045 29,758  8,698    3,466    3,347   -119  6.9 / 4.3 (1.6x)
+    LeNet-300-100 DNS+INQ5 (run)  4,746 20,873  8,983    3,742    3,634   -108  6.9 / 4.1 (1.7x)
+    LeNet-5 synthetic Guo         3,998 33,314  8,138    6,187    6,185     -2  97.2 / 4.1 (24x)
+    tiny_cnn dense INQ5           6,445  7,786 11,009    2,829    2,791    -38  3.4 / 3.1 (1.1x)
 
 The v1 files of the two runs are byte for byte the shipped ``model.ncz`` files (3,466 and
 3,742 bytes). Version 2 saves the per-stream framing (a method byte and a 4-byte rANS state
 per stream: one shared stream), codes signs as raw bits carried in the lane states (23 per
-lane: a lane state costs about 3 bits), and compresses the metadata with a version 2
-dictionary (155 -> 114 bytes on LeNet-5). Whole load_compact of the LeNet-5 file (decode and
-build), CPU ms, min / median of 10 in the same run: v1 9.9 / 10.4, v2 7.1 / 7.5; of the
-synthetic one: v1 99.6 / 100.2, v2 7.0 / 7.4 (version 1 reads escape bits one at a time).
+lane: a lane state costs about 3 bits), codes a layer's live columns against the previous
+layer's live rows (LeNet-5 ip2: 41 -> 8 bytes of positions), and compresses the metadata with
+a version 2 dictionary (155 -> about 125 bytes on LeNet-5). Whole load_compact of the LeNet-5
+file (decode and build), CPU ms, min / median of 10 in the same run: v1 9.8 / 10.2, v2 7.2 /
+7.6; of the synthetic one: v1 100.4 / 100.9, v2 6.7 / 7.3 (version 1 reads escape bits one at
+a time).
 The synthetic model is the worst case: random positions and uniformly random exponents.
 """
 
