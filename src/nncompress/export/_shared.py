@@ -1,7 +1,8 @@
 """Format version 2's shared coded stream: every position and INQ level code of a file.
 
 Each tensor contributes groups of symbols, in order: its live rows and live columns (when its
-metadata has ``rows`` / ``cols``), the gaps between its kept entries (``sparse`` layout), and
+metadata has ``rows`` / ``cols``; with ``cols_ctx`` the columns are two groups of 0/1 flags,
+see ``_context``), the gaps between its kept entries (``sparse`` layout), and
 for INQ (``pow2``) values one magnitude symbol per coded entry (``sparse``: ``e - exp_min``;
 ``dense``: 0 for zero, else ``1 + e - exp_min``). The stream is::
 
