@@ -5,10 +5,10 @@ which sit on the layer's device. Deciding whether surgery runs at iteration ``i`
 the seed and whether the statistics were taken; reading those from a CUDA buffer at every
 forward would stall the host until the GPU catches up. The layer therefore keeps a
 :class:`HostMirror`: the iteration, the seed and an ``active`` flag as Python values, plus the
-prune and splice thresholds as 0-dimensional float64 tensors on the layer's device. The draw,
-the probability and the branch are computed on the host from the mirror; the mask update
-compares magnitudes against the device thresholds. The only read from the device is the
-statistics at ``i = 0``.
+prune and splice thresholds as 0-dimensional float64 tensors on the layer's device (and their
+copies in the weights' dtype, made once). The draw, the probability and the branch are
+computed on the host from the mirror; the mask update compares magnitudes against the device
+thresholds. The only read from the device is the statistics at ``i = 0``.
 
 The mirror follows its buffers: :func:`current` compares the buffers' identities and version
 counters (plain attributes, no device access) with those recorded, and re-reads the buffers

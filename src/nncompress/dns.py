@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -207,18 +206,6 @@ def _as_numbers(mask: torch.Tensor) -> torch.Tensor:
     return mask.view(torch.uint8) if mask.dtype == torch.bool else mask
 
 
-class _StraightThroughMask(torch.autograd.Function):
-    """``w * mask`` forward; the gradient reaches every entry of ``w`` unmasked (splicing)."""
-
-    @staticmethod
-    def forward(ctx: Any, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return weight * _as_numbers(mask)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad, None
-
-
 def straight_through_mask(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``weight * mask``, whose gradient reaches pruned entries too, so they can be spliced.
 
@@ -229,6 +216,11 @@ def straight_through_mask(weight: torch.Tensor, mask: torch.Tensor) -> torch.Ten
         [1.0, 1.0]
     """
     if not (weight.requires_grad and torch.is_grad_enabled()):
-        return weight * _as_numbers(mask)  # no gradient to route: the same product, no node
-    out: torch.Tensor = _StraightThroughMask.apply(weight, mask)  # type: ignore[no-untyped-call]
+        return weight * _as_numbers(mask)  # no gradient to route
+    # A copy's gradient reaches ``weight`` unchanged (CloneBackward0, no kernel); the product
+    # is then taken in place where autograd does not see it. Being all built-in, the backward
+    # has no Python node: one of those per layer costs more than the product itself.
+    out = weight.clone()
+    with torch.no_grad():
+        out.mul_(_as_numbers(mask))
     return out
