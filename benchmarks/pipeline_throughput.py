@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from _step_costs import print_step_costs, step_costs
 from _timed_model import timed_resnet20, window_rate
 from nncompress.pipeline import run_recipe
 from nncompress.recipe import parse_recipe
@@ -141,6 +142,9 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--per-class", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--step-rounds", type=int, default=20,
+                        help="rounds of the step-level comparison (0: none)")
+    parser.add_argument("--round-steps", type=int, default=3, help="steps per kind and round")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rates: dict[str, list[tuple[float, float]]] = {k: [] for k in ("plain", "run", "dns", "inq")}
@@ -154,7 +158,14 @@ def main() -> None:
                 rates[kind].append(rate)
                 print(f"round {r + 1} {kind:5s} {rate[0]:8.1f} images/s CPU, {rate[1]:8.1f} "
                       "wall", flush=True)
-    report(rates, args)
+        if args.rounds:
+            report(rates, args)
+        if args.step_rounds:
+            x, y = next(iter(DataLoader(JpegFolder(root / "train"), batch_size=args.batch,
+                                        shuffle=True,
+                                        generator=torch.Generator().manual_seed(0))))
+            print_step_costs(step_costs(x, y, args.classes, args.step_rounds, args.round_steps),
+                             args.round_steps)
 
 
 def report(rates: dict[str, list[tuple[float, float]]], args: argparse.Namespace) -> None:
@@ -178,6 +189,7 @@ def report(rates: dict[str, list[tuple[float, float]]], args: argparse.Namespace
               f"wall {min(paired[1]):.3f} / {statistics.median(paired[1]):.3f}")
     print(f"run / plain throughput: {cpu['run'] / cpu['plain']:.3f} CPU, "
           f"{wall['run'] / wall['plain']:.3f} wall (goal >= 0.95)")
+
 
 if __name__ == "__main__":
     main()
