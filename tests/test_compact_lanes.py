@@ -186,9 +186,25 @@ def test_level_codes_cost_their_entropy(tmp_path: object, counts: list[int]) -> 
 
 def test_a_huge_declared_count_fails_before_its_arrays_are_made() -> None:
     tables = BitWriter()
+    tables.put(1, 1)  # a lane per 128 symbols
     tables.put(1, 4)  # scale 1: frequencies (2, 0) of a dense magnitude group
     tables.put_gamma(3)
     tables.put_gamma(1)
-    spec = GroupSpec(10**12, 2, False, True, 0)  # 8 TB per int64 array if it were decoded
-    with pytest.raises(FormatError, match="shorter than its 976562500 lane states"):
+    spec = GroupSpec(10**12, 2, False, True)  # 8 TB per int64 array if it were decoded
+    with pytest.raises(FormatError, match="shorter than its 7812500000 lane states"):
         decode_groups(tables.finish() + bytes(30), [spec], "t")
+
+
+def test_the_lane_count_is_read_and_bounded() -> None:
+    groups, _ = _groups()
+    assert encode_groups(groups)[0] >> 7 == 1  # 8 symbols: one lane, the 1-bit form
+    tables = BitWriter()
+    tables.put(0, 1)
+    tables.put_gamma(2)  # 2 lanes for 4 symbols: more than one per 128
+    with pytest.raises(FormatError, match="number in the tables exceeds 1"):
+        decode_groups(tables.finish() + bytes(8), [GroupSpec(4, 2, False)], "t")
+    tables = BitWriter()
+    tables.put(0, 1)
+    tables.put_gamma(1)  # 1 lane for 2000 symbols: fewer than one per 1024
+    with pytest.raises(FormatError, match="1 lanes for 2000 symbols, at least 2 needed"):
+        decode_groups(tables.finish() + bytes(8), [GroupSpec(2000, 2, False)], "t")

@@ -10,7 +10,7 @@ The stream is the ``N`` final states (3 bytes each, big-endian), then the renorm
 bytes in decoding order. A lane's encoder starts at ``L + r`` where ``r`` is 23 raw bits of
 the caller's payload: the decoder finds them in the lane's end state, so the state written at
 the head costs about 3 bits per lane rather than 3 bytes. A lane per :data:`STEPS`
-symbols, fewer when the ``P`` raw bits known in advance cannot fill them, but never fewer than
+symbols, fewer when the ``P`` raw bits of the stream cannot fill them, but never fewer than
 one per :data:`MAX_STEPS` symbols.
 """
 
@@ -32,7 +32,7 @@ MAX_STEPS = 1024  # symbols per lane, at most
 
 
 def lane_count(total: int, payload: int) -> int:
-    """Lanes for ``total`` symbols when ``payload`` raw bits are known to come with them.
+    """Lanes for ``total`` symbols when ``payload`` raw bits come with them.
 
     Example:
         >>> lane_count(1, 0), lane_count(129, 10**6), lane_count(10**4, 160), lane_count(10**4, 0)

@@ -6,9 +6,11 @@ see ``_context``), the gaps between its kept entries (``sparse`` layout), and
 for INQ (``pow2``) values one magnitude symbol per coded entry (``sparse``: ``e - exp_min``;
 ``dense``: 0 for zero, else ``1 + e - exp_min``). The stream is::
 
-    tables   per group with symbols, bit-packed: the gap parameter d (3 bits, gap groups)
-             and the static model (4-bit scale, Elias-gamma alphabet size for gap groups,
-             Elias-gamma frequency + 1 per symbol); zero bits up to a byte boundary
+    tables   bit-packed: the lane count (a 1 bit when there is one lane per STEPS symbols,
+             else a 0 bit and its Elias-gamma code), then per group with symbols the gap
+             parameter d (3 bits, gap groups) and the static model (4-bit scale, Elias-gamma
+             alphabet size for gap groups, Elias-gamma frequency + 1 per symbol); zero bits
+             up to a byte boundary
     lanes    all symbols coded by :mod:`._lanes` (group after group)
     raw      the groups' raw bits in order, the first 23 per lane carried in the lane states,
              the rest packed here (zero-padded to a byte): the low bits of escaped gaps and one
@@ -29,6 +31,8 @@ from nncompress.export._entropy import StaticModel
 from nncompress.export._lanes import (
     CARRIED_BITS,
     MAX_SCALE,
+    MAX_STEPS,
+    STEPS,
     BitReader,
     BitWriter,
     decode_lanes,
@@ -63,7 +67,6 @@ class GroupSpec:
     limit: int  # gap groups: entries of the set; magnitude groups: the alphabet size
     gaps: bool
     dense: bool = False  # magnitude groups: 0 codes a zero (no sign bit)
-    signs: int = 0  # magnitude groups: the number of non-zero levels (kept)
     flags: bool = False  # a flag group (0/1, no raw bits; see ``_context``)
 
 
@@ -86,7 +89,11 @@ def encode_groups(groups: list[Group]) -> bytes:
     live = [g for g in groups if g.symbols.size]
     if not live:
         return b""
+    total = sum(g.symbols.size for g in live)
+    raw = np.concatenate([to_bits(g.raw_values, g.raw_nbits) for g in live])
+    nlanes = lane_count(total, raw.size)
     tables = BitWriter()
+    _put_lanes(tables, nlanes, total)
     for g in live:
         if g.model.scale > MAX_SCALE:
             raise ValueError(f"model precision {g.model.scale} above {MAX_SCALE}")
@@ -96,14 +103,30 @@ def encode_groups(groups: list[Group]) -> bytes:
     starts = np.concatenate([np.asarray(g.model.starts)[g.symbols] for g in live])
     freqs = np.concatenate([np.asarray(g.model.freqs)[g.symbols] for g in live])
     scales = np.concatenate([np.full(g.symbols.size, g.model.scale) for g in live])
-    raw = np.concatenate([to_bits(g.raw_values, g.raw_nbits) for g in live])
-    signs = sum(int(g.raw_nbits.sum()) for g in live if g.d is None)
-    nlanes = lane_count(starts.size, signs)
     head = np.zeros(nlanes * CARRIED_BITS, dtype=np.int64)
     head[:min(raw.size, head.size)] = raw[:head.size]
     carried = from_bits(head, np.full(nlanes, CARRIED_BITS))
     lanes = encode_lanes(starts, freqs, scales, carried)
     return tables.finish() + lanes + np.packbits(raw[head.size:]).tobytes()
+
+
+def _put_lanes(out: BitWriter, nlanes: int, total: int) -> None:
+    """One bit when there is a lane per STEPS symbols, else the Elias-gamma lane count."""
+    full = nlanes == -(-total // STEPS)
+    out.put(int(full), 1)
+    if not full:
+        out.put_gamma(nlanes)
+
+
+def _read_lanes(reader: BitReader, total: int, what: str) -> int:
+    most, fewest = -(-total // STEPS), -(-total // MAX_STEPS)
+    if reader.get(1):
+        return most
+    nlanes = reader.get_gamma(most)
+    if nlanes < fewest:
+        raise FormatError(f"{what}: {nlanes} lanes for {total} symbols, at least {fewest} "
+                          "needed")
+    return nlanes
 
 
 def _read_model(reader: BitReader, spec: GroupSpec, what: str) -> tuple[int | None,
@@ -131,15 +154,15 @@ def decode_groups(coded: bytes, specs: list[GroupSpec], what: str,
         if coded:
             raise FormatError(f"{what}: a coded stream where no tensor has coded symbols")
         return [np.zeros(0, dtype=np.int64) for _ in specs]
+    counts = np.array([specs[i].count for i in live], dtype=np.int64)
     reader = BitReader(coded, what)
+    nlanes = _read_lanes(reader, int(counts.sum()), what)
     models, table_bits = [], []
     for i in live:
         before = reader.bits_read
         models.append(_read_model(reader, specs[i], what))
         table_bits.append(reader.bits_read - before)
     offset = reader.align()
-    counts = np.array([specs[i].count for i in live], dtype=np.int64)
-    nlanes = lane_count(int(counts.sum()), sum(specs[i].signs for i in live))
     if len(coded) - offset < 3 * nlanes:  # checked before any per-symbol array is made
         raise FormatError(f"{what}: coded stream shorter than its {nlanes} lane states")
     sizes = np.array([1 << m.scale for _, m in models], dtype=np.int64)

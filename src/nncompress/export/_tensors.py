@@ -167,7 +167,7 @@ def _specs(t: dict[str, Any], before: list[dict[str, Any]], what: str) -> list[G
     if t["values"] == "pow2":
         levels = read_int(t, "levels", what, 1, _MAX_LEVELS)
         count = kept if sparse else n_rows * n_cols
-        specs.append(GroupSpec(count, levels + (0 if sparse else 1), False, not sparse, kept))
+        specs.append(GroupSpec(count, levels + (0 if sparse else 1), False, not sparse))
     return specs
 
 
