@@ -238,3 +238,29 @@ def test_config_errors(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(nnc.ConfigError) as info:
         nnc.DNSConfig(**kwargs)  # type: ignore[arg-type]
     assert str(info.value) == message
+
+
+def test_straight_through_mask_is_the_exact_product_with_the_unmasked_gradient() -> None:
+    values = [1.5, -2.0, -0.0, 0.0, -3.0, math.inf, 0.25, -math.inf]
+    weight = torch.tensor(values, requires_grad=True)
+    mask = torch.tensor([True, False, True, False, False, True, True, False])
+    out = dns.straight_through_mask(weight, mask)
+    expected = torch.tensor([v * float(t) for v, t in zip(values, mask.tolist())])
+    # bit for bit: the signs of the zeros and the NaN of inf * 0 included
+    assert torch.equal(out.detach().view(torch.int32), expected.view(torch.int32))
+    upstream = torch.tensor([0.5, -1.0, 2.0, 3.0, -0.5, 1.0, 4.0, -2.0])
+    out.backward(upstream)
+    assert weight.grad is not None and torch.equal(weight.grad, upstream)  # pruned ones too
+    # built-in nodes only: no Python autograd function in the backward
+    assert not isinstance(out.grad_fn, torch.autograd.function.BackwardCFunction)
+    with torch.no_grad():
+        plain = dns.straight_through_mask(weight, mask)
+    assert plain.grad_fn is None
+    assert torch.equal(plain.view(torch.int32), expected.view(torch.int32))
+
+
+def test_update_mask_with_a_float_mask_keeps_zero_and_one() -> None:
+    weight = torch.tensor([1.0, 1.5, 2.5, 0.5])
+    mask = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    dns.update_mask(weight, mask, 0.75, 2.0)  # keep > 0.75, splice > 2.0
+    assert mask.tolist() == [1.0, 0.0, 1.0, 0.0]
