@@ -18,8 +18,8 @@ package: the reader keeps it for old files); "v2 .ncz" is what save_compact writ
 last column is the CPU time to decode every tensor of each file (median of 30, no model
 build) and their ratio, measured in the same run.
 
-Measured (2 shared, loaded CPU cores; bytes), ``--no-train --run /work/runs/lenet5_dns_inq
---run /work/runs/lenet300_100_dns_inq`` (the shipped recipes' runs):
+Measured (2 shared, loaded CPU cores; bytes), ``--no-train --run runs/lenet5_dns_inq
+--run runs/lenet300_100_dns_inq`` (the shipped recipes' runs):
 
     model                          kept  seed4  seed8  v1 .ncz  v2 .ncz  v2-v1  decode ms v1 / v2
     LeNet-5 DNS+INQ5 (run)        4,045 29,758  8,698    3,466    3,347   -119  7.0 / 4.4 (1.6x)

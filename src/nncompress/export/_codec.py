@@ -150,6 +150,20 @@ def _to_bytes(t: torch.Tensor) -> bytes:
 
 
 # ----------------------------------------------------------------------------- tensors
+def tensor_meta(name: str, tensor: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+    """A stored tensor's contiguous CPU copy and its name/dtype/shape metadata.
+
+    Raises:
+        ConfigError: ``tensor`` is not a tensor of a dtype the compact format stores.
+    """
+    if not isinstance(tensor, torch.Tensor) or tensor.dtype not in _DTYPE_NAMES:
+        kind = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise ConfigError(f"state_dict entry {name!r} is {kind}, which the compact format "
+                          f"does not store (allowed: {', '.join(DTYPES)})")
+    t = tensor.detach().cpu().contiguous()
+    return t, {"name": name, "dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape)}
+
+
 def encode_tensor(name: str, tensor: torch.Tensor, float_dtype: str) -> EncodedTensor:
     """Encode a tensor, choosing dense or sparse layout and the value coding by size.
 
@@ -169,12 +183,7 @@ def encode_tensor(name: str, tensor: torch.Tensor, float_dtype: str) -> EncodedT
         >>> enc.meta["values"], enc.meta["layout"]
         ('pow2', 'dense')
     """
-    if not isinstance(tensor, torch.Tensor) or tensor.dtype not in _DTYPE_NAMES:
-        kind = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
-        raise ConfigError(f"state_dict entry {name!r} is {kind}, which the compact format "
-                          f"does not store (allowed: {', '.join(DTYPES)})")
-    t = tensor.detach().cpu().contiguous()
-    meta: dict[str, Any] = {"name": name, "dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape)}
+    t, meta = tensor_meta(name, tensor)
     if not t.is_floating_point():
         values = _bytes_stream(_to_bytes(t), t.element_size())
         return EncodedTensor(meta | {"values": "raw", "layout": "dense"}, b"", values)

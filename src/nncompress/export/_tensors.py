@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nncompress.errors import ConfigError, FormatError
+from nncompress.errors import FormatError
 from nncompress.export._codec import (
     _DTYPE_NAMES,
     _MAX_LEVELS,
@@ -26,6 +26,7 @@ from nncompress.export._codec import (
     _to_bytes,
     decode_tensor,
     pow2_codes,
+    tensor_meta,
 )
 from nncompress.export._context import columns_of, context_of, flag_counts, with_context
 from nncompress.export._entropy import StaticModel
@@ -77,12 +78,7 @@ def plan_tensor(name: str, tensor: torch.Tensor, float_dtype: str) -> TensorPlan
         >>> plan.meta["values"], plan.meta["layout"], len(plan.groups)
         ('pow2', 'dense', 1)
     """
-    if not isinstance(tensor, torch.Tensor) or tensor.dtype not in _DTYPE_NAMES:
-        kind = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
-        raise ConfigError(f"state_dict entry {name!r} is {kind}, which the compact format "
-                          f"does not store (allowed: {', '.join(DTYPES)})")
-    t = tensor.detach().cpu().contiguous()
-    meta: dict[str, Any] = {"name": name, "dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape)}
+    t, meta = tensor_meta(name, tensor)
     if not t.is_floating_point():
         return TensorPlan(meta | {"values": "raw", "layout": "dense"}, [],
                           _bytes_stream(_to_bytes(t), t.element_size()))
