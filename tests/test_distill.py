@@ -204,6 +204,25 @@ def test_missing_teacher_file(tmp_path: Path) -> None:
                                "or an earlier stage ('reference')")
 
 
+def test_validate_notes_a_teacher_file_that_another_run_writes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = str(tmp_path / "runs" / "ref" / "model.safetensors")
+    file = tmp_path / "r.yaml"
+    file.write_text(yaml.safe_dump(_raw({"teacher": missing})))
+    assert main(["validate", str(file)]) == 0
+    out = capsys.readouterr().out
+    assert "which do not exist here (point to them with --set KEY=VALUE):\n  " \
+        f"stages[1].distill.teacher: {missing}\n" in out
+    recipe = parse_recipe(_raw({"teacher": missing}))
+    check_recipe(recipe, require_files=False)  # the file is the one thing not checked
+    with pytest.raises(RecipeError, match=r"teacher file .* not found"):
+        check_recipe(recipe)
+    run_dir = tmp_path / "run"
+    assert main(["run", str(file), "--out", str(run_dir), "-q"]) == 1
+    assert f"teacher file {missing!r} not found" in capsys.readouterr().err
+    assert not run_dir.exists()  # stopped before the run folder was made
+
+
 def _model(**kwargs: Any) -> torch.nn.Module:
     torch.manual_seed(5)
     return build_model("tiny_mlp", **{**MODEL["kwargs"], **kwargs})  # type: ignore[arg-type]

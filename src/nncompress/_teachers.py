@@ -62,12 +62,20 @@ def load_teacher_file(file: Path, template: nn.Module) -> nn.Module:
     return teacher
 
 
-def check_teachers(recipe: Recipe, model: nn.Module) -> None:
+def check_teachers(recipe: Recipe, model: nn.Module, *, require_files: bool = True) -> None:
     """Check the teacher of every distilling stage against the recipe and its plain ``model``.
+
+    Args:
+        recipe: the recipe.
+        model: its model, plain.
+        require_files: whether a teacher file that does not exist is an error (``run``) or
+            left to :func:`missing_teacher_files` (``validate``: a teacher that another run
+            writes may not exist yet).
 
     Raises:
         RecipeError: at ``stages[i].distill.teacher``: a stage that is not earlier, neither a
-            stage nor a model file, a missing file, or a model that does not fit.
+            stage nor a model file, a missing file (with ``require_files``), or a model that
+            does not fit.
 
     Example:
         >>> # check_teachers(recipe, build_model(recipe.model.ref))
@@ -87,11 +95,23 @@ def check_teachers(recipe: Recipe, model: nn.Module) -> None:
                                   f"end of an earlier stage ({earlier or 'none here'}) or a "
                                   "model file")
             continue
-        _check_file(teacher, path, earlier, names, model)
+        _check_file(teacher, path, earlier, names, model, require_files)
+
+
+def missing_teacher_files(recipe: Recipe) -> list[str]:
+    """``stages[i].distill.teacher: FILE`` for each teacher file that does not exist."""
+    names = {stage.name for stage in recipe.stages}
+    missing = []
+    for index, stage in enumerate(recipe.stages):
+        config = _config(stage)
+        if config is not None and config.teacher not in names \
+                and not Path(config.teacher).is_file():
+            missing.append(f"stages[{index}].distill.teacher: {config.teacher}")
+    return missing
 
 
 def _check_file(teacher: str, path: str, earlier: str, names: list[str],
-                model: nn.Module) -> None:
+                model: nn.Module, require_files: bool) -> None:
     file = Path(teacher)
     stages = f"an earlier stage ({earlier})" if earlier else "a stage before this one"
     if file.suffix not in TEACHER_SUFFIXES:
@@ -99,6 +119,8 @@ def _check_file(teacher: str, path: str, earlier: str, names: list[str],
                           f"{did_you_mean(teacher, names)} nor a model file (.safetensors, "
                           f".pth, .pt or .ncz); give {stages} or a model file")
     if not file.is_file():
+        if not require_files:
+            return
         raise RecipeError(path, f"teacher file {teacher!r} not found; give an existing model "
                           f"file (.safetensors, .pth, .pt or .ncz) or {stages}")
     try:

@@ -104,12 +104,16 @@ def apply_structure(model: nn.Module, stage: Stage, upto_step: int | None = None
     return model
 
 
-def check_recipe(recipe: Recipe, model: nn.Module | None = None) -> None:
+def check_recipe(recipe: Recipe, model: nn.Module | None = None, *,
+                 require_files: bool = True) -> None:
     """Check that every stage's layer selection and configs fit the recipe's model.
 
     Builds the model (unless given) and applies each stage's ``prepare``, ``quantize_step``
     and ``finalize`` to a copy, without data or training; a distilling stage's teacher must
     be an earlier stage or a model file that fits the model (:mod:`nncompress._teachers`).
+
+    With ``require_files=False`` (``nncompress validate``) a teacher file that does not exist
+    is not an error.
 
     Raises:
         RecipeError: a stage does not fit the model (path ``stages[i]``), or a teacher is
@@ -129,7 +133,7 @@ def check_recipe(recipe: Recipe, model: nn.Module | None = None) -> None:
             raise RecipeError(f"stages[{index}]", str(exc)) from None
     from nncompress._teachers import check_teachers  # it builds on this module
 
-    check_teachers(recipe, model)
+    check_teachers(recipe, model, require_files=require_files)
 
 
 def restore_checkpoint(recipe: Recipe, model: nn.Module,

@@ -29,9 +29,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Check keys, types, values, and that each stage's layer selection fits the model.
 
-    Paths the run would read (data, mean file, weights) are only looked for: a missing one is
-    reported as a note, so a recipe for data on another machine validates here.
+    Paths the run would read (data, mean file, weights, distillation teachers) are only looked
+    for: a missing one is reported as a note, so a recipe for data on another machine, or one
+    that starts from another run's model, validates here.
     """
+    from nncompress._teachers import missing_teacher_files
     from nncompress.recipe import dump_recipe, load_recipe
     from nncompress.recipe_specs import missing_paths
     from nncompress.stages import check_recipe
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     code_note = _check_model(recipe, args.allow_import)
     if code_note is None:
-        check_recipe(recipe)
+        check_recipe(recipe, require_files=False)
     if args.show:
         print(dump_recipe(recipe), end="")
     else:
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
               + ", ".join(_stage_line(s) for s in recipe.stages))
     if code_note is not None:
         print(code_note)
-    missing = missing_paths(recipe.model, recipe.data)
+    missing = missing_paths(recipe.model, recipe.data) + missing_teacher_files(recipe)
     if missing:
         print("note: `nncompress run` would read these paths, which do not exist here (point "
               "to them with --set KEY=VALUE):\n  " + "\n  ".join(missing))
