@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-import nncompress as nnc
 import nncompress.export._tensors as tensors_module
 from nncompress.errors import FormatError
 from nncompress.export import load_compact, save_compact
 from nncompress.export._container import pack, parse
 from nncompress.export._context import candidates, columns_of, context_of, with_context
-from nncompress.models import build_model
+from tests.data._golden_common import chain_model
 
 
 def test_candidates_follow_the_previous_rows() -> None:
@@ -39,17 +38,7 @@ def test_the_previous_layer_is_the_nearest_earlier_matrix() -> None:
 
 
 def _chain() -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = build_model("tiny_mlp", input_size=8, hidden=200)
-    dead = torch.rand(200) < 0.8
-    with torch.no_grad():
-        model.fc1.weight.mul_(torch.rand_like(model.fc1.weight) < 0.1)
-        model.fc1.weight[dead] = 0
-        model.fc1.bias[dead] = 0
-        model.fc2.weight[:, dead] = 0
-    nnc.prepare(model, nnc.INQConfig(num_quantum_values=8))
-    nnc.quantize_step(model, 1.0)
-    return nnc.finalize(model)
+    return chain_model(seed=0, hidden=200, dead=0.8, keep=0.1)
 
 
 def test_columns_after_dead_neurons_cost_almost_nothing(tmp_path: Path,

@@ -9,8 +9,6 @@ files and the expected tensor digests into a folder given on the command line::
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 from pathlib import Path
 
@@ -18,14 +16,11 @@ import torch
 from torch import nn
 
 import nncompress as nnc
-from nncompress.export import save_compact
 from nncompress.models import build_model
 
+sys.path.insert(0, str(Path(__file__).parent))
 
-def tensor_digest(t: torch.Tensor) -> str:
-    """sha256 of a tensor's raw little-endian bytes."""
-    return hashlib.sha256(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-                          ).hexdigest()
+from _golden_common import BN_KWARGS, write_golden
 
 
 def cnn() -> nn.Module:
@@ -67,25 +62,10 @@ def batch_norm() -> nn.Module:
 
 
 def main(folder: Path) -> None:
-    """Write both golden files and ``golden_v1_expected.json``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    expected = {}
-    for name, model, kwargs in [
-        ("golden_v1_cnn.ncz", cnn(), {}),
-        ("golden_v1_mlp.ncz", mlp(), {}),
-        ("golden_v1_bn.ncz", batch_norm(),
-         {"arch": {"ref": "torch.nn:BatchNorm1d", "kwargs": {"num_features": 3}},
-          "float_dtype": "float16"}),
-    ]:
-        save_compact(model, folder / name, **kwargs)
-        state = model.state_dict()
-        if kwargs.get("float_dtype") == "float16":  # what a float16 file gives back
-            state = {k: v.half().to(v.dtype) if v.is_floating_point() else v
-                     for k, v in state.items()}
-        # zeros are stored without their sign: -0.0 (a pruned negative weight) loads as 0.0
-        state = {k: torch.where(v == 0, torch.zeros_like(v), v) for k, v in state.items()}
-        expected[name] = {k: tensor_digest(v) for k, v in state.items()}
-    (folder / "golden_v1_expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+    """Write the golden files and ``golden_v1_expected.json``."""
+    write_golden(folder, [("golden_v1_cnn.ncz", cnn(), {}), ("golden_v1_mlp.ncz", mlp(), {}),
+                          ("golden_v1_bn.ncz", batch_norm(), BN_KWARGS)],
+                 "golden_v1_expected.json")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ files and the expected tensor digests into a folder given on the command line::
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -20,12 +19,12 @@ import torch
 from torch import nn
 
 import nncompress as nnc
-from nncompress.export import save_compact
 from nncompress.models import build_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from make_golden_v1 import batch_norm, cnn, mlp, tensor_digest
+from _golden_common import BN_KWARGS, chain_model, write_golden
+from make_golden_v1 import batch_norm, cnn, mlp
 
 
 def ternary() -> nn.Module:
@@ -43,41 +42,16 @@ def ternary() -> nn.Module:
 def chain() -> nn.Module:
     """tiny_mlp(input_size=8, hidden=96), 5-bit INQ: three quarters of fc1's neurons dead and
     fc2's inputs from them too (fc2's live columns coded against fc1's live rows)."""
-    torch.manual_seed(4)
-    model = build_model("tiny_mlp", input_size=8, hidden=96)
-    dead = torch.rand(96) < 0.75
-    with torch.no_grad():
-        model.fc1.weight.mul_(torch.rand_like(model.fc1.weight) < 0.2)
-        model.fc1.weight[dead] = 0
-        model.fc1.bias[dead] = 0
-        model.fc2.weight[:, dead] = 0
-    nnc.prepare(model, nnc.INQConfig(num_quantum_values=8))
-    nnc.quantize_step(model, 1.0)
-    return nnc.finalize(model)
+    return chain_model(seed=4, hidden=96, dead=0.75, keep=0.2)
 
 
 def main(folder: Path) -> None:
     """Write the golden files and ``golden_v2_expected.json``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    expected = {}
-    for name, model, kwargs in [
-        ("golden_v2_cnn.ncz", cnn(), {}),
-        ("golden_v2_mlp.ncz", mlp(), {}),
-        ("golden_v2_ternary.ncz", ternary(), {}),
-        ("golden_v2_chain.ncz", chain(), {}),
-        ("golden_v2_bn.ncz", batch_norm(),
-         {"arch": {"ref": "torch.nn:BatchNorm1d", "kwargs": {"num_features": 3}},
-          "float_dtype": "float16"}),
-    ]:
-        save_compact(model, folder / name, **kwargs)
-        state = model.state_dict()
-        if kwargs.get("float_dtype") == "float16":  # what a float16 file gives back
-            state = {k: v.half().to(v.dtype) if v.is_floating_point() else v
-                     for k, v in state.items()}
-        # zeros are stored without their sign: -0.0 (a pruned negative weight) loads as 0.0
-        state = {k: torch.where(v == 0, torch.zeros_like(v), v) for k, v in state.items()}
-        expected[name] = {k: tensor_digest(v) for k, v in state.items()}
-    (folder / "golden_v2_expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+    write_golden(folder, [("golden_v2_cnn.ncz", cnn(), {}), ("golden_v2_mlp.ncz", mlp(), {}),
+                          ("golden_v2_ternary.ncz", ternary(), {}),
+                          ("golden_v2_chain.ncz", chain(), {}),
+                          ("golden_v2_bn.ncz", batch_norm(), BN_KWARGS)],
+                 "golden_v2_expected.json")
 
 
 if __name__ == "__main__":
