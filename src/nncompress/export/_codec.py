@@ -16,7 +16,7 @@ the size of each choice and keeps the smallest.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ import torch
 from nncompress.errors import ConfigError, FormatError
 from nncompress.export._entropy import RansDecoder, RansEncoder, StaticModel
 from nncompress.export._positions import (
+    Factoring,
     GapCode,
     best_gaps,
     factorings,
@@ -150,18 +151,64 @@ def _to_bytes(t: torch.Tensor) -> bytes:
 
 
 # ----------------------------------------------------------------------------- tensors
-def tensor_meta(name: str, tensor: Any) -> tuple[torch.Tensor, dict[str, Any]]:
-    """A stored tensor's contiguous CPU copy and its name/dtype/shape metadata.
+@dataclass
+class TensorValues:
+    """A tensor's values as both format versions store them, before a layout is chosen."""
+
+    meta: dict[str, Any]  # name, dtype, shape, values and (floating tensors) kept
+    shape: tuple[int, ...]
+    whole: bytes = b""  # raw and float values: the value stream of every entry
+    nonzero: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    codes: np.ndarray | None = None  # pow2 values: the level code of every entry
+    stored: torch.Tensor | None = None  # float values: flat, in their stored dtype
+
+
+def tensor_values(name: str, tensor: Any, float_dtype: str) -> TensorValues:
+    """How a tensor's values are stored: whole as raw bytes (integer and bool tensors), as INQ
+    level codes (``pow2``), or as floats in their own precision or float16.
 
     Raises:
-        ConfigError: ``tensor`` is not a tensor of a dtype the compact format stores.
+        ConfigError: ``tensor`` is not a tensor of a dtype the compact format stores, or holds
+            a value float16 cannot hold (with ``"float16"``).
+
+    Example:
+        >>> v = tensor_values("w", torch.tensor([0.0, 0.5, 0.0, -2.0]), "float32")
+        >>> v.meta["values"], v.meta["levels"], v.codes.tolist()
+        ('pow2', 3, [0, 1, 0, 6])
     """
     if not isinstance(tensor, torch.Tensor) or tensor.dtype not in _DTYPE_NAMES:
         kind = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
         raise ConfigError(f"state_dict entry {name!r} is {kind}, which the compact format "
                           f"does not store (allowed: {', '.join(DTYPES)})")
     t = tensor.detach().cpu().contiguous()
-    return t, {"name": name, "dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape)}
+    meta: dict[str, Any] = {"name": name, "dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape)}
+    shape = tuple(t.shape)
+    if not t.is_floating_point():
+        return TensorValues(meta | {"values": "raw"}, shape,
+                            _bytes_stream(_to_bytes(t), t.element_size()))
+    pow2 = pow2_codes(t.double().reshape(-1).numpy())
+    if pow2 is not None:
+        e_min, levels, codes = pow2
+        nonzero = np.flatnonzero(codes)
+        meta |= {"values": "pow2", "exp_min": e_min, "levels": levels, "kept": int(nonzero.size)}
+        return TensorValues(meta, shape, nonzero=nonzero, codes=codes)
+    store = torch.float16 if float_dtype == "float16" else t.dtype
+    stored = t.reshape(-1).to(store)
+    _check_no_overflow(name, t.reshape(-1), stored)
+    nonzero = np.flatnonzero((stored != 0).numpy())  # after rounding: tiny values may vanish
+    meta |= {"values": _DTYPE_NAMES[store], "kept": int(nonzero.size)}
+    return TensorValues(meta, shape, _bytes_stream(_to_bytes(stored), stored.element_size()),
+                        nonzero, stored=stored)
+
+
+def sparse_floats(v: TensorValues) -> tuple[Factoring, GapCode, bytes]:
+    """The sparse layout of float values: the factoring whose live rows and columns and kept
+    entries' gaps cost least, the gap code of its kept entries, and their value stream."""
+    assert v.stored is not None
+    options = [(f, best_gaps(f.kept_sub)) for f in factorings(v.nonzero, v.shape)]
+    best, kept_code = min(options, key=lambda o: o[0].sets_bits + o[1].bits)
+    kept = v.stored[torch.from_numpy(v.nonzero)]
+    return best, kept_code, _bytes_stream(_to_bytes(kept), v.stored.element_size())
 
 
 def encode_tensor(name: str, tensor: torch.Tensor, float_dtype: str) -> EncodedTensor:
@@ -183,32 +230,15 @@ def encode_tensor(name: str, tensor: torch.Tensor, float_dtype: str) -> EncodedT
         >>> enc.meta["values"], enc.meta["layout"]
         ('pow2', 'dense')
     """
-    t, meta = tensor_meta(name, tensor)
-    if not t.is_floating_point():
-        values = _bytes_stream(_to_bytes(t), t.element_size())
-        return EncodedTensor(meta | {"values": "raw", "layout": "dense"}, b"", values)
-    shape = tuple(t.shape)
-    pow2 = pow2_codes(t.double().reshape(-1).numpy())
-    if pow2 is not None:
-        e_min, levels, codes = pow2
-        meta |= {"values": "pow2", "exp_min": e_min, "levels": levels,
-                 "kept": int(np.count_nonzero(codes))}
-        return _encode_pow2(meta, codes, 1 + 2 * levels, np.flatnonzero(codes), shape)
-    store = torch.float16 if float_dtype == "float16" else t.dtype
-    stored = t.reshape(-1).to(store)
-    _check_no_overflow(name, t.reshape(-1), stored)
-    nonzero = np.flatnonzero((stored != 0).numpy())  # after rounding: tiny values may vanish
-    meta |= {"values": _DTYPE_NAMES[store], "kept": int(nonzero.size)}
-    dense = EncodedTensor(meta | {"layout": "dense"}, b"",
-                          _bytes_stream(_to_bytes(stored), stored.element_size()))
-    if nonzero.size == stored.numel():
+    v = tensor_values(name, tensor, float_dtype)
+    if v.codes is not None:
+        return _encode_pow2(v.meta, v.codes, 1 + 2 * v.meta["levels"], v.nonzero, v.shape)
+    dense = EncodedTensor(v.meta | {"layout": "dense"}, b"", v.whole)
+    if v.stored is None or v.nonzero.size == v.stored.numel():
         return dense
-    options = [(f, best_gaps(f.kept_sub)) for f in factorings(nonzero, shape)]
-    best, kept_code = min(options, key=lambda o: o[0].sets_bits + o[1].bits)
-    sparse = EncodedTensor(
-        meta | {"layout": "sparse"} | best.extra,
-        positions_stream([*best.sets, kept_code]),
-        _bytes_stream(_to_bytes(stored[torch.from_numpy(nonzero)]), stored.element_size()))
+    best, kept_code, values = sparse_floats(v)
+    sparse = EncodedTensor(v.meta | {"layout": "sparse"} | best.extra,
+                           positions_stream([*best.sets, kept_code]), values)
     return min((dense, sparse), key=lambda e: len(e.positions) + len(e.values))
 
 

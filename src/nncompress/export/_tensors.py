@@ -17,16 +17,12 @@ import torch
 
 from nncompress.errors import FormatError
 from nncompress.export._codec import (
-    _DTYPE_NAMES,
     _MAX_LEVELS,
     DTYPES,
-    _bytes_stream,
-    _check_no_overflow,
     _read_values,
-    _to_bytes,
     decode_tensor,
-    pow2_codes,
-    tensor_meta,
+    sparse_floats,
+    tensor_values,
 )
 from nncompress.export._context import columns_of, context_of, flag_counts, with_context
 from nncompress.export._entropy import StaticModel
@@ -78,41 +74,24 @@ def plan_tensor(name: str, tensor: torch.Tensor, float_dtype: str) -> TensorPlan
         >>> plan.meta["values"], plan.meta["layout"], len(plan.groups)
         ('pow2', 'dense', 1)
     """
-    t, meta = tensor_meta(name, tensor)
-    if not t.is_floating_point():
-        return TensorPlan(meta | {"values": "raw", "layout": "dense"}, [],
-                          _bytes_stream(_to_bytes(t), t.element_size()))
-    shape = tuple(t.shape)
-    pow2 = pow2_codes(t.double().reshape(-1).numpy())
-    if pow2 is not None:
-        e_min, levels, codes = pow2
-        meta |= {"values": "pow2", "exp_min": e_min, "levels": levels,
-                 "kept": int(np.count_nonzero(codes))}
-        return _plan_pow2(meta, codes, levels, shape)
-    store = torch.float16 if float_dtype == "float16" else t.dtype
-    stored = t.reshape(-1).to(store)
-    _check_no_overflow(name, t.reshape(-1), stored)
-    nonzero = np.flatnonzero((stored != 0).numpy())
-    meta |= {"values": _DTYPE_NAMES[store], "kept": int(nonzero.size)}
-    dense = TensorPlan(meta | {"layout": "dense"}, [],
-                       _bytes_stream(_to_bytes(stored), stored.element_size()))
-    if nonzero.size == stored.numel():
+    v = tensor_values(name, tensor, float_dtype)
+    if v.codes is not None:
+        return _plan_pow2(v.meta, v.codes, v.nonzero, v.shape)
+    dense = TensorPlan(v.meta | {"layout": "dense"}, [], v.whole)
+    if v.stored is None or v.nonzero.size == v.stored.numel():
         return dense
-    options = [(f, best_gaps(f.kept_sub)) for f in factorings(nonzero, shape)]
-    best, kept_code = min(options, key=lambda o: o[0].sets_bits + o[1].bits)
-    values = _bytes_stream(_to_bytes(stored[torch.from_numpy(nonzero)]), stored.element_size())
-    sparse_bits = best.sets_bits + kept_code.bits + 8 * len(values)
-    if 8 * len(dense.values) <= sparse_bits:
+    best, kept_code, values = sparse_floats(v)
+    if 8 * len(dense.values) <= best.sets_bits + kept_code.bits + 8 * len(values):
         return dense
-    return TensorPlan(meta | {"layout": "sparse"} | best.extra,
+    return TensorPlan(v.meta | {"layout": "sparse"} | best.extra,
                       [*map(_gap_group, best.sets), _gap_group(kept_code)], values,
-                      _sets(best, shape))
+                      _sets(best, v.shape))
 
 
-def _plan_pow2(meta: dict[str, Any], codes: np.ndarray, levels: int,
+def _plan_pow2(meta: dict[str, Any], codes: np.ndarray, nonzero: np.ndarray,
                shape: tuple[int, ...]) -> TensorPlan:
     """Cheapest (factoring, dense or sparse) by estimated bits; signs cost one bit each."""
-    nonzero = np.flatnonzero(codes)
+    levels = meta["levels"]
     signs = (codes[nonzero] - 1) % 2
     kept_mags = (codes[nonzero] - 1) // 2
     kept_model = StaticModel.fit(kept_mags, levels)
