@@ -2,9 +2,10 @@
 
 Zhou, Yao, Guo, Xu, Chen, "Incremental Network Quantization", ICLR 2017. A layer's level set is
 ``{0} ∪ {±2^e : n2 <= e <= n1}`` with ``n1 = floor(log2(4s/3))``, ``s = max|w|`` and
-``n2 = n1 - K + 1``. Rounding follows the paper's Eq. 4: ``|w|`` in ``[0.75*2^e, 1.5*2^e)`` goes
-to ``2^e``; the smallest level takes ``[2^(n2-1), 1.5*2^n2)``; below ``2^(n2-1)`` is 0; at or
-above ``1.5*2^n1`` clamps to ``2^n1``.
+``n2 = n1 - K + 1`` (or, with ``levels="mse"``, the ``n1`` among that one and the 16 below it
+whose level set rounds the layer with the least squared error). Rounding follows the paper's
+Eq. 4: ``|w|`` in ``[0.75*2^e, 1.5*2^e)`` goes to ``2^e``; the smallest level takes
+``[2^(n2-1), 1.5*2^n2)``; below ``2^(n2-1)`` is 0; at or above ``1.5*2^n1`` clamps to ``2^n1``.
 
 Fixed entries are stored as their value in a bfloat16 tensor with NaN marking free entries, 2
 bytes per entry. bfloat16 holds every ``±2^e`` with ``MIN_EXPONENT = -133 <= e <= MAX_EXPONENT =
@@ -25,13 +26,15 @@ from decimal import ROUND_CEILING, Decimal
 import torch
 
 from nncompress._config import check, config_class
-from nncompress.errors import NonFiniteError
+from nncompress.errors import NonFiniteError, did_you_mean
 
-__all__ = ["FIXED_DTYPE", "MAX_EXPONENT", "MIN_EXPONENT", "STRATEGIES", "INQConfig",
-           "check_finite", "exponent_range", "fix_count", "level_range", "portion_steps",
-           "quantize", "select_largest"]
+__all__ = ["FIXED_DTYPE", "LEVEL_RULES", "MAX_EXPONENT", "MIN_EXPONENT", "MSE_SEARCH",
+           "STRATEGIES", "INQConfig", "check_finite", "exponent_range", "fit_level_range",
+           "fix_count", "level_range", "portion_steps", "quantize", "select_largest"]
 
 STRATEGIES = ("magnitude", "random")
+LEVEL_RULES = ("max", "mse")
+MSE_SEARCH = 16  # levels="mse" tries the paper's n1 and the 16 exponents below it
 FIXED_DTYPE = torch.bfloat16
 MIN_EXPONENT = -133  # 2^-133: the smallest bfloat16 subnormal, the least power it holds
 MAX_EXPONENT = 127   # 2^127: the largest power of two float32 and bfloat16 hold
@@ -53,6 +56,11 @@ class INQConfig:
         strategy: ``"magnitude"`` fixes the largest free entries first (the paper);
             ``"random"`` a seeded random choice (the paper's ablation).
         include_bias: quantize biases too, with their own level set (the seed does).
+        levels: how ``n1`` is chosen when INQ starts on a blob: ``"max"``, the paper's
+            ``floor(log2(4/3 * max|w|))``; ``"mse"``, the exponent from that one down to 16
+            below it whose level set rounds the blob's entries with the least sum of squared
+            errors (ties: the larger). ``"mse"`` suits small K, where the paper's levels sit
+            near the largest weight and round most entries to 0. See :func:`fit_level_range`.
         seed: seed of the ``random`` strategy; each layer mixes in a hash of its name.
 
     Example:
@@ -65,6 +73,7 @@ class INQConfig:
     strategy: str = "magnitude"
     include_bias: bool = True
     seed: int = 0
+    levels: str = "max"
 
     def __post_init__(self) -> None:
         own = "INQConfig"
@@ -90,6 +99,9 @@ class INQConfig:
               "use true or false")
         check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
               own, "seed", self.seed, "use an integer >= 0")
+        hint = did_you_mean(self.levels, LEVEL_RULES) if isinstance(self.levels, str) else ""
+        check(self.levels in LEVEL_RULES, own, "levels", self.levels,
+              f"use 'max' (the paper's rule) or 'mse' (fitted to the weights){hint}")
 
 
 def portion_steps(step: float) -> tuple[float, ...]:
@@ -165,6 +177,51 @@ def level_range(max_abs: float, num_quantum_values: int,
     _, exponent = math.frexp(4.0 * max_abs / 3.0)  # x = m * 2^exponent, m in [0.5, 1)
     n1 = min(max(exponent - 1, least), greatest)
     return n1, max(n1 - num_quantum_values + 1, least)
+
+
+def fit_level_range(values: torch.Tensor, num_quantum_values: int,
+                    levels: str = "max") -> tuple[int, int]:
+    """Exponents ``(n1, n2)`` of the level set of a blob, by the rule ``levels``.
+
+    ``"max"`` is :func:`level_range` of ``max|values|``. ``"mse"`` takes each ``n1`` from that
+    one down to ``MSE_SEARCH`` below it (not below :func:`exponent_range`), with ``n2 = n1 - K +
+    1`` clamped as :func:`level_range` clamps it, and keeps the one with the least
+    ``sum((w - quantize(w, n1, n2))**2)``; exact ties go to the larger ``n1``. Entries that
+    are 0 add nothing to that sum, so it runs over the participating entries. The errors are
+    summed in float64 on the values' device (on the CPU for MPS, which has no float64), and the
+    totals are read back to the host once.
+
+    Args:
+        values: the blob's entries, finite, at least one of them non-zero.
+        num_quantum_values: K, the number of exponents.
+        levels: ``"max"`` or ``"mse"`` (see :attr:`INQConfig.levels`).
+
+    Returns:
+        ``(n1, n2)``, both within :func:`exponent_range` of ``values.dtype``.
+
+    Raises:
+        ConfigError: ``levels`` is neither ``"max"`` nor ``"mse"``.
+
+    Example:
+        >>> w = torch.tensor([0.3, -0.35, 0.4, 0.45, 1.0])  # ternary: {0, +-2^n1}
+        >>> fit_level_range(w, 1), fit_level_range(w, 1, "mse")  # +-1 or +-0.5
+        ((0, 0), (-1, -1))
+    """
+    check(levels in LEVEL_RULES, "fit_level_range", "levels", levels, "use 'max' or 'mse'")
+    n1, n2 = level_range(float(values.abs().max()), num_quantum_values, values.dtype)
+    if levels == "max":
+        return n1, n2
+    least, _ = exponent_range(values.dtype)
+    if values.device.type == "mps":
+        values = values.cpu()
+    values = values.detach()
+    exact = values.double()
+    candidates = range(n1, max(n1 - MSE_SEARCH, least) - 1, -1)
+    totals = torch.stack([
+        (exact - quantize(values, top, max(top - num_quantum_values + 1, least)).double())
+        .square().sum() for top in candidates]).tolist()  # the one host read
+    best = candidates[totals.index(min(totals))]  # the first minimum: the larger n1
+    return best, max(best - num_quantum_values + 1, least)
 
 
 def quantize(values: torch.Tensor, n1: int, n2: int) -> torch.Tensor:

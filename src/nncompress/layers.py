@@ -185,8 +185,8 @@ class CompressedLayer(nn.Module):
     def start_inq(self, config: INQConfig) -> None:
         """Start INQ: bake DNS masks, fix zeros, and fix each blob's level set."""
         if self.inq_config is not None:
-            if config.num_quantum_values != self.inq_config.num_quantum_values or \
-                    config.include_bias != self.inq_config.include_bias:
+            if any(getattr(config, key) != getattr(self.inq_config, key)
+                   for key in ("num_quantum_values", "include_bias", "levels")):
                 raise ConfigError(f"layer {self.layer_name!r} is already under INQ with "
                                   f"{self.inq_config}; its level set cannot change")
             self.inq_config = config
@@ -194,7 +194,7 @@ class CompressedLayer(nn.Module):
         if self.dns_config is not None:
             self.bake_masks()
         for blob in self.blobs(config.include_bias):
-            self._start_inq_blob(blob, config.num_quantum_values)
+            self._start_inq_blob(blob, config)
         device = self.param("weight").device
         self.register_buffer("inq_portion", torch.zeros((), dtype=torch.float64, device=device))
         self.register_buffer("inq_steps", torch.zeros((), dtype=torch.int64, device=device))
@@ -202,14 +202,14 @@ class CompressedLayer(nn.Module):
         self.register_buffer("inq_seed", torch.tensor(seed, dtype=torch.int64, device=device))
         self.inq_config = config
 
-    def _start_inq_blob(self, blob: str, num_quantum_values: int) -> None:
+    def _start_inq_blob(self, blob: str, config: INQConfig) -> None:
         param = self.param(blob).detach()
         _inq.check_finite(param, self.layer_name, f"in {blob} when INQ starts")
         participating = param != 0
         count = int(participating.sum())
         n1 = n2 = 0
         if count:
-            n1, n2 = _inq.level_range(float(param.abs().max()), num_quantum_values, param.dtype)
+            n1, n2 = _inq.fit_level_range(param, config.num_quantum_values, config.levels)
         fixed = torch.where(participating, math.nan, 0.0).to(_inq.FIXED_DTYPE)
         self.register_buffer(f"{blob}_fixed", fixed)
         self.register_buffer(f"{blob}_levels", torch.tensor([n1, n2, count], dtype=torch.int64,
