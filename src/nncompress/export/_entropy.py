@@ -15,14 +15,14 @@ minimise table plus payload size: small streams get coarse tables, big streams p
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from nncompress.errors import FormatError
 
-__all__ = ["RansDecoder", "RansEncoder", "StaticModel"]
+__all__ = ["RansDecoder", "RansEncoder", "StaticModel", "read_gamma"]
 
 _L = 1 << 23  # lower bound of the normalised state; the state fits in 31 bits
 _MAX_SCALE = 12  # precision written (at most 2**12 slots; readers of version 1 take up to 15)
@@ -102,6 +102,29 @@ def _quantise(counts: np.ndarray, scale: int) -> np.ndarray:
 def _gamma_bits(values: np.ndarray) -> np.ndarray:
     """Length of the Elias-gamma code of each value (values >= 1)."""
     return np.asarray(2 * np.floor(np.log2(values)).astype(np.int64) + 1)
+
+
+def read_gamma(get_bits: Callable[[int], int], limit: int, what: str) -> int:
+    """Read an Elias-gamma code through ``get_bits`` (which reads that many bits).
+
+    Raises:
+        FormatError: the value is above ``limit`` (``what`` starts the message), found as
+            soon as its unary prefix is too long.
+
+    Example:
+        >>> bits = iter([0, 0, 1, 0, 1])  # 0b101 = 5
+        >>> read_gamma(lambda n: sum(next(bits) << i for i in reversed(range(n))), 9, "t")
+        5
+    """
+    zeros = 0
+    while get_bits(1) == 0:
+        zeros += 1
+        if zeros > limit.bit_length():
+            raise FormatError(f"{what} exceeds {limit}")
+    value = (1 << zeros) | get_bits(zeros)  # the bits below the leading 1
+    if value > limit:
+        raise FormatError(f"{what} exceeds {limit}")
+    return value
 
 
 def _table_bits(freqs: np.ndarray) -> float:
@@ -216,15 +239,7 @@ class RansDecoder:
 
     def get_gamma(self, limit: int) -> int:
         """Read an Elias-gamma code; values above ``limit`` are a format error."""
-        zeros = 0
-        while self.get_bits(1) == 0:
-            zeros += 1
-            if zeros > limit.bit_length():
-                raise FormatError(f"{self._what}: number in the stream exceeds {limit}")
-        value = (1 << zeros) | self.get_bits(zeros)  # the bits below the leading 1
-        if value > limit:
-            raise FormatError(f"{self._what}: number in the stream exceeds {limit}")
-        return value
+        return read_gamma(self.get_bits, limit, f"{self._what}: number in the stream")
 
     def get_model(self, max_alphabet: int = _MAX_ALPHABET) -> StaticModel:
         """Read a static model's table and check that it is a valid distribution."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from nncompress.errors import FormatError
+from nncompress.export._entropy import read_gamma
 
 __all__ = ["CARRIED_BITS", "LANE_L", "MAX_SCALE", "MAX_STEPS", "STEPS", "BitReader", "BitWriter",
            "decode_lanes", "encode_lanes", "from_bits", "lane_count", "to_bits"]
@@ -122,15 +123,7 @@ class BitReader:
 
     def get_gamma(self, limit: int) -> int:
         """Read an Elias-gamma code; a value above ``limit`` is a FormatError."""
-        zeros = 0
-        while self.get(1) == 0:
-            zeros += 1
-            if zeros > limit.bit_length():
-                raise FormatError(f"{self._what}: number in the tables exceeds {limit}")
-        value = (1 << zeros) | self.get(zeros)
-        if value > limit:
-            raise FormatError(f"{self._what}: number in the tables exceeds {limit}")
-        return value
+        return read_gamma(self.get, limit, f"{self._what}: number in the tables")
 
     @property
     def bits_read(self) -> int:
