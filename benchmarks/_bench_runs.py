@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from _bench_command import reproduce_command
 from nncompress.errors import FormatError
 from nncompress.recipe import packaged_recipes
 from nncompress.report import read_report
+from nncompress.run_resume import read_saved_recipe
 
 __all__ = ["LayerRow", "RunRow", "header_comment", "read_run", "wall_time"]
 
@@ -128,13 +127,10 @@ def header_comment(file: Path) -> str:
 
 def _saved_recipe(folder: Path) -> dict[str, Any]:
     file = folder / "recipe.yaml"
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FormatError(f"{file}: missing; is {folder} a run folder?") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise FormatError(f"{file}: not readable ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("stages"), list):
+    if not file.is_file():
+        raise FormatError(f"{file}: missing; is {folder} a run folder?")
+    data = read_saved_recipe(file)  # a mapping, or a FormatError naming the damage
+    if not isinstance(data.get("stages"), list):
         raise FormatError(f"{file}: not a run's recipe (no stages)")
     return data
 
