@@ -75,6 +75,16 @@ def test_hand_computed_ternary_sets() -> None:
     assert inq.fit_level_range(w, 2, "mse") == (0, -1)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_mse_on_cuda_chooses_as_on_the_cpu(dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(11)
+    for k in (1, 2, 4, 8):
+        values = (torch.randn(100_000, generator=gen) ** 3 * 0.05).to(dtype)
+        assert inq.fit_level_range(values.cuda(), k, "mse") == \
+            inq.fit_level_range(values, k, "mse")
+
+
 def test_exact_tie_keeps_the_larger_exponent() -> None:
     # 0.75 is as far from 1 (n1 = 0) as from 0.5 (n1 = -1): 0.0625 each, exactly.
     assert inq.fit_level_range(torch.tensor([0.75, -0.75]), 1, "mse") == (0, 0)
