@@ -1,6 +1,6 @@
-"""What the golden file scripts share: the tensor digest, the writer of a set of golden files
-with their expected digests, and the model with a chain of dead neurons (also used by
-``tests/test_compact_context.py``)."""
+"""What the golden file scripts share: the tensor digest, the format version 1 writer, the
+writer of a set of golden files with their expected digests, and the model with a chain of dead
+neurons (also used by ``tests/test_compact_context.py``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ import torch
 from torch import nn
 
 import nncompress as nnc
+from nncompress._io import atomic_write_bytes
 from nncompress.export import save_compact
-from nncompress.models import build_model
+from nncompress.export._codec import encode_tensor
+from nncompress.export._container import FORMAT_NAME, pack
+from nncompress.models import architecture, build_model
 
 # how the golden BatchNorm1d(3) files are saved: its architecture and float16 storage
 BN_KWARGS: dict[str, Any] = {"arch": {"ref": "torch.nn:BatchNorm1d",
@@ -44,14 +47,32 @@ def chain_model(seed: int, hidden: int, dead: float, keep: float) -> nn.Module:
     return nnc.finalize(model)
 
 
+def save_v1(model: nn.Module, path: Path, *, arch: dict[str, Any] | None = None,
+            float_dtype: str = "float32") -> None:
+    """Save a finalized model as format version 1, as nncompress 0.1.0 wrote it: two streams
+    per tensor (positions, values), each coded on its own, and no ``coded`` shared stream."""
+    metas, streams = [], []
+    for name, tensor in model.state_dict().items():
+        enc = encode_tensor(name, tensor.detach().cpu(), float_dtype)
+        metas.append(enc.meta | {"bytes": [len(enc.positions), len(enc.values)]})
+        streams += [enc.positions, enc.values]
+    meta = {"format": FORMAT_NAME, "arch": arch or architecture(model),
+            "float_dtype": float_dtype, "writer": "nncompress 0.1.0", "tensors": metas}
+    atomic_write_bytes(path, pack(meta, streams))  # version 1: the metadata has no "coded"
+
+
 def write_golden(folder: Path, files: list[tuple[str, nn.Module, dict[str, Any]]],
-                 expected: str) -> None:
-    """Save each ``(file name, model, save_compact keyword arguments)`` into ``folder`` and
-    write the digests of the state each file loads back as the JSON file ``expected``."""
+                 expected: str, version: int = 2) -> None:
+    """Save each ``(file name, model, save_compact keyword arguments)`` into ``folder`` in
+    format ``version`` (2: :func:`save_compact`; 1: :func:`save_v1`) and write the digests of
+    the state each file loads back as the JSON file ``expected``."""
     folder.mkdir(parents=True, exist_ok=True)
     digests = {}
     for name, model, kwargs in files:
-        save_compact(model, folder / name, **kwargs)
+        if version == 1:
+            save_v1(model, folder / name, **kwargs)
+        else:
+            save_compact(model, folder / name, **kwargs)
         state = model.state_dict()
         if kwargs.get("float_dtype") == "float16":  # what a float16 file gives back
             state = {k: v.half().to(v.dtype) if v.is_floating_point() else v

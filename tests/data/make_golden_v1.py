@@ -5,6 +5,10 @@ The golden files stay as committed: every later nncompress must keep loading the
 files and the expected tensor digests into a folder given on the command line::
 
     python tests/data/make_golden_v1.py /tmp/golden
+
+The files are written by the version 1 writer (``save_v1`` in ``_golden_common.py``: the
+version 1 tensor encoder the package keeps, two streams per tensor), not by ``save_compact``,
+which writes version 2; they come out byte for byte as committed.
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ def main(folder: Path) -> None:
     """Write the golden files and ``golden_v1_expected.json``."""
     write_golden(folder, [("golden_v1_cnn.ncz", cnn(), {}), ("golden_v1_mlp.ncz", mlp(), {}),
                           ("golden_v1_bn.ncz", batch_norm(), BN_KWARGS)],
-                 "golden_v1_expected.json")
+                 "golden_v1_expected.json", version=1)
 
 
 if __name__ == "__main__":
