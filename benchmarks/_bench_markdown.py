@@ -103,10 +103,11 @@ def _details(rows: Sequence[RunRow]) -> list[str]:
             continue
         out += ["", f"### {MODEL_NAMES.get(model, model)}", ""]
         out += _table(("run", "folder", "test error", "reference error", "bits", "`.ncz` file",
-                       "held out for validation", "wall time"),
+                       "held out for validation", "validation accuracy", "wall time"),
                       [[f"`{r.name}`", f"`{r.folder}`", _percent(r.error),
                         _percent(r.reference_error), _bits(r), _size(r.ncz_bytes),
-                        f"{r.validation:,}", _minutes(r)] for r in mine])
+                        f"{r.validation:,}", _percent(r.validation_accuracy), _minutes(r)]
+                       for r in mine])
         names = list(dict.fromkeys(layer.name for r in mine for layer in r.layers))
         cells = []
         for r in mine:
@@ -148,10 +149,12 @@ def ablation_table(ablations: Sequence[Ablation]) -> list[str]:
         nbytes = ("-" if a.ncz_bytes is None or b.ncz_bytes is None
                   else f"{b.ncz_bytes - a.ncz_bytes:+,} B")
         body.append([ab.mean, f"`{a.folder}` → `{b.folder}`",
+                     f"{_percent(a.validation_accuracy)} → {_percent(b.validation_accuracy)}",
                      f"{_percent(a.error)} → {_percent(b.error)}", error,
                      f"{a.kept:,} → {b.kept:,}", f"{b.kept - a.kept:+,}",
                      f"{_size(a.ncz_bytes)} → {_size(b.ncz_bytes)}", nbytes])
-    return _table(("mean", "runs (a → a + mean)", "test error", "change", "kept", "change",
+    return _table(("mean", "runs (a → a + mean)", "validation accuracy", "test error", "change",
+                   "kept", "change",
                    "`.ncz` file", "change"), body)
 
 

@@ -62,6 +62,7 @@ class RunRow:
     labels: tuple[str, ...] = ()  # per stage: "dns", "inq K=8", "dns (distilled)"...
     prerequisites: tuple[str, ...] = ()  # commands that make the model.weights it starts from
     weights_wall_s: float | None = None  # wall time of the run folder that made those weights
+    validation_accuracy: float | None = None  # at the last evaluation, when examples were held out
 
     @property
     def compression(self) -> float | None:
@@ -263,6 +264,8 @@ def read_run(folder: str | Path, *, evaluate_reference: bool = True,
     compact = report.get("compact") or {}
     data = recipe.get("data")
     held_out = int(data.get("validation") or 0) if isinstance(data, dict) else 0
+    evaluated = [s["accuracy"] for s in report.get("stages") or []
+                 if isinstance(s, dict) and isinstance(s.get("accuracy"), (int, float))]
     return RunRow(
         folder=str(folder), name=name, model=str(report.get("model", "")), stages=tuple(stages),
         inq_k=_inq_k(recipe), validation=held_out,
@@ -272,4 +275,5 @@ def read_run(folder: str | Path, *, evaluate_reference: bool = True,
         ncz_bytes=compact.get("bytes"), wall_s=wall, sessions=sessions, command=command,
         command_note=note,
         header=own or (header_comment(shipped) if shipped is not None else ""),
-        labels=_labels(recipe), prerequisites=before, weights_wall_s=weights_wall)
+        labels=_labels(recipe), prerequisites=before, weights_wall_s=weights_wall,
+        validation_accuracy=float(evaluated[-1]) if held_out and evaluated else None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ def test_from_writes_the_reports_numbers(runs: tuple[Path, Path], tmp_path: Path
     ncz = f"{report(a)['compact']['bytes']:,} B"
     widths = sorted({layer["bits"] for layer in report(a)["layers"]})
     bits = f"{widths[0]}" if len(widths) == 1 else f"{widths[0]}-{widths[-1]}"
-    assert f"| `tiny_a` | `{a}` | {err} | - | {bits} | {ncz} | 0 | {minutes} |" in lines
+    assert f"| `tiny_a` | `{a}` | {err} | - | {bits} | {ncz} | 0 | - | {minutes} |" in lines
     assert f"nncompress run {a}/recipe.yaml --out {a} --threads 1" in lines
     assert "| LeNet-5 | DNS (Guo, Yao, Chen, NIPS 2016) |  | 108x | 0.91% |  |  |" in lines
 
@@ -123,6 +124,21 @@ def test_reference_of_a_recipe_without_training_is_its_starting_weights(
 
 
 @pytest.mark.slow
+def test_validation_accuracy_is_the_last_evaluation_on_held_out_examples(
+        runs: tuple[Path, Path], tmp_path: Path) -> None:
+    a, _ = runs
+    assert read_run(a, evaluate_reference=False).validation_accuracy is None  # none held out
+    held = tmp_path / "held"
+    shutil.copytree(a, held)
+    recipe = yaml.safe_load((held / "recipe.yaml").read_text())
+    recipe["data"]["validation"] = 32
+    (held / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    evaluated = [s["accuracy"] for s in report(held)["stages"] if "accuracy" in s]
+    assert len(evaluated) >= 2 and evaluated[-1] is not None
+    assert read_run(held, evaluate_reference=False).validation_accuracy == evaluated[-1]
+
+
+@pytest.mark.slow
 def test_readme_block_and_ablation(runs: tuple[Path, Path], tmp_path: Path) -> None:
     a, b = runs
     readme = tmp_path / "README.md"
@@ -141,7 +157,7 @@ def test_readme_block_and_ablation(runs: tuple[Path, Path], tmp_path: Path) -> N
     change = 100 * (rb["test"]["error"] - ra["test"]["error"])
     kept = rb["totals"]["kept"] - ra["totals"]["kept"]
     nbytes = rb["compact"]["bytes"] - ra["compact"]["bytes"]
-    assert (f"| c rate 0.8 | `{a}` → `{b}` | {100 * ra['test']['error']:.2f}% → "
+    assert (f"| c rate 0.8 | `{a}` → `{b}` | - → - | {100 * ra['test']['error']:.2f}% → "
             f"{100 * rb['test']['error']:.2f}% | {change:+.2f} points | "
             f"{ra['totals']['kept']:,} → {rb['totals']['kept']:,} | {kept:+,} | "
             f"{ra['compact']['bytes']:,} B → {rb['compact']['bytes']:,} B | {nbytes:+,} B |"
