@@ -12,9 +12,13 @@ thresholds. The only read from the device is the statistics at ``i = 0``.
 
 The mirror follows its buffers: :func:`current` compares the buffers' identities and version
 counters (plain attributes, no device access) with those recorded, and re-reads the buffers
-only when something outside the layer changed them. ``load_state_dict`` (values read from the
-state dict's own tensors) and ``.to()`` (values kept, tensors re-bound) update the mirror
-without any read, through :meth:`CompressedLayer._load_from_state_dict` and ``_apply``
+only when something outside the layer changed them. The same test guards each mask's copy in
+the weight's dtype (:func:`float_mask`, 4 more bytes per entry for float32 weights): the
+forward multiplies by it, and the mask update compares against it, without converting the bool
+mask at every use; a mask update makes the new copy as it goes, and a deep copy or pickle of
+the layer leaves the copies out. ``load_state_dict`` (values read from the state dict's own
+tensors) and ``.to()`` (values kept, tensors re-bound) update the mirror without any read,
+through :meth:`CompressedLayer._load_from_state_dict` and ``_apply``
 (:func:`moving`, which also keeps the state's dtypes through ``.half()``).
 """
 
@@ -24,7 +28,7 @@ import contextlib
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -33,10 +37,13 @@ from nncompress import dns as _dns
 if TYPE_CHECKING:
     from nncompress.layers import CompressedLayer
 
-__all__ = ["HostMirror", "current", "forget", "load_from_state", "moving", "start", "surgery"]
+__all__ = ["MASK_COPIES", "HostMirror", "current", "float_mask", "forget", "load_from_state",
+           "moving", "start", "surgery"]
 
 _KEYS = ("dns_iteration", "dns_stats", "dns_seed")
 _ATTR = "_dns_host"
+# layer attribute: blob -> (its bool mask, that mask's version, the mask in a weight dtype)
+MASK_COPIES = "_dns_float_masks"
 
 
 @dataclass
@@ -48,6 +55,7 @@ class HostMirror:
     active: bool  # statistics taken and the thresholds are numbers: surgery may run
     low: torch.Tensor  # prune threshold, float64, 0-dim, on the layer's device
     high: torch.Tensor  # splice threshold
+    limit: float = math.inf  # the splice threshold as a host number (inf while not active)
     tensors: tuple[torch.Tensor, ...] = ()  # the buffers mirrored, by identity
     versions: tuple[int, ...] = ()  # and their version counters when last in sync
     typed: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
@@ -64,13 +72,14 @@ class HostMirror:
         return pair
 
 
-def _buffers(layer: CompressedLayer) -> tuple[torch.Tensor, ...]:
-    return tuple(layer.buffer(key) for key in _KEYS)
+def _buffers(layer: CompressedLayer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    found = layer._buffers  # once per layer and forward: no generator, no accessor
+    return found["dns_iteration"], found["dns_stats"], found["dns_seed"]  # type: ignore[return-value]
 
 
 def _record(layer: CompressedLayer, mirror: HostMirror) -> HostMirror:
-    mirror.tensors = _buffers(layer)
-    mirror.versions = tuple(t._version for t in mirror.tensors)
+    mirror.tensors = a, b, c = _buffers(layer)
+    mirror.versions = a._version, b._version, c._version
     layer.__dict__[_ATTR] = mirror
     return mirror
 
@@ -99,7 +108,11 @@ def _active(stats: list[float], layer: CompressedLayer) -> bool:
 def _mirror_from(layer: CompressedLayer, iteration: int, seed: int,
                  stats: list[float]) -> HostMirror:
     low, high = _device_thresholds(layer.buffer("dns_stats"), layer)
-    return _record(layer, HostMirror(iteration, seed, _active(stats, layer), low, high))
+    active = _active(stats, layer)
+    config = layer.dns_config
+    assert config is not None
+    limit = _dns.thresholds(stats[0], stats[1], config)[1] if active else math.inf
+    return _record(layer, HostMirror(iteration, seed, active, low, high, limit))
 
 
 def start(layer: CompressedLayer, seed: int) -> None:
@@ -108,8 +121,40 @@ def start(layer: CompressedLayer, seed: int) -> None:
 
 
 def forget(layer: CompressedLayer) -> None:
-    """Drop the mirror (the layer leaves DNS)."""
+    """Drop the mirror and the masks' copies (the layer leaves DNS)."""
     layer.__dict__.pop(_ATTR, None)
+    layer.__dict__.pop(MASK_COPIES, None)
+
+
+class _Copies(dict[str, tuple[torch.Tensor, int, torch.Tensor]]):
+    """A layer's mask copies; a deep copy or pickle of the layer starts without any.
+
+    A copied mask is a new tensor whose version counter starts again at 0, so a copied entry
+    could pass for current while it is not: copies are made again from the copied masks.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Copies:
+        return _Copies()
+
+    def __reduce__(self) -> tuple[type[_Copies], tuple[()]]:
+        return _Copies, ()
+
+
+def float_mask(layer: CompressedLayer, blob: str, dtype: torch.dtype) -> torch.Tensor:
+    """``blob``'s mask as 1/0 in ``dtype``: converted once, again only after the mask changed.
+
+    Multiplying by it gives the same numbers as multiplying by the bool mask, which converts
+    it to ``dtype`` first. Do not change it in place: it is the layer's, shared across forwards.
+    """
+    mask = layer.buffer(f"{blob}_mask")
+    copies: _Copies = layer.__dict__.setdefault(MASK_COPIES, _Copies())
+    entry = copies.get(blob)
+    if entry is not None and entry[0] is mask and entry[1] == mask._version and \
+            entry[2].dtype == dtype:
+        return entry[2]
+    value = mask.to(dtype)
+    copies[blob] = (mask, mask._version, value)
+    return value
 
 
 def current(layer: CompressedLayer) -> HostMirror:
@@ -137,6 +182,7 @@ def moving(layer: CompressedLayer, state_keys: tuple[str, ...]) -> Iterator[None
     mirror = current(layer) if all(k in layer._buffers for k in _KEYS) else None
     before = {k: v for k, v in layer._buffers.items() if k in state_keys and v is not None}
     yield
+    layer.__dict__.pop(MASK_COPIES, None)  # made again where the masks are now
     for key, old in before.items():
         new = layer._buffers.get(key)
         if new is not None and new.dtype != old.dtype:
@@ -170,6 +216,26 @@ def _statistics(layer: CompressedLayer, mirror: HostMirror, blobs: list[str]) ->
     return _mirror_from(layer, 0, mirror.seed, values)
 
 
+def _update(layer: CompressedLayer, mirror: HostMirror, blob: str) -> None:
+    """:func:`nncompress.dns.update_mask` of ``blob`` in three kernels, keeping the float copy.
+
+    Each entry keeps ``|w| > thr`` with ``thr`` the prune threshold where the mask keeps it
+    and the splice threshold where it does not: ``torch.lerp(high, low, m)`` with ``m`` the
+    float mask is exactly ``high`` at 0 and ``low`` at 1 (its formula for weights >= 0.5 is
+    ``low - (low - high) * (1 - m)``) while both are finite in the weight's dtype, which the
+    host knows from the statistics; otherwise :func:`~nncompress.dns.update_mask` runs.
+    """
+    weight = layer.param(blob)
+    mask = layer.buffer(f"{blob}_mask")
+    low, high = mirror.thresholds(weight.dtype)
+    if not mirror.limit < torch.finfo(weight.dtype).max / 2:
+        _dns.update_mask(weight, mask, low, high)
+        return
+    kept = weight.detach().abs().gt_(torch.lerp(high, low, float_mask(layer, blob, weight.dtype)))
+    mask.copy_(kept)
+    layer.__dict__[MASK_COPIES][blob] = (mask, mask._version, kept)
+
+
 def surgery(layer: CompressedLayer) -> None:
     """One DNS iteration: statistics at ``i = 0``, a probabilistic mask update, ``i += 1``.
 
@@ -186,10 +252,9 @@ def surgery(layer: CompressedLayer) -> None:
     if mirror.active and 0 <= iteration < config.iter_stop and \
             _dns.uniform_draw(mirror.seed, iteration) < \
             _dns.surgery_probability(iteration, config.gamma, config.power):
-        for b in blobs:
-            weight = layer.param(b)
-            low, high = mirror.thresholds(weight.dtype)
-            _dns.update_mask(weight, layer.buffer(f"{b}_mask"), low, high)
-    layer.buffer("dns_iteration").add_(1)
+        for blob in blobs:
+            _update(layer, mirror, blob)
+    counter, stats, seed = mirror.tensors  # as current() or _statistics() just recorded them
+    counter.add_(1)
     mirror.iteration = iteration + 1
-    _record(layer, mirror)
+    mirror.versions = counter._version, stats._version, seed._version

@@ -91,7 +91,8 @@ class CompressedLayer(nn.Module):
                                       if k not in _DNS_BUFFERS + _INQ_BUFFERS}
         plain.__dict__["_parameters"] = dict(self._parameters)
         plain.__dict__["_modules"] = dict(self._modules)
-        for key in ("layer_name", "dns_config", "inq_config", "_step_keep", "_dns_host"):
+        for key in ("layer_name", "dns_config", "inq_config", "_step_keep", "_dns_host",
+                    _surgery.MASK_COPIES):
             plain.__dict__.pop(key, None)
         return plain
 
@@ -292,9 +293,10 @@ class CompressedLayer(nn.Module):
         if dns_config is not None:
             if self.training and dns_config.advance == "forward":
                 self.surgery()
-            weight = _dns.straight_through_mask(weight, self.buffer("weight_mask"))
+            mask = _surgery.float_mask  # the mask in the blob's dtype, kept between forwards
+            weight = _dns.straight_through_mask(weight, mask(self, "weight", weight.dtype))
             if bias is not None and dns_config.include_bias:
-                bias = _dns.straight_through_mask(bias, self.buffer("bias_mask"))
+                bias = _dns.straight_through_mask(bias, mask(self, "bias", bias.dtype))
         elif self.inq_config is not None and self.training:
             # A deep copy or a re-made Parameter is new to the hooks: track it before its step.
             for blob in self.blobs(self.inq_config.include_bias):
