@@ -35,6 +35,7 @@ _MASK64 = (1 << 64) - 1
 SKIP_HINT = "fix or remove it, or set skip_bad_images: true to skip unreadable images"
 
 Batch = tuple[torch.Tensor | None, torch.Tensor | None, tuple[str, ...]]
+Sample = tuple[torch.Tensor | None, int | None, tuple[str, ...]]  # one example; collated: Batch
 
 
 class ImageSource(Protocol):
@@ -93,11 +94,12 @@ class SampleFeed(Dataset[Any]):
                  skip_bad_images: bool) -> None:
         self.source, self.transform, self.seed = source, transform, seed
         self.skip_bad_images = skip_bad_images
+        self.draws = transform.config.kind != "none"  # else no generator is made per sample
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, key: int | tuple[int, int, int]) -> Batch | Failure:
+    def __getitem__(self, key: int | tuple[int, int, int]) -> Sample | Failure:
         try:
             if isinstance(key, tuple):
                 return self._train_sample(*key)
@@ -120,7 +122,7 @@ class SampleFeed(Dataset[Any]):
         except ConfigError as exc:
             raise ConfigError(f"{self.source.where(index)}: {exc}") from None
 
-    def _train_sample(self, index: int, iteration: int, position: int) -> Batch:
+    def _train_sample(self, index: int, iteration: int, position: int) -> Sample:
         bad: list[str] = []
         n = len(self.source)
         for step in range(n):
@@ -129,25 +131,26 @@ class SampleFeed(Dataset[Any]):
             if loaded is None:
                 bad.append(self.source.where(current))
                 continue
-            rng = random.Random(sample_seed(self.seed, iteration, position))
-            x = self._transformed(loaded[0], current, rng)
-            return x, torch.tensor(loaded[1], dtype=torch.int64), tuple(bad)
+            rng = random.Random(sample_seed(self.seed, iteration, position)) if self.draws \
+                else None
+            return self._transformed(loaded[0], current, rng), loaded[1], tuple(bad)
         raise DatasetError(f"none of the {n} training images can be read; the first is "
                            f"{self.source.where(0)}")
 
-    def _test_sample(self, index: int) -> Batch:
+    def _test_sample(self, index: int) -> Sample:
         loaded = self._load(index)
         if loaded is None:
             return None, None, (self.source.where(index),)
-        x = self._transformed(loaded[0], index, None)
-        return x, torch.tensor(loaded[1], dtype=torch.int64), ()
+        return self._transformed(loaded[0], index, None), loaded[1], ()
 
 
-def collate(samples: Sequence[Batch | Failure]) -> Batch | Failure:
+def collate(samples: Sequence[Sample | Failure]) -> Batch | Failure:
     """Stack samples into ``(images, labels, skipped image names)``, or pass on a failure.
 
+    The labels (ints) become one int64 tensor.
+
     Example:
-        >>> x, y, bad = collate([(torch.zeros(1, 2, 2), torch.tensor(3), ()),
+        >>> x, y, bad = collate([(torch.zeros(1, 2, 2), 3, ()),
         ...                      (None, None, ("image 'b.jpg'",))])
         >>> tuple(x.shape), y.tolist(), bad
         ((1, 1, 2, 2), [3], ("image 'b.jpg'",))
@@ -165,4 +168,5 @@ def collate(samples: Sequence[Batch | Failure]) -> Batch | Failure:
         return Failure(DatasetError(
             f"images of different sizes in one batch: {', '.join(map(str, sorted(shapes)))}; "
             "give a transform that makes one size (kind caffe with crop_size, or kind imagenet)"))
-    return torch.stack([x for x, _ in kept]), torch.stack([y for _, y in kept]), bad
+    labels = torch.tensor([y for _, y in kept], dtype=torch.int64)
+    return torch.stack([x for x, _ in kept]), labels, bad
