@@ -153,6 +153,9 @@ def _labels(recipe: dict[str, Any]) -> tuple[str, ...]:
         label = str(stage["stage"])
         if label == "inq":
             label += f" K={'/'.join(str(k) for k in _inq_k({'stages': [stage]}))}"
+            defaults = stage.get("defaults")
+            if isinstance(defaults, dict) and defaults.get("levels") == "mse":
+                label += " mse levels"
         out.append(label + (" (distilled)" if stage.get("distill") else ""))
     return tuple(out)
 

@@ -297,3 +297,15 @@ def test_runs_of_one_recipe_are_told_apart_by_their_folders() -> None:
     rows = reproduce.unique_names([replace(row(), folder="runs/a"), replace(row(), folder="runs/b"),
                                    replace(row(), name="y")])
     assert [r.name for r in rows] == ["x (runs/a)", "x (runs/b)", "y"]
+
+
+def test_stage_labels_name_k_fitted_levels_and_distillation() -> None:
+    from _bench_runs import _labels
+
+    recipe = {"stages": [
+        {"stage": "dns"},
+        {"stage": "inq", "defaults": {"num_quantum_values": 2, "levels": "mse"},
+         "distill": {"teacher": "reference"}},
+        {"stage": "inq", "defaults": {"num_quantum_values": 8, "levels": "max"}},
+        {"stage": "finalize"}]}
+    assert _labels(recipe) == ("dns", "inq K=2 mse levels (distilled)", "inq K=8", "finalize")
