@@ -6,6 +6,7 @@ started no process group of its own, so single-process code calls them unconditi
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -186,14 +187,23 @@ def init_distributed(backend: str | None = None,
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, running, device)
 
 
-def shutdown() -> None:
-    """Leave the process group (no-op without one); peers waiting on this rank then fail fast.
+def shutdown(*, wait: bool = True) -> None:
+    """Leave the process group (no-op without one).
+
+    Args:
+        wait: first wait until every rank has come here, so that no rank tears down its
+            connections while another still uses them (a rank leaving early can abort at
+            exit). False on a failure: peers waiting on this rank then fail fast.
 
     Example:
         >>> shutdown()
     """
-    if is_distributed():
-        dist.destroy_process_group()
+    if not is_distributed():
+        return
+    if wait and dist.get_world_size() > 1:
+        with contextlib.suppress(Exception):  # a rank that failed has said so itself
+            dist.barrier()
+    dist.destroy_process_group()
 
 
 def share_from_writer(value: T) -> T:

@@ -298,7 +298,7 @@ def failure_guard() -> Iterator[None]:
                   f"({type(error).__name__}: {error}); stopping the job",
                   file=sys.stderr, flush=True)
             with contextlib.suppress(Exception):
-                shutdown()
+                shutdown(wait=False)
         raise
 
 
