@@ -221,6 +221,29 @@ def test_failed_rank_takes_the_job_down(ranks: list[dict[str, Any]]) -> None:
     assert ranks[0]["fail_seconds"] < 30  # well before the 60 s collective timeout
 
 
+def _leave(process: int, port: int, out: str) -> None:
+    """Rank 0 comes late to shutdown; rank 1 notes when its own shutdown returned."""
+    os.environ.update(RANK=str(process), WORLD_SIZE="2", LOCAL_RANK=str(process),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    nd.init_distributed("gloo", timeout=datetime.timedelta(seconds=60))
+    if process == 0:
+        time.sleep(1.0)
+    came = time.time()
+    nd.shutdown()
+    left = time.time()
+    assert not nd.is_distributed()
+    (Path(out) / f"rank{process}.txt").write_text(f"{came} {left}")
+
+
+@pytest.mark.slow
+def test_a_normal_end_waits_for_every_rank(tmp_path: Path) -> None:
+    torch.multiprocessing.spawn(_leave, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    (came_0, _), (came_1, left_1) = (
+        [float(t) for t in (tmp_path / f"rank{r}.txt").read_text().split()] for r in range(2))
+    assert came_0 - came_1 > 0.5  # rank 0 slept before coming
+    assert left_1 >= came_0  # rank 1 did not leave before rank 0 came
+
+
 def test_single_process_helpers_are_no_ops() -> None:
     net = nn.Linear(3, 2)
     assert nd.wrap(net) is net
