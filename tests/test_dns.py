@@ -119,6 +119,8 @@ def _reference_run(weight: torch.Tensor, bias: torch.Tensor, config: nnc.DNSConf
                 dns.uniform_draw(seed, i) < (1 + config.gamma * i) ** -config.power:
             t = max(stats[0] + config.c_rate * stats[1], 0.0)
             lo, hi = config.alpha_low * t, config.alpha_high * t
+            if i < config.ramp:  # gradual surgery: the thresholds grow to t over the ramp
+                lo, hi = lo * ((i + 1) / config.ramp), hi * ((i + 1) / config.ramp)
             t_w = reference_update(w.flatten().tolist(), t_w, lo, hi)
             t_b = reference_update(b.tolist(), t_b, lo, hi)
         history.append(t_w + t_b)
@@ -143,6 +145,40 @@ def test_surgery_trajectory_matches_reference() -> None:
             layer.weight += delta[:200].reshape(10, 20)
             layer.bias += delta[200:]
     assert int(layer.dns_iteration) == 40
+
+
+def test_ramped_surgery_trajectory_matches_reference_and_prunes_gradually() -> None:
+    config = nnc.DNSConfig(c_rate=0.5, gamma=0.0, iter_stop=30, ramp=20)
+    layer = nnc.prepare(_layer(4), config)
+    gen = torch.Generator().manual_seed(11)
+    updates = [torch.randn(210, generator=gen) * 0.01 for _ in range(30)]
+    expected = _reference_run(layer.weight.detach(), layer.bias.detach(), config,
+                              int(layer.dns_seed), updates)
+    x = torch.randn(2, 20)
+    pruned = []
+    for i, delta in enumerate(updates):
+        layer(x)
+        got = layer.mask("weight").flatten().tolist() + layer.mask("bias").tolist()
+        assert got == expected[i], f"iteration {i}"
+        pruned.append(got.count(False))
+        with torch.no_grad():
+            layer.weight += delta[:200].reshape(10, 20)
+            layer.bias += delta[200:]
+    # A twentieth of the threshold prunes a few entries; the full one, reached at iteration 19,
+    # prunes what the original surgery prunes at once (about 60% of a uniform layer at c 0.5).
+    assert 0 < pruned[0] < pruned[9] < pruned[19]
+    assert pruned[0] < 20 and pruned[19] > 100
+
+
+def test_ramp_factor_and_thresholds_on_hand_values() -> None:
+    assert [dns.ramp_factor(i, 4) for i in (-1, 0, 1, 2, 3, 4, 100)] == [1.0, 0.25, 0.5, 0.75,
+                                                                         1.0, 1.0, 1.0]
+    assert dns.ramp_factor(5, 0) == 1.0
+    config = nnc.DNSConfig(c_rate=1.0, alpha_low=0.9, alpha_high=1.1, ramp=10)
+    # mu 2, sigma 3: t = 5; at iteration 4 the factor is 0.5
+    assert dns.thresholds(2.0, 3.0, config, 4) == pytest.approx((2.25, 2.75))
+    assert dns.thresholds(2.0, 3.0, config, 9) == pytest.approx((4.5, 5.5))
+    assert dns.thresholds(2.0, 3.0, config) == pytest.approx((4.5, 5.5))
 
 
 def test_statistics_kept_in_state_and_taken_once() -> None:
@@ -231,8 +267,16 @@ def test_bias_excluded_when_asked() -> None:
     ({"iter_stop": 1.5}, "DNSConfig.iter_stop=1.5 is invalid: use an integer (negative freezes "
                          "the masks)"),
     ({"advance": "batch"}, "DNSConfig.advance='batch' is invalid: use 'forward' or 'manual'"),
+    ({"ramp": -5}, "DNSConfig.ramp=-5 is invalid: use an integer >= 0 (iterations; 0 prunes at "
+                   "once)"),
+    ({"ramp": 2.5}, "DNSConfig.ramp=2.5 is invalid: use an integer >= 0 (iterations; 0 prunes at "
+                    "once)"),
+    ({"ramp": 500, "iter_stop": 400}, "DNSConfig.ramp=500 is invalid: the masks stop changing "
+                                      "at iter_stop=400, before the ramp ends; use ramp <= "
+                                      "iter_stop"),
     ({"c_rat": 2}, "DNSConfig has no field 'c_rat' (did you mean 'c_rate'?); fields are: c_rate, "
-                   "gamma, power, iter_stop, alpha_low, alpha_high, include_bias, seed, advance"),
+                   "gamma, power, iter_stop, alpha_low, alpha_high, include_bias, seed, advance, "
+                   "ramp"),
 ])
 def test_config_errors(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(nnc.ConfigError) as info:

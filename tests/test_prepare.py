@@ -57,7 +57,7 @@ def test_selection_precedence() -> None:
                    "unterminated subpattern at position 0"),
     ({"ip1": {"c_rat": 1}}, "DNSConfig has no field 'c_rat' (did you mean 'c_rate'?); fields "
                             "are: advance, alpha_high, alpha_low, c_rate, gamma, include_bias, "
-                            "iter_stop, power, seed"),
+                            "iter_stop, power, ramp, seed"),
     ({"*": None}, "no layer was selected; check the selectors in layers="),
 ])
 def test_selection_errors(layers: dict[str, object], message: str) -> None:

@@ -61,7 +61,8 @@ def test_dns_defaults_filled_and_seeded_from_the_recipe() -> None:
     assert isinstance(stage, DNSStage)
     assert stage.defaults == {"c_rate": 2.0, "gamma": 1e-4, "power": 1.0,
                               "iter_stop": 10_000_000, "alpha_low": 0.95, "alpha_high": 1.05,
-                              "include_bias": True, "seed": 7, "advance": "forward"}
+                              "include_bias": True, "seed": 7, "advance": "forward",
+                              "ramp": 0}
     assert stage.layers == {"fc1": {"c_rate": 3.0}, "fc2": None}
 
 
@@ -99,11 +100,15 @@ def test_duplicate_stage_types_get_numbered_names() -> None:
 @pytest.mark.parametrize(("raw", "message"), [
     (_raw({"stage": "dns", "iterations": 3, "defaults": {"c_rat": 1}}),
      "r.yaml: stages[0].defaults.c_rat: unknown key (did you mean 'c_rate'?); allowed keys: "
-     "c_rate, gamma, power, iter_stop, alpha_low, alpha_high, include_bias, seed, advance"),
+     "c_rate, gamma, power, iter_stop, alpha_low, alpha_high, include_bias, seed, advance, ramp"),
     (_raw({"stage": "dns", "iterations": 3, "c_rate": 1}),
      "r.yaml: stages[0].c_rate: unknown key (a per-layer setting: put it under 'defaults'); "
      "allowed keys: stage, name, batch_size, eval_interval, checkpoint_interval, optimizer, lr, "
      "bias, distill, iterations, epochs, defaults, layers"),
+    (_raw({"stage": "dns", "iterations": 3, "defaults": {"iter_stop": 20},
+           "layers": {"fc1": {"ramp": 30}}}),
+     "r.yaml: stages[0].layers.fc1: DNSConfig.ramp=30 is invalid: the masks stop changing at "
+     "iter_stop=20, before the ramp ends; use ramp <= iter_stop"),
     (_raw({"stage": "train", "iterations": "many"}),
      "r.yaml: stages[0].iterations: expected an integer, got 'many' (a string)"),
     (_raw({"stage": "train", "iterations": 2.5}),
@@ -126,7 +131,7 @@ def test_duplicate_stage_types_get_numbered_names() -> None:
      "number >= 0"),
     (_raw({"stage": "dns", "iterations": 3, "layers": {"fc1": {"gama": 1}}}),
      "r.yaml: stages[0].layers.fc1.gama: unknown key (did you mean 'gamma'?); allowed keys: "
-     "c_rate, gamma, power, iter_stop, alpha_low, alpha_high, include_bias, seed, advance"),
+     "c_rate, gamma, power, iter_stop, alpha_low, alpha_high, include_bias, seed, advance, ramp"),
     (_raw({"stage": "train", "iterations": 3, "batch_size": 0}),
      "r.yaml: stages[0].batch_size: must be >= 1, got 0"),
     (_raw({"stage": "export", "file": "../x.ncz"}),

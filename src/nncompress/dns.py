@@ -8,6 +8,9 @@ masked entries; then, before the forward of training iteration ``i`` and with pr
     t = max(mu + c_rate * sigma, 0)
     T = 0  where T = 1 and |w| <= alpha_low  * t     (prune)
     T = 1  where T = 0 and |w| >  alpha_high * t     (splice)
+
+With ``ramp = R > 0`` (an extension; the original surgery prunes to its full threshold at once),
+``t`` at iteration ``i < R`` is scaled by ``(i + 1) / R``: the layer is pruned gradually.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ __all__ = [
     "DNSConfig",
     "mask_statistics",
     "mix_seed",
+    "ramp_factor",
     "straight_through_mask",
     "surgery_probability",
     "thresholds",
@@ -55,6 +59,9 @@ class DNSConfig:
         seed: seed of the per-layer draws; each layer mixes in a hash of its name.
         advance: ``"forward"`` runs one surgery iteration at every training-mode forward;
             ``"manual"`` leaves it to :func:`nncompress.surgery_step` (for gradient accumulation).
+        ramp: gradual surgery: for stage iterations ``i < ramp`` both thresholds are scaled by
+            ``(i + 1) / ramp``, so the layer is pruned a little at a time instead of at once
+            (0, the default, is the original surgery).
 
     Example:
         >>> DNSConfig(c_rate=2.5, gamma=1e-4).c_rate
@@ -70,6 +77,7 @@ class DNSConfig:
     include_bias: bool = True
     seed: int = 0
     advance: str = "forward"
+    ramp: int = 0
 
     def __post_init__(self) -> None:
         own = "DNSConfig"
@@ -88,6 +96,11 @@ class DNSConfig:
               own, "seed", self.seed, "use an integer >= 0")
         check(self.advance in ("forward", "manual"), own, "advance", self.advance,
               "use 'forward' or 'manual'")
+        check(isinstance(self.ramp, int) and not isinstance(self.ramp, bool) and self.ramp >= 0,
+              own, "ramp", self.ramp, "use an integer >= 0 (iterations; 0 prunes at once)")
+        check(self.iter_stop < 0 or self.ramp <= self.iter_stop, own, "ramp", self.ramp,
+              f"the masks stop changing at iter_stop={self.iter_stop}, before the ramp ends; "
+              "use ramp <= iter_stop")
 
 
 def surgery_probability(iteration: int, gamma: float, power: float) -> float:
@@ -163,15 +176,34 @@ def mask_statistics(masked: Sequence[torch.Tensor], where: str) -> tuple[float, 
     return mu, sigma
 
 
-def thresholds(mu: float, sigma: float, config: DNSConfig) -> tuple[float, float]:
+def ramp_factor(iteration: int, ramp: int) -> float:
+    """The scale ``(iteration + 1) / ramp`` of the thresholds while ``iteration < ramp``, else 1.
+
+    Example:
+        >>> ramp_factor(0, 4), ramp_factor(1, 4), ramp_factor(3, 4), ramp_factor(9, 4)
+        (0.25, 0.5, 1.0, 1.0)
+    """
+    return (iteration + 1) / ramp if 0 <= iteration < ramp else 1.0
+
+
+def thresholds(mu: float, sigma: float, config: DNSConfig,
+               iteration: int | None = None) -> tuple[float, float]:
     """Prune and splice thresholds ``(alpha_low*t, alpha_high*t)``, ``t = max(mu + c*sigma, 0)``.
+
+    Given the stage ``iteration``, both are scaled by :func:`ramp_factor` (``config.ramp``).
 
     Example:
         >>> thresholds(1.0, 0.5, DNSConfig(c_rate=2.0, alpha_low=0.5, alpha_high=1.5))
         (1.0, 3.0)
+        >>> thresholds(1.0, 0.5, DNSConfig(c_rate=2.0, alpha_low=0.5, alpha_high=1.5, ramp=4), 1)
+        (0.5, 1.5)
     """
     t = max(mu + config.c_rate * sigma, 0.0)
-    return config.alpha_low * t, config.alpha_high * t
+    low, high = config.alpha_low * t, config.alpha_high * t
+    if iteration is None:
+        return low, high
+    factor = ramp_factor(iteration, config.ramp)
+    return low * factor, high * factor
 
 
 def update_mask(weight: torch.Tensor, mask: torch.Tensor, low: float | torch.Tensor,
