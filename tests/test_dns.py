@@ -129,29 +129,12 @@ def _reference_run(weight: torch.Tensor, bias: torch.Tensor, config: nnc.DNSConf
     return history
 
 
-def test_surgery_trajectory_matches_reference() -> None:
-    config = nnc.DNSConfig(c_rate=0.3, gamma=0.05, power=1.5, iter_stop=25)
-    layer = nnc.prepare(_layer(3), config)
-    gen = torch.Generator().manual_seed(9)
-    updates = [torch.randn(210, generator=gen) * 0.05 for _ in range(40)]
-    expected = _reference_run(layer.weight.detach(), layer.bias.detach(), config,
-                              int(layer.dns_seed), updates)
-    x = torch.randn(2, 20)
-    for i, delta in enumerate(updates):
-        layer(x)
-        got = layer.mask("weight").flatten().tolist() + layer.mask("bias").tolist()
-        assert got == expected[i], f"iteration {i}"
-        with torch.no_grad():
-            layer.weight += delta[:200].reshape(10, 20)
-            layer.bias += delta[200:]
-    assert int(layer.dns_iteration) == 40
-
-
-def test_ramped_surgery_trajectory_matches_reference_and_prunes_gradually() -> None:
-    config = nnc.DNSConfig(c_rate=0.5, gamma=0.0, iter_stop=30, ramp=20)
-    layer = nnc.prepare(_layer(4), config)
-    gen = torch.Generator().manual_seed(11)
-    updates = [torch.randn(210, generator=gen) * 0.01 for _ in range(30)]
+def _check_trajectory(config: nnc.DNSConfig, layer_seed: int, update_seed: int, scale: float,
+                      steps: int) -> list[int]:
+    """Masks of a layer against the reference at every iteration; the pruned count of each."""
+    layer = nnc.prepare(_layer(layer_seed), config)
+    gen = torch.Generator().manual_seed(update_seed)
+    updates = [torch.randn(210, generator=gen) * scale for _ in range(steps)]
     expected = _reference_run(layer.weight.detach(), layer.bias.detach(), config,
                               int(layer.dns_seed), updates)
     x = torch.randn(2, 20)
@@ -164,6 +147,18 @@ def test_ramped_surgery_trajectory_matches_reference_and_prunes_gradually() -> N
         with torch.no_grad():
             layer.weight += delta[:200].reshape(10, 20)
             layer.bias += delta[200:]
+    assert int(layer.dns_iteration) == steps
+    return pruned
+
+
+def test_surgery_trajectory_matches_reference() -> None:
+    config = nnc.DNSConfig(c_rate=0.3, gamma=0.05, power=1.5, iter_stop=25)
+    _check_trajectory(config, layer_seed=3, update_seed=9, scale=0.05, steps=40)
+
+
+def test_ramped_surgery_trajectory_matches_reference_and_prunes_gradually() -> None:
+    config = nnc.DNSConfig(c_rate=0.5, gamma=0.0, iter_stop=30, ramp=20)
+    pruned = _check_trajectory(config, layer_seed=4, update_seed=11, scale=0.01, steps=30)
     # A twentieth of the threshold prunes a few entries; the full one, reached at iteration 19,
     # prunes what the original surgery prunes at once (about 60% of a uniform layer at c 0.5).
     assert 0 < pruned[0] < pruned[9] < pruned[19]
