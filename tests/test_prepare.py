@@ -144,9 +144,9 @@ def _save(obj: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return loaded
 
 
-def _pipeline(stop_at: int | None) -> dict[str, torch.Tensor]:
+def _pipeline(stop_at: int | None, ramp: int) -> dict[str, torch.Tensor]:
     """DNS 30 steps -> INQ 0.5 (10 steps) -> 1.0; optionally stopped and resumed at a step."""
-    config = nnc.DNSConfig(c_rate=0.5, gamma=0.01)
+    config = nnc.DNSConfig(c_rate=0.5, gamma=0.01, ramp=ramp)
     net = nnc.prepare(make_net(), config)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     if stop_at is None:
@@ -173,10 +173,11 @@ def _pipeline(stop_at: int | None) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in nnc.finalize(net).state_dict().items()}
 
 
-def test_save_load_continue_is_bit_identical() -> None:
-    straight = _pipeline(None)
+@pytest.mark.parametrize("ramp", [0, 20])  # 20: stopped at 17, inside the ramp
+def test_save_load_continue_is_bit_identical(ramp: int) -> None:
+    straight = _pipeline(None, ramp)
     for stop in (0, 1, 17):
-        resumed = _pipeline(stop)
+        resumed = _pipeline(stop, ramp)
         assert straight.keys() == resumed.keys()
         for key in straight:
             assert torch.equal(straight[key], resumed[key]), (stop, key)
