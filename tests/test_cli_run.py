@@ -87,7 +87,7 @@ def test_user_errors_exit_1_with_one_message(tmp_path: Path, recipe_file: Path,
     err = capsys.readouterr().err
     assert err == (f"nncompress: error: {recipe_file}: stages[1].defaults.c_rat: unknown key "
                    "(did you mean 'c_rate'?); allowed keys: c_rate, gamma, power, iter_stop, "
-                   "alpha_low, alpha_high, include_bias, seed, advance\n")
+                   "alpha_low, alpha_high, include_bias, seed, advance, ramp\n")
     assert not out.exists()
     assert main(["report", str(tmp_path)]) == 1
     assert capsys.readouterr().err == (f"nncompress: error: {tmp_path / 'report.json'}: no "
