@@ -216,7 +216,8 @@ def _statistics(layer: CompressedLayer, mirror: HostMirror, blobs: list[str]) ->
     return _mirror_from(layer, 0, mirror.seed, values)
 
 
-def _update(layer: CompressedLayer, mirror: HostMirror, blob: str, factor: float) -> None:
+def _update(layer: CompressedLayer, mirror: HostMirror, blob: str,
+            ramped: tuple[torch.Tensor, torch.Tensor] | None) -> None:
     """:func:`nncompress.dns.update_mask` of ``blob`` in three kernels, keeping the float copy.
 
     Each entry keeps ``|w| > thr`` with ``thr`` the prune threshold where the mask keeps it
@@ -224,15 +225,15 @@ def _update(layer: CompressedLayer, mirror: HostMirror, blob: str, factor: float
     float mask is exactly ``high`` at 0 and ``low`` at 1 (its formula for weights >= 0.5 is
     ``low - (low - high) * (1 - m)``) while both are finite in the weight's dtype, which the
     host knows from the statistics; otherwise :func:`~nncompress.dns.update_mask` runs.
-    ``factor`` (the ramp's, below 1 only during a ramp) scales both thresholds in float64
-    before they take the weight's dtype, as :func:`nncompress.dns.thresholds` does.
+    During a ramp, ``ramped`` holds both thresholds already scaled in float64 (as
+    :func:`nncompress.dns.thresholds` scales them); they take the weight's dtype here.
     """
     weight = layer.param(blob)
     mask = layer.buffer(f"{blob}_mask")
-    if factor == 1.0:
+    if ramped is None:
         low, high = mirror.thresholds(weight.dtype)
     else:
-        low, high = (mirror.low * factor).to(weight.dtype), (mirror.high * factor).to(weight.dtype)
+        low, high = ramped[0].to(weight.dtype), ramped[1].to(weight.dtype)
     if not mirror.limit < torch.finfo(weight.dtype).max / 2:
         _dns.update_mask(weight, mask, low, high)
         return
@@ -258,8 +259,9 @@ def surgery(layer: CompressedLayer) -> None:
             _dns.uniform_draw(mirror.seed, iteration) < \
             _dns.surgery_probability(iteration, config.gamma, config.power):
         factor = _dns.ramp_factor(iteration, config.ramp)
+        ramped = None if factor == 1.0 else (mirror.low * factor, mirror.high * factor)
         for blob in blobs:
-            _update(layer, mirror, blob, factor)
+            _update(layer, mirror, blob, ramped)
     counter, stats, seed = mirror.tensors  # as current() or _statistics() just recorded them
     counter.add_(1)
     mirror.iteration = iteration + 1
