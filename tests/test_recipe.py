@@ -116,7 +116,7 @@ def test_duplicate_stage_types_get_numbered_names() -> None:
     (_raw({"stage": "train"}), "r.yaml: stages[0].iterations: required key missing"),
     (_raw({"stage": "trian", "iterations": 3}),
      "r.yaml: stages[0].stage: unknown stage 'trian' (did you mean 'train'?); stages: train, "
-     "dns, retrain, inq, finalize, export"),
+     "dns, vd, retrain, inq, finalize, export"),
     (_raw({"stage": "train", "iterations": 3, "lr": {"policy": "invv"}}),
      "r.yaml: stages[0].lr.policy: 'invv' is not allowed (did you mean 'inv'?); use one of "
      "fixed, step, multistep, exp, inv, poly, sigmoid"),

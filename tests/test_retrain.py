@@ -161,13 +161,13 @@ def test_resume_inside_a_retrain_stage_is_bit_identical(tmp_path: Path) -> None:
                      for r in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-_AFTER = "; put it after a dns stage and before inq and finalize (or make it a train stage)"
+_AFTER = "; put it after a dns or vd stage and before inq and finalize (or make it a train stage)"
 
 
 @pytest.mark.parametrize(("stages", "message"), [
     ([{"stage": "train", "iterations": 3}, {"stage": "retrain", "iterations": 3}],
      "r.yaml: stages[1].stage: a retrain stage trains with the DNS masks frozen, but no dns "
-     "stage comes before it" + _AFTER),
+     "or vd stage comes before it" + _AFTER),
     ([{"stage": "dns", "iterations": 3}, {"stage": "inq", "iterations_per_step": 1},
       {"stage": "retrain", "iterations": 3}],
      "r.yaml: stages[2].stage: a retrain stage trains with the DNS masks frozen, but it follows "
@@ -216,4 +216,4 @@ def test_validate_accepts_retrain_and_fine_portions_together(
     assert main(["validate", str(bad)]) == 1
     assert capsys.readouterr().err == (
         f"nncompress: error: {bad}: stages[1].stage: a retrain stage trains with the DNS masks "
-        "frozen, but no dns stage comes before it" + _AFTER + "\n")
+        "frozen, but no dns or vd stage comes before it" + _AFTER + "\n")

@@ -24,10 +24,13 @@ from nncompress.prepare import (
     prepare,
     quantize_step,
     surgery_step,
+    vd_kl,
+    vd_to_masks,
 )
 from nncompress.report.summary import LayerSummary, Summary, summarize
 from nncompress.retrain import freeze_masks
 from nncompress.train.distill import distillation_loss
+from nncompress.vd import VDConfig
 
 if TYPE_CHECKING:
     from nncompress.export import load_compact, save_compact
@@ -41,6 +44,7 @@ __all__ = [
     "NNCompressError",
     "NonFiniteError",
     "Summary",
+    "VDConfig",
     "__version__",
     "compressed_layers",
     "distillation_loss",
@@ -55,6 +59,8 @@ __all__ = [
     "save_compact",
     "summarize",
     "surgery_step",
+    "vd_kl",
+    "vd_to_masks",
 ]
 
 

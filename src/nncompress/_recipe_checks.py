@@ -20,6 +20,7 @@ from nncompress._typed import RecipeError, check_keys, convert, join_path, requi
 from nncompress.dns import DNSConfig
 from nncompress.errors import ConfigError, did_you_mean
 from nncompress.inq import INQConfig
+from nncompress.vd import VDConfig
 
 __all__ = [
     "check_export_file",
@@ -31,10 +32,10 @@ __all__ = [
     "resolve_layer_configs",
 ]
 
-_CORE_CONFIGS: dict[str, type[Any]] = {"dns": DNSConfig, "inq": INQConfig}
+_CORE_CONFIGS: dict[str, type[Any]] = {"dns": DNSConfig, "inq": INQConfig, "vd": VDConfig}
 # Keys of the DNS/INQ config that are not per-layer settings in a recipe: an INQ stage's
 # ``portions`` is its own key, handed to every layer's INQConfig (the schedule they step by).
-_NOT_LAYER_KEYS = {"dns": frozenset(), "inq": frozenset({"portions"})}
+_NOT_LAYER_KEYS = {"dns": frozenset(), "inq": frozenset({"portions"}), "vd": frozenset()}
 
 
 def _layer_fields(kind: str) -> dict[str, dataclasses.Field[Any]]:
@@ -67,14 +68,15 @@ def _instantiate(kind: str, values: Mapping[str, Any], path: str) -> None:
 
 
 def resolve_layer_configs(kind: str, stage: Any, path: str, seed: int) -> dict[str, Any]:
-    """Fill a DNS/INQ stage's ``defaults`` (all fields, seed = recipe seed), check each layer.
+    """Fill a DNS/INQ/VD stage's ``defaults`` (all fields, seed = recipe seed), check each layer.
 
     Returns:
         The stage's new ``defaults`` and ``layers`` values.
     """
     given = _partial_config(kind, stage.defaults, join_path(path, "defaults"))
     resolved = {n: f.default for n, f in _layer_fields(kind).items()}
-    resolved["seed"] = seed
+    if "seed" in resolved:
+        resolved["seed"] = seed
     resolved.update(given)
     extra = {"portions": stage.portions} if kind == "inq" else {}
     _instantiate(kind, {**extra, **resolved}, join_path(path, "defaults"))
@@ -106,19 +108,20 @@ def check_training(stage: Any, path: str) -> None:
 
 
 def check_stage_order(stages: Sequence[Any]) -> None:
-    """A ``retrain`` stage must come after a ``dns`` stage, with no ``inq`` or ``finalize``
-    between them (both bake the masks in); ``train``, ``retrain`` and ``export`` may."""
+    """A ``retrain`` stage must come after a ``dns`` or ``vd`` stage, with no ``inq`` or
+    ``finalize`` between them (both bake the masks in); ``train``, ``retrain`` and ``export``
+    may."""
     last = None  # the latest stage that changed the layers' structure
     for index, stage in enumerate(stages):
-        if stage.stage in ("dns", "inq", "finalize"):
+        if stage.stage in ("dns", "vd", "inq", "finalize"):
             last = stage
-        elif stage.stage == "retrain" and (last is None or last.stage != "dns"):
-            why = ("no dns stage comes before it" if last is None else
+        elif stage.stage == "retrain" and (last is None or last.stage not in ("dns", "vd")):
+            why = ("no dns or vd stage comes before it" if last is None else
                    f"it follows {last.stage} stage {last.name!r}, which baked the masks in")
             raise RecipeError(join_path(join_path("stages", index), "stage"),
                               f"a retrain stage trains with the DNS masks frozen, but {why}; "
-                              "put it after a dns stage and before inq and finalize (or make "
-                              "it a train stage)")
+                              "put it after a dns or vd stage and before inq and finalize (or "
+                              "make it a train stage)")
 
 
 def check_export_file(file: str, path: str) -> None:

@@ -116,7 +116,7 @@ def resolve_epochs(recipe: Recipe, train_size: int) -> Recipe:
         8
     """
     stages = tuple(resolve_stage(s, train_size, join_path("stages", i))
-                   if s.stage in ("train", "dns", "retrain", "inq") else s
+                   if s.stage in ("train", "dns", "vd", "retrain", "inq") else s
                    for i, s in enumerate(recipe.stages))
     return dataclasses.replace(recipe, stages=stages)
 

@@ -26,7 +26,7 @@ import torch
 
 from nncompress.errors import FormatError
 from nncompress.inq import fix_count
-from nncompress.recipe import DNSStage, INQStage, Recipe, TrainStage
+from nncompress.recipe import DNSStage, INQStage, Recipe, TrainStage, VDStage
 from nncompress.train.checkpoint import Checkpoint
 
 __all__ = ["check_checkpoint", "check_model_state", "stage_length"]
@@ -49,7 +49,7 @@ def stage_length(recipe: Recipe, stage: int, step: int) -> int:
     current = recipe.stages[stage]
     if isinstance(current, INQStage):
         return current.step_iterations()[step]
-    if isinstance(current, (TrainStage, DNSStage)):
+    if isinstance(current, (TrainStage, DNSStage, VDStage)):
         return current.total_iterations()
     return 0
 
@@ -80,7 +80,7 @@ def _check_position(recipe: Recipe, meta: dict[str, Any], file: Path) -> bool:
     if done and not at_end:
         raise _fail(file, "position.done", f"is true at iteration {pos['iteration']} of step "
                     f"{step}, before the end of stage {current.name!r}")
-    if not done and not isinstance(current, (TrainStage, DNSStage, INQStage)):
+    if not done and not isinstance(current, (TrainStage, DNSStage, VDStage, INQStage)):
         raise _fail(file, "position.done", f"is false for stage {current.name!r}, which does "
                     "not train")
     return not done and pos["iteration"] < length

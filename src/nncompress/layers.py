@@ -1,4 +1,4 @@
-"""Compressible layers: nn.Linear / nn.ConvNd subclasses that carry DNS or INQ state as buffers.
+"""Compressible layers: nn.Linear / nn.ConvNd subclasses carrying DNS, INQ or VD state.
 
 A prepared layer keeps the Parameter objects of the layer it replaced, so an optimizer made
 before :func:`nncompress.prepare` still updates the right tensors. Its state lives in buffers,
@@ -15,6 +15,9 @@ INQ
     ``inq_portion`` (float64): the accumulated portion reached by the last quantize step.
     ``inq_steps`` (int64): how many quantize steps ran (seeds the ``random`` strategy).
     ``inq_seed`` (int64): the layer's seed.
+Sparse variational dropout (:mod:`nncompress.vd`)
+    ``weight_log_sigma2`` (a Parameter): each weight's learned ``log sigma^2``.
+    ``vd_iteration`` (int64): training-mode forwards so far (the KL ramp's clock).
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from torch import nn
 from nncompress import _inq_hooks, _surgery
 from nncompress import dns as _dns
 from nncompress import inq as _inq
+from nncompress import vd as _vd
 from nncompress.dns import DNSConfig
 from nncompress.errors import ConfigError
 from nncompress.inq import INQConfig
+from nncompress.vd import VDConfig
 
 __all__ = ["COMPRESSIBLE", "CompressedConv1d", "CompressedConv2d", "CompressedConv3d",
            "CompressedLayer", "CompressedLinear", "compressed_class"]
@@ -40,6 +45,7 @@ COMPRESSIBLE: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn
 _DNS_BUFFERS = ("weight_mask", "bias_mask", "dns_iteration", "dns_stats", "dns_seed")
 _INQ_BUFFERS = ("weight_fixed", "bias_fixed", "weight_levels", "bias_levels", "inq_portion",
                 "inq_steps", "inq_seed")
+_VD_PARAMETER = "weight_log_sigma2"
 
 
 class CompressedLayer(nn.Module):
@@ -48,12 +54,14 @@ class CompressedLayer(nn.Module):
     layer_name: str
     dns_config: DNSConfig | None
     inq_config: INQConfig | None
+    vd_config: VDConfig | None
     dns_iteration: torch.Tensor
     dns_stats: torch.Tensor
     dns_seed: torch.Tensor
     inq_portion: torch.Tensor
     inq_steps: torch.Tensor
     inq_seed: torch.Tensor
+    vd_iteration: torch.Tensor
     _step_keep: dict[str, tuple[torch.Tensor, torch.Tensor]]  # pre- to post-step hook
 
     def param(self, blob: str) -> torch.Tensor:
@@ -79,6 +87,7 @@ class CompressedLayer(nn.Module):
         layer.layer_name = name
         layer.dns_config = None
         layer.inq_config = None
+        layer.vd_config = None
         layer._step_keep = {}
         return layer
 
@@ -88,10 +97,12 @@ class CompressedLayer(nn.Module):
         plain = base.__new__(base)
         plain.__dict__.update(self.__dict__)
         plain.__dict__["_buffers"] = {k: v for k, v in self._buffers.items()
-                                      if k not in _DNS_BUFFERS + _INQ_BUFFERS}
-        plain.__dict__["_parameters"] = dict(self._parameters)
+                                      if k not in _DNS_BUFFERS + _INQ_BUFFERS + ("vd_iteration",)}
+        plain.__dict__["_parameters"] = {k: v for k, v in self._parameters.items()
+                                         if k != _VD_PARAMETER}
         plain.__dict__["_modules"] = dict(self._modules)
-        for key in ("layer_name", "dns_config", "inq_config", "_step_keep", "_dns_host",
+        for key in ("layer_name", "dns_config", "inq_config", "vd_config", "_step_keep",
+                    "_dns_host",
                     _surgery.MASK_COPIES):
             plain.__dict__.pop(key, None)
         return plain
@@ -148,6 +159,9 @@ class CompressedLayer(nn.Module):
     # -- DNS ----------------------------------------------------------------------------------
     def start_dns(self, config: DNSConfig) -> None:
         """Start a DNS stage: iteration 0, new statistics; masks are kept when present."""
+        if self.vd_config is not None:
+            raise ConfigError(f"layer {self.layer_name!r} is under variational dropout; end it "
+                              "with vd_to_masks(model) before a DNS stage")
         if self.inq_config is not None:
             raise ConfigError(f"layer {self.layer_name!r} is under INQ; DNS cannot follow INQ "
                               "(finalize the model first to prune a quantized model)")
@@ -185,6 +199,8 @@ class CompressedLayer(nn.Module):
     # -- INQ ----------------------------------------------------------------------------------
     def start_inq(self, config: INQConfig) -> None:
         """Start INQ: bake DNS masks, fix zeros, and fix each blob's level set."""
+        if self.vd_config is not None:
+            self.stop_vd()
         if self.inq_config is not None:
             if any(getattr(config, key) != getattr(self.inq_config, key)
                    for key in ("num_quantum_values", "include_bias", "levels")):
@@ -276,6 +292,67 @@ class CompressedLayer(nn.Module):
             self._buffers.pop(key, None)
         self.inq_config = None
 
+    # -- sparse variational dropout ------------------------------------------------------------
+    def start_vd(self, config: VDConfig) -> None:
+        """Start variational dropout on the weight; ``log sigma^2`` starts at ``init_log_sigma2``.
+
+        Preparing again (a second stage) keeps the learned ``log sigma^2`` and restarts the
+        KL ramp's clock.
+        """
+        if self.inq_config is not None or self.dns_config is not None:
+            mode = "INQ" if self.inq_config is not None else "DNS"
+            raise ConfigError(f"layer {self.layer_name!r} is under {mode}; variational dropout "
+                              "starts from a plain or finalized model (finalize it first)")
+        weight = self.param("weight")
+        if self.vd_config is None:
+            self.register_parameter(_VD_PARAMETER, nn.Parameter(
+                torch.full_like(weight.detach(), config.init_log_sigma2)))
+        self.register_buffer("vd_iteration",
+                             torch.zeros((), dtype=torch.int64, device=weight.device))
+        self.vd_config = config
+
+    def vd_log_alpha(self) -> torch.Tensor:
+        """Each weight's ``log alpha`` (clipped), differentiable in the weight and log sigma^2."""
+        return _vd.log_alpha(self.param("weight"), self.param(_VD_PARAMETER))
+
+    def vd_mask(self) -> torch.Tensor:
+        """Bool tensor of the weights variational dropout keeps: ``log alpha < threshold``."""
+        assert self.vd_config is not None
+        with torch.no_grad():
+            return self.vd_log_alpha() < self.vd_config.threshold
+
+    def vd_kl(self) -> torch.Tensor:
+        """The layer's KL term: the ramped factor times the summed KL of its weights."""
+        config = self.vd_config
+        assert config is not None
+        factor = _vd.kl_factor(self.vd_iteration, config)
+        return factor * _vd.kl_approximation(self.vd_log_alpha()).sum()
+
+    def stop_vd(self) -> None:
+        """End variational dropout: keep ``log alpha < threshold`` as a frozen DNS mask.
+
+        ``log sigma^2`` is dropped; the layer continues under DNS with ``iter_stop = -1``
+        (and no bias mask), which fixed-mask retraining, INQ and finalize understand.
+        """
+        if self.vd_config is None:
+            return
+        mask = self.vd_mask()
+        del self._parameters[_VD_PARAMETER]
+        self._buffers.pop("vd_iteration", None)
+        self.vd_config = None
+        self.start_dns(DNSConfig(iter_stop=-1, include_bias=False))
+        self.set_mask("weight", mask)
+
+    def _vd_forward(self, input: torch.Tensor, op: Any) -> torch.Tensor:
+        weight, bias = self.param("weight"), self._parameters.get("bias")
+        if not self.training:
+            kept = weight * self.vd_mask().to(weight.dtype)
+            return op(input, kept, bias)  # type: ignore[no-any-return]
+        self.vd_iteration.add_(1)
+        mean = op(input, weight, bias)
+        variance = op(input * input, torch.exp(self.param(_VD_PARAMETER)), None)
+        return _vd.noisy_output(mean, variance)
+
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args)
         _surgery.load_from_state(self, state_dict, prefix)
@@ -305,7 +382,8 @@ class CompressedLayer(nn.Module):
         return weight, bias
 
     def extra_repr(self) -> str:
-        mode = "dns" if self.dns_config is not None else "inq" if self.inq_config else "idle"
+        mode = ("dns" if self.dns_config is not None else "inq" if self.inq_config else
+                "vd" if self.vd_config is not None else "idle")
         return f"{super().extra_repr()}, compression={mode}"
 
 
@@ -313,14 +391,18 @@ class CompressedLinear(CompressedLayer, nn.Linear):
     """nn.Linear with DNS or INQ state."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if self.vd_config is not None:
+            return self._vd_forward(input, F.linear)
         weight, bias = self.effective()
         return F.linear(input, weight, bias)
 
 
 class _CompressedConv(CompressedLayer):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        weight, bias = self.effective()
         conv_forward: Any = self._conv_forward  # type: ignore[attr-defined]
+        if self.vd_config is not None:
+            return self._vd_forward(input, conv_forward)
+        weight, bias = self.effective()
         result: torch.Tensor = conv_forward(input, weight, bias)
         return result
 

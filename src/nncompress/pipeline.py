@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nncompress._io import atomic_write_text
 from nncompress._teachers import Teachers
 from nncompress.errors import NonFiniteError
-from nncompress.prepare import finalize, quantize_step
+from nncompress.prepare import finalize, quantize_step, vd_kl, vd_to_masks
 from nncompress.recipe import (
     DNSStage,
     ExportStage,
@@ -37,6 +38,7 @@ from nncompress.recipe import (
     Recipe,
     Stage,
     TrainStage,
+    VDStage,
     resolve_epochs,
 )
 from nncompress.report import build_report, write_report
@@ -79,6 +81,7 @@ from nncompress.train.distributed import (
     writer_first,
 )
 from nncompress.train.loop import (
+    Criterion,
     TrainingLoop,
     TrainState,
     build_optimizer,
@@ -181,6 +184,11 @@ class _Runner:
             if resume is None:
                 self.model = apply_structure(self.model, stage)
             self.train(index, 0, stage, stage.total_iterations(), resume)
+        elif isinstance(stage, VDStage):
+            if resume is None:  # the masks come from log alpha once the stage has trained
+                self.model = apply_structure(self.model, stage, upto_step=-1)
+            self.train(index, 0, stage, stage.total_iterations(), resume)
+            vd_to_masks(self.model)
         elif isinstance(stage, INQStage):
             self.run_inq(index, stage, resume)
         elif isinstance(stage, FinalizeStage):
@@ -205,7 +213,7 @@ class _Runner:
             if step < len(steps) - 1:
                 self.save(Position(index, step, steps[step], False), None, None)
 
-    def train(self, index: int, step: int, stage: TrainStage | DNSStage | INQStage,
+    def train(self, index: int, step: int, stage: TrainStage | DNSStage | VDStage | INQStage,
               iterations: int, resume: Checkpoint | None) -> None:
         optimizer = build_optimizer(self.model, stage.optimizer, stage.bias)
         state = TrainState()
@@ -241,8 +249,21 @@ class _Runner:
             checkpoint_interval=stage.checkpoint_interval, description=label,
             progress=self.progress, on_eval=on_eval, on_checkpoint=on_checkpoint,
             after_iteration=self.count_iteration, amp=self.amp,
-            criterion=self.teachers.criterion(stage),
+            criterion=self.criterion(stage),
         ).run(state)
+
+    def criterion(self, stage: Stage) -> Criterion | None:
+        """The stage's training loss: distillation or cross-entropy, plus a vd stage's KL term."""
+        base = self.teachers.criterion(stage)
+        if not isinstance(stage, VDStage):
+            return base
+        model, size = self.model, self.data.train_size
+
+        def with_kl(x: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            loss = F.cross_entropy(out, y) if base is None else base(x, out, y)
+            return loss + vd_kl(model) / size
+
+        return with_kl
 
     def count_iteration(self) -> None:
         self.iterations_done += 1
@@ -332,7 +353,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, resume: bool = False,
     recipe = resolve_epochs(recipe, data.train_size)  # recipe.yaml records the iterations
     check_recipe(recipe, model)
     for stage in recipe.stages:
-        if isinstance(stage, (TrainStage, DNSStage, INQStage)):
+        if isinstance(stage, (TrainStage, DNSStage, VDStage, INQStage)):
             check_batch_divides(stage.batch_size)
     checkpoint = _open_for_rank(out, recipe, resume)
     if on_ready is not None and is_writer():

@@ -29,6 +29,7 @@ from nncompress.dns import DNSConfig
 from nncompress.errors import ConfigError, NonFiniteError, did_you_mean
 from nncompress.inq import INQConfig
 from nncompress.layers import CompressedLayer, compressed_class
+from nncompress.vd import VDConfig
 
 __all__ = [
     "compressed_layers",
@@ -38,10 +39,12 @@ __all__ = [
     "prepare",
     "quantize_step",
     "surgery_step",
+    "vd_kl",
+    "vd_to_masks",
 ]
 
 M = TypeVar("M", bound=nn.Module)
-Config = DNSConfig | INQConfig
+Config = DNSConfig | INQConfig | VDConfig
 Selector = str | type[nn.Module]
 Override = Config | Mapping[str, Any] | None
 
@@ -131,7 +134,7 @@ def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
 
 
 def prepare(model: M, config: Config, layers: Mapping[Selector, Override] | None = None) -> M:
-    """Put the compressible layers of ``model`` under DNS or INQ, in place.
+    """Put the compressible layers of ``model`` under DNS, INQ or variational dropout, in place.
 
     Layers keep their Parameter objects, so an existing optimizer keeps working. Preparing
     DNS again starts a new DNS stage (iteration 0, masks kept); preparing INQ on DNS layers
@@ -155,8 +158,8 @@ def prepare(model: M, config: Config, layers: Mapping[Selector, Override] | None
         >>> is_prepared(net)
         True
     """
-    if not isinstance(config, (DNSConfig, INQConfig)):
-        raise ConfigError("config must be a DNSConfig or an INQConfig, "
+    if not isinstance(config, (DNSConfig, INQConfig, VDConfig)):
+        raise ConfigError("config must be a DNSConfig, an INQConfig or a VDConfig, "
                           f"got {type(config).__name__}")
     layers = dict(layers or {})
     _check_selectors(model, layers)
@@ -178,6 +181,8 @@ def prepare(model: M, config: Config, layers: Mapping[Selector, Override] | None
                 _replace(model, module, layer)
         if isinstance(layer_config, DNSConfig):
             layer.start_dns(layer_config)
+        elif isinstance(layer_config, VDConfig):
+            layer.start_vd(layer_config)
         else:
             layer.start_inq(layer_config)
     return result  # type: ignore[return-value]
@@ -239,6 +244,52 @@ def surgery_step(model: nn.Module) -> None:
             layer.surgery()
 
 
+def _vd_layers(model: nn.Module, verb: str) -> list[CompressedLayer]:
+    layers = [layer for _, layer in compressed_layers(model) if layer.vd_config is not None]
+    if not layers:
+        raise ConfigError(f"{verb} needs layers under variational dropout; call "
+                          "prepare(model, VDConfig(...)) first")
+    return layers
+
+
+def vd_kl(model: nn.Module) -> torch.Tensor:
+    """The KL term of every layer under variational dropout, summed (ramps applied).
+
+    Add ``vd_kl(model) / N`` to the mean data loss of a batch, ``N`` being the number of
+    training examples: that is the (negative) variational lower bound per example.
+
+    Raises:
+        ConfigError: no layer of ``model`` is under variational dropout.
+
+    Example:
+        >>> net = prepare(nn.Linear(4, 4), VDConfig())
+        >>> bool(vd_kl(net) > 0)
+        True
+    """
+    terms = [layer.vd_kl() for layer in _vd_layers(model, "vd_kl")]
+    return torch.stack(terms).sum()
+
+
+def vd_to_masks(model: M) -> M:
+    """End variational dropout: each layer keeps ``log alpha < threshold`` as a frozen DNS mask.
+
+    ``log sigma^2`` is dropped. The model then behaves as one pruned by DNS: fixed-mask
+    retraining (:func:`nncompress.freeze_masks`), INQ (which bakes the masks) and
+    :func:`finalize` follow as after surgery. The optimizer holding ``log sigma^2`` is done.
+
+    Raises:
+        ConfigError: no layer of ``model`` is under variational dropout.
+
+    Example:
+        >>> net = vd_to_masks(prepare(nn.Linear(4, 4), VDConfig()))
+        >>> net.dns_config.iter_stop, int(net.weight_mask.sum())
+        (-1, 16)
+    """
+    for layer in _vd_layers(model, "vd_to_masks"):
+        layer.stop_vd()
+    return model
+
+
 def mask_fixed_gradients(model: nn.Module) -> None:
     """Zero the gradients of fixed INQ entries now.
 
@@ -287,6 +338,7 @@ def finalize(model: M, *, allow_nonfinite: bool = False) -> M:
         _check_finite(name or layer.layer_name, layer, allow_nonfinite)
     result: nn.Module = model
     for _, layer in layers:
+        layer.stop_vd()
         layer.bake_masks()
         layer.forget_inq()
         plain = layer.to_plain()

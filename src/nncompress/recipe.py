@@ -52,6 +52,7 @@ from nncompress.recipe_stages import (  # the stage classes live there; names ke
     RetrainStage,
     Stage,
     TrainStage,
+    VDStage,
     _TrainingStage,
 )
 from nncompress.train.config import (
@@ -81,6 +82,7 @@ __all__ = [
     "RetrainStage",
     "Stage",
     "TrainStage",
+    "VDStage",
     "apply_overrides",
     "dump_recipe",
     "find_recipe",
@@ -132,7 +134,7 @@ def _build_stage(value: Any, path: str, seed: int) -> Stage:
     cls = _STAGE_CLASSES[kind]
     if kind == "inq":
         value = expand_portions(value, path)  # portions: {step: 0.05}
-    if kind in ("dns", "inq"):
+    if kind in ("dns", "inq", "vd"):
         names = [f.name for f in dataclasses.fields(cls)]
         check_keys(value, names, path, _checks.misplaced_hints(kind))
     stage = build_dataclass(cls, value, path)
@@ -140,7 +142,7 @@ def _build_stage(value: Any, path: str, seed: int) -> Stage:
         _checks.check_training(stage, path)
     if isinstance(stage, ExportStage):
         _checks.check_export_file(stage.file, path)
-    if isinstance(stage, (DNSStage, INQStage)):
+    if isinstance(stage, (DNSStage, VDStage, INQStage)):
         stage = dataclasses.replace(stage,
                                     **_checks.resolve_layer_configs(kind, stage, path, seed))
     return typing.cast(Stage, stage)

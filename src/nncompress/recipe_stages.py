@@ -1,4 +1,4 @@
-"""The stages of a recipe as typed dataclasses: train, dns, retrain, inq, finalize and export.
+"""The stages of a recipe as typed dataclasses: train, dns, vd, retrain, inq, finalize, export.
 
 :mod:`nncompress.recipe` builds them from YAML (and re-exports them); the checks beyond types
 are in :mod:`nncompress._recipe_checks`, epoch counts in :mod:`nncompress._recipe_epochs`.
@@ -16,9 +16,9 @@ from nncompress.train.config import BiasConfig, LRConfig, OptimizerConfig
 from nncompress.train.distill import DistillConfig
 
 __all__ = ["STAGE_TYPES", "DNSStage", "ExportStage", "FinalizeStage", "INQStage",
-           "RetrainStage", "Stage", "TrainStage"]
+           "RetrainStage", "Stage", "TrainStage", "VDStage"]
 
-STAGE_TYPES = ("train", "dns", "retrain", "inq", "finalize", "export")
+STAGE_TYPES = ("train", "dns", "vd", "retrain", "inq", "finalize", "export")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,11 +83,24 @@ class DNSStage(_CountedStage):
 
 
 @dataclass(frozen=True, kw_only=True)
+class VDStage(_CountedStage):
+    """Sparse variational dropout: ``defaults`` are VDConfig fields, ``layers`` overrides.
+
+    The training loss gets the layers' KL term divided by the training set's size. When the
+    stage ends, each layer keeps ``log alpha < threshold`` as a frozen DNS mask
+    (:func:`nncompress.vd_to_masks`), so ``retrain``, ``inq`` and ``finalize`` may follow.
+    """
+
+    defaults: dict[str, Any] = field(default_factory=dict)
+    layers: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class RetrainStage(TrainStage):
     """Fixed-mask retraining after DNS: every layer under DNS keeps its masks, kept entries train.
 
     The layers' DNS configs continue with ``iter_stop = -1`` (no surgery); pruned entries stay
-    pruned, layers outside DNS train as they are. It must follow a ``dns`` stage.
+    pruned, layers outside DNS train as they are. It must follow a ``dns`` or ``vd`` stage.
     """
 
 
@@ -130,9 +143,9 @@ class ExportStage(_StageBase):
     float_dtype: Literal["float32", "float16"] = "float32"  # of tensors that are not INQ levels
 
 
-Stage = Union[TrainStage, DNSStage, RetrainStage, INQStage, FinalizeStage,  # noqa: UP007
-              ExportStage]
+Stage = Union[TrainStage, DNSStage, VDStage, RetrainStage, INQStage,  # noqa: UP007
+              FinalizeStage, ExportStage]
 _STAGE_CLASSES: dict[str, type[Any]] = {
-    "train": TrainStage, "dns": DNSStage, "retrain": RetrainStage, "inq": INQStage,
+    "train": TrainStage, "dns": DNSStage, "vd": VDStage, "retrain": RetrainStage, "inq": INQStage,
     "finalize": FinalizeStage, "export": ExportStage,
 }

@@ -19,7 +19,7 @@ from nncompress.dns import DNSConfig
 from nncompress.errors import FormatError, NNCompressError
 from nncompress.inq import INQConfig
 from nncompress.models import build_model
-from nncompress.prepare import finalize, is_prepared, prepare, quantize_step
+from nncompress.prepare import finalize, is_prepared, prepare, quantize_step, vd_to_masks
 from nncompress.recipe import (
     DNSStage,
     FinalizeStage,
@@ -28,9 +28,11 @@ from nncompress.recipe import (
     RecipeError,
     RetrainStage,
     Stage,
+    VDStage,
 )
 from nncompress.retrain import freeze_masks
 from nncompress.train.checkpoint import Checkpoint
+from nncompress.vd import VDConfig
 
 __all__ = ["Position", "apply_structure", "check_recipe", "end_position", "plain_copy",
            "restore_checkpoint", "stage_tag"]
@@ -71,7 +73,7 @@ def stage_tag(index: int, name: str) -> str:
     return f"s{index:02d}-{re.sub(r'[^A-Za-z0-9_]+', '_', name)[:40]}"
 
 
-def _selection(stage: DNSStage | INQStage) -> dict[str | type[nn.Module], Any]:
+def _selection(stage: DNSStage | VDStage | INQStage) -> dict[str | type[nn.Module], Any]:
     return dict(stage.layers.items())
 
 
@@ -80,8 +82,9 @@ def apply_structure(model: nn.Module, stage: Stage, upto_step: int | None = None
 
     An INQ stage hands its ``portions`` to every layer's INQConfig, and each quantize step
     takes the layers to the next portion of that schedule; ``upto_step`` limits the steps
-    applied (None: all, -1: none, only ``prepare``). A retrain stage freezes the masks of the
-    layers under DNS (:func:`nncompress.retrain.freeze_masks`).
+    applied (None: all, -1: none, only ``prepare``). A vd stage prepares its layers and, unless
+    ``upto_step`` is -1 (the stage is still training), ends with :func:`vd_to_masks`. A retrain
+    stage freezes the masks of the layers under DNS (:func:`nncompress.retrain.freeze_masks`).
 
     Returns:
         The model (a new object only when ``finalize`` replaced a prepared top-level layer).
@@ -93,6 +96,10 @@ def apply_structure(model: nn.Module, stage: Stage, upto_step: int | None = None
         freeze_masks(model)
     elif isinstance(stage, DNSStage):
         prepare(model, DNSConfig(**stage.defaults), layers=_selection(stage))
+    elif isinstance(stage, VDStage):
+        prepare(model, VDConfig(**stage.defaults), layers=_selection(stage))
+        if upto_step != -1:
+            vd_to_masks(model)
     elif isinstance(stage, INQStage):
         prepare(model, INQConfig(portions=stage.portions, **stage.defaults),
                 layers=_selection(stage))
@@ -156,10 +163,11 @@ def restore_checkpoint(recipe: Recipe, model: nn.Module,
     """
     pos = Position(**checkpoint.metadata["position"])
     for index, stage in enumerate(recipe.stages[:pos.stage + 1]):
-        if index < pos.stage or pos.done or not isinstance(stage, INQStage):
+        if index < pos.stage or pos.done or not isinstance(stage, (INQStage, VDStage)):
             model = apply_structure(model, stage)
-        else:
-            model = apply_structure(model, stage, upto_step=pos.step)
+        else:  # in the middle of an INQ or vd stage
+            model = apply_structure(model, stage, upto_step=pos.step if isinstance(
+                stage, INQStage) else -1)
     try:
         model.load_state_dict(checkpoint.model_state, strict=True)
     except RuntimeError as exc:

@@ -26,7 +26,7 @@ class LayerSummary:
     Attributes:
         name: qualified module name.
         layer_type: ``Linear``, ``Conv2d``, ...
-        mode: ``dns``, ``inq`` or ``plain``.
+        mode: ``dns``, ``inq``, ``vd`` (kept: ``log alpha < threshold``) or ``plain``.
         entries: weights plus biases.
         kept: entries whose effective value is non-zero.
         levels: distinct allowed values including 0 when the layer is quantized to powers of
@@ -148,6 +148,9 @@ def _layer_summary(name: str, layer: nn.Module) -> LayerSummary:
             mode = "dns"
             masks = [layer.mask(b) for b in ("weight", "bias")]
             values = [v if m is None else v * m for v, m in zip(values, masks)]
+        elif layer.vd_config is not None:
+            mode = "vd"
+            values[0] = values[0] * layer.vd_mask()
         elif layer.inq_config is not None:
             mode = "inq"
             blobs = layer.blobs(layer.inq_config.include_bias)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BatchOrder",
+    "Criterion",
     "TrainState",
     "TrainingLoop",
     "build_optimizer",
