@@ -251,7 +251,7 @@ def test_a_vd_stage_is_parsed_with_every_default_written_out() -> None:
     stage = recipe.stages[1]
     assert isinstance(stage, VDStage)
     assert stage.defaults == {"threshold": 1.0, "kl_weight": 30.0, "kl_ramp": 6,
-                              "init_log_sigma2": -10.0}
+                              "init_log_sigma2": -10.0, "include_bias": False}
 
 
 @pytest.mark.parametrize(("change", "path", "text"), [
@@ -317,3 +317,80 @@ def test_summarize_counts_what_variational_dropout_keeps() -> None:
     layer = _linear([[1.0, 0.01, -0.5, 2.0]], [[0.0, 0.0, -5.0, 5.0]], [0.1])
     (row,) = nnc.summarize(layer).layers
     assert (row.mode, row.entries, row.kept) == ("vd", 5, 3)  # two weights and the bias
+
+
+@pytest.mark.parametrize("device", [
+    "cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                         reason="needs CUDA"))])
+def test_low_precision_autocast_keeps_the_noise_and_its_gradients_finite(device: str) -> None:
+    torch.manual_seed(4)
+    net = nnc.prepare(nn.Sequential(nn.Linear(16, 8)), nnc.VDConfig()).to(device)
+    x = torch.randn(32, 16, device=device)
+    dtype = torch.bfloat16 if device == "cpu" else torch.float16
+    with torch.autocast(device, dtype=dtype):
+        out = net(x)
+    assert out.dtype == dtype
+    (out.float().square().mean() + nnc.vd_kl(net) / 1000).backward()
+    for name, param in net.named_parameters():
+        assert param.grad is not None and bool(torch.isfinite(param.grad).all()), name
+    assert bool((net[0].weight_log_sigma2.grad != 0).all())
+
+
+def _with_bias_noise(config: nnc.VDConfig) -> CompressedLinear:
+    layer = nn.Linear(2, 2)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, 2.0], [0.5, -1.0]]))
+        layer.bias.copy_(torch.tensor([0.5, -0.01]))
+    prepared = nnc.prepare(layer, config)
+    assert isinstance(prepared, CompressedLinear)
+    with torch.no_grad():
+        prepared.weight_log_sigma2.copy_(torch.tensor([[math.log(0.25), 0.0], [-30.0, 0.0]]))
+        prepared.bias_log_sigma2.copy_(torch.tensor([math.log(0.09), 0.0]))
+    return prepared
+
+
+def test_include_bias_adds_the_bias_variance_and_prunes_biases_by_the_same_rule() -> None:
+    layer = _with_bias_noise(nnc.VDConfig(include_bias=True))
+    x = torch.tensor([[1.0, 2.0]])
+    torch.manual_seed(3)
+    got = layer(x)
+    torch.manual_seed(3)
+    eps = torch.randn(1, 2)
+    # variances 1*0.25 + 4*1 + 0.09 and ~0 + 4*1 + 1
+    want = torch.tensor([[5.5, -1.51]]) + torch.sqrt(torch.tensor([[4.34, 5.0]]) + 1e-8) * eps
+    assert torch.allclose(got, want, atol=1e-5)
+    # bias log alpha: log(0.09 / 0.25) = -1.02 (kept), log(1 / 1e-4) = 9.2 (pruned)
+    assert layer.vd_mask("bias").tolist() == [True, False]
+    kl = kl_approximation(log_alpha(layer.weight, layer.weight_log_sigma2)).sum() + \
+        kl_approximation(log_alpha(layer.bias, layer.bias_log_sigma2)).sum()
+    assert float(nnc.vd_kl(layer).detach()) == pytest.approx(float(kl.detach()), rel=1e-6)
+    layer.eval()
+    assert layer(x).detach()[0].tolist() == pytest.approx([5.5, -1.5])  # 0.5 - 2, no bias
+    assert nnc.summarize(layer).layers[0].kept == 5  # every weight and one bias of two
+    nnc.vd_to_masks(layer)
+    assert layer.bias_mask.tolist() == [True, False]
+    assert layer.dns_config == nnc.DNSConfig(iter_stop=-1, include_bias=True)
+    plain = nnc.finalize(layer)
+    assert plain.bias.tolist() == [0.5, 0.0]
+    assert set(dict(plain.named_parameters())) == {"weight", "bias"}
+
+
+def test_without_include_bias_the_bias_has_no_noise_and_stays() -> None:
+    layer = nnc.prepare(nn.Linear(2, 2), nnc.VDConfig())
+    assert "bias_log_sigma2" not in dict(layer.named_parameters())
+    with pytest.raises(ConfigError, match="include_bias cannot change"):
+        nnc.prepare(layer, nnc.VDConfig(include_bias=True))
+
+
+def test_a_convolution_bias_adds_its_variance_per_channel() -> None:
+    torch.manual_seed(6)
+    layer = nnc.prepare(nn.Conv2d(1, 2, 3), nnc.VDConfig(include_bias=True, init_log_sigma2=-2))
+    assert isinstance(layer, CompressedConv2d)
+    x = torch.randn(1, 1, 5, 5)
+    torch.manual_seed(8)
+    got = layer(x)
+    torch.manual_seed(8)
+    mean = F.conv2d(x, layer.weight.detach(), layer.bias.detach())
+    variance = F.conv2d(x * x, torch.full((2, 1, 3, 3), math.exp(-2))) + math.exp(-2)
+    assert torch.allclose(got, mean + torch.sqrt(variance + 1e-8) * torch.randn_like(mean),
+                          atol=1e-5)

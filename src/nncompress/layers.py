@@ -16,7 +16,8 @@ INQ
     ``inq_steps`` (int64): how many quantize steps ran (seeds the ``random`` strategy).
     ``inq_seed`` (int64): the layer's seed.
 Sparse variational dropout (:mod:`nncompress.vd`)
-    ``weight_log_sigma2`` (a Parameter): each weight's learned ``log sigma^2``.
+    ``weight_log_sigma2``, ``bias_log_sigma2`` (Parameters): each entry's learned
+    ``log sigma^2`` (the bias's only with ``include_bias``).
     ``vd_iteration`` (int64): training-mode forwards so far (the KL ramp's clock).
 """
 
@@ -45,7 +46,11 @@ COMPRESSIBLE: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn
 _DNS_BUFFERS = ("weight_mask", "bias_mask", "dns_iteration", "dns_stats", "dns_seed")
 _INQ_BUFFERS = ("weight_fixed", "bias_fixed", "weight_levels", "bias_levels", "inq_portion",
                 "inq_steps", "inq_seed")
-_VD_PARAMETER = "weight_log_sigma2"
+
+
+def _vd_parameter(blob: str) -> str:
+    return f"{blob}_log_sigma2"
+
 
 
 class CompressedLayer(nn.Module):
@@ -99,7 +104,7 @@ class CompressedLayer(nn.Module):
         plain.__dict__["_buffers"] = {k: v for k, v in self._buffers.items()
                                       if k not in _DNS_BUFFERS + _INQ_BUFFERS + ("vd_iteration",)}
         plain.__dict__["_parameters"] = {k: v for k, v in self._parameters.items()
-                                         if k != _VD_PARAMETER}
+                                         if not k.endswith("_log_sigma2")}
         plain.__dict__["_modules"] = dict(self._modules)
         for key in ("layer_name", "dns_config", "inq_config", "vd_config", "_step_keep",
                     "_dns_host",
@@ -294,63 +299,81 @@ class CompressedLayer(nn.Module):
 
     # -- sparse variational dropout ------------------------------------------------------------
     def start_vd(self, config: VDConfig) -> None:
-        """Start variational dropout on the weight; ``log sigma^2`` starts at ``init_log_sigma2``.
+        """Start variational dropout: each blob's ``log sigma^2`` starts at ``init_log_sigma2``.
 
-        Preparing again (a second stage) keeps the learned ``log sigma^2`` and restarts the
-        KL ramp's clock.
+        The blobs are the weight, and the bias with ``include_bias``. Preparing again (a
+        second stage) keeps the learned ``log sigma^2`` and restarts the KL ramp's clock.
         """
         if self.inq_config is not None or self.dns_config is not None:
             mode = "INQ" if self.inq_config is not None else "DNS"
             raise ConfigError(f"layer {self.layer_name!r} is under {mode}; variational dropout "
                               "starts from a plain or finalized model (finalize it first)")
-        weight = self.param("weight")
-        if self.vd_config is None:
-            self.register_parameter(_VD_PARAMETER, nn.Parameter(
-                torch.full_like(weight.detach(), config.init_log_sigma2)))
-        self.register_buffer("vd_iteration",
-                             torch.zeros((), dtype=torch.int64, device=weight.device))
+        if self.vd_config is not None and config.include_bias != self.vd_config.include_bias:
+            raise ConfigError(f"layer {self.layer_name!r}: include_bias cannot change between "
+                              "variational dropout stages")
+        for blob in self.blobs(config.include_bias):
+            if _vd_parameter(blob) not in self._parameters:
+                self.register_parameter(_vd_parameter(blob), nn.Parameter(
+                    torch.full_like(self.param(blob).detach(), config.init_log_sigma2)))
+        device = self.param("weight").device
+        self.register_buffer("vd_iteration", torch.zeros((), dtype=torch.int64, device=device))
         self.vd_config = config
 
-    def vd_log_alpha(self) -> torch.Tensor:
-        """Each weight's ``log alpha`` (clipped), differentiable in the weight and log sigma^2."""
-        return _vd.log_alpha(self.param("weight"), self.param(_VD_PARAMETER))
+    def vd_log_alpha(self, blob: str = "weight") -> torch.Tensor:
+        """``log alpha`` of each entry of ``blob`` (clipped), differentiable in both tensors."""
+        return _vd.log_alpha(self.param(blob), self.param(_vd_parameter(blob)))
 
-    def vd_mask(self) -> torch.Tensor:
-        """Bool tensor of the weights variational dropout keeps: ``log alpha < threshold``."""
+    def vd_mask(self, blob: str = "weight") -> torch.Tensor:
+        """Bool tensor of the entries of ``blob`` kept: ``log alpha < threshold``."""
         assert self.vd_config is not None
         with torch.no_grad():
-            return self.vd_log_alpha() < self.vd_config.threshold
+            return self.vd_log_alpha(blob) < self.vd_config.threshold
 
     def vd_kl(self) -> torch.Tensor:
-        """The layer's KL term: the ramped factor times the summed KL of its weights."""
+        """The layer's KL term: the ramped factor times the summed KL of its entries."""
         config = self.vd_config
         assert config is not None
-        factor = _vd.kl_factor(self.vd_iteration, config)
-        return factor * _vd.kl_approximation(self.vd_log_alpha()).sum()
+        total = sum(_vd.kl_approximation(self.vd_log_alpha(blob)).sum()
+                    for blob in self.blobs(config.include_bias))
+        return _vd.kl_factor(self.vd_iteration, config) * total
 
     def stop_vd(self) -> None:
-        """End variational dropout: keep ``log alpha < threshold`` as a frozen DNS mask.
+        """End variational dropout: keep ``log alpha < threshold`` as frozen DNS masks.
 
         ``log sigma^2`` is dropped; the layer continues under DNS with ``iter_stop = -1``
-        (and no bias mask), which fixed-mask retraining, INQ and finalize understand.
+        (with a bias mask only under ``include_bias``), which fixed-mask retraining, INQ and
+        finalize understand.
         """
-        if self.vd_config is None:
+        config = self.vd_config
+        if config is None:
             return
-        mask = self.vd_mask()
-        del self._parameters[_VD_PARAMETER]
+        blobs = self.blobs(config.include_bias)
+        masks = {blob: self.vd_mask(blob) for blob in blobs}
+        for blob in blobs:
+            del self._parameters[_vd_parameter(blob)]
         self._buffers.pop("vd_iteration", None)
         self.vd_config = None
-        self.start_dns(DNSConfig(iter_stop=-1, include_bias=False))
-        self.set_mask("weight", mask)
+        self.start_dns(DNSConfig(iter_stop=-1, include_bias=config.include_bias))
+        for blob, mask in masks.items():
+            self.set_mask(blob, mask)
 
     def _vd_forward(self, input: torch.Tensor, op: Any) -> torch.Tensor:
-        weight, bias = self.param("weight"), self._parameters.get("bias")
+        config = self.vd_config
+        assert config is not None
+        weight: torch.Tensor = self.param("weight")
+        bias: torch.Tensor | None = self._parameters.get("bias")
         if not self.training:
-            kept = weight * self.vd_mask().to(weight.dtype)
-            return op(input, kept, bias)  # type: ignore[no-any-return]
+            weight = weight * self.vd_mask().to(weight.dtype)
+            if bias is not None and config.include_bias:
+                bias = bias * self.vd_mask("bias").to(bias.dtype)
+            return op(input, weight, bias)  # type: ignore[no-any-return]
         self.vd_iteration.add_(1)
         mean = op(input, weight, bias)
-        variance = op(input * input, torch.exp(self.param(_VD_PARAMETER)), None)
+        bias_variance = None
+        if bias is not None and config.include_bias:
+            bias_variance = torch.exp(self.param(_vd_parameter("bias")))
+        variance = op(input * input, torch.exp(self.param(_vd_parameter("weight"))),
+                      bias_variance)
         return _vd.noisy_output(mean, variance)
 
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:

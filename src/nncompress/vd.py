@@ -13,6 +13,8 @@ reparameterization trick)::
 
     mean = x @ w.T + b,   var = (x * x) @ exp(log_sigma2).T,   out = mean + sqrt(var) * eps
 
+(with ``include_bias``, the bias gets its own ``log_sigma2`` and adds its variance to ``var``)
+
 and the evaluation forward computes with ``w * [log alpha < threshold]``. The KL term uses the
 paper's approximation ``-KL = k1 sigmoid(k2 + k3 log alpha) - 0.5 log(1 + 1/alpha) - k1``.
 
@@ -53,6 +55,8 @@ class VDConfig:
             ``kl_ramp`` training iterations of the layer (0: the full weight at once).
         init_log_sigma2: the starting ``log sigma^2`` of every weight (-10: almost no noise,
             so a trained model starts where it was).
+        include_bias: give the bias its own noise and prune it by the same rule (the paper
+            prunes weights only, the default).
 
     Example:
         >>> VDConfig(threshold=2.5).threshold
@@ -63,6 +67,7 @@ class VDConfig:
     kl_weight: float = 1.0
     kl_ramp: int = 0
     init_log_sigma2: float = -10.0
+    include_bias: bool = False
 
     def __post_init__(self) -> None:
         own = "VDConfig"
@@ -76,6 +81,8 @@ class VDConfig:
               "use an integer >= 0 (iterations; 0 applies the full KL weight at once)")
         check_real(own, "init_log_sigma2", self.init_log_sigma2, lambda v: v <= 0,
                    "use a number <= 0, e.g. -10 (almost no noise at the start)")
+        check(isinstance(self.include_bias, bool), own, "include_bias", self.include_bias,
+              "use true or false")
 
 
 def log_alpha(weight: torch.Tensor, log_sigma2: torch.Tensor) -> torch.Tensor:

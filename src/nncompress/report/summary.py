@@ -151,6 +151,8 @@ def _layer_summary(name: str, layer: nn.Module) -> LayerSummary:
         elif layer.vd_config is not None:
             mode = "vd"
             values[0] = values[0] * layer.vd_mask()
+            if len(values) > 1 and layer.vd_config.include_bias:
+                values[1] = values[1] * layer.vd_mask("bias")
         elif layer.inq_config is not None:
             mode = "inq"
             blobs = layer.blobs(layer.inq_config.include_bias)
