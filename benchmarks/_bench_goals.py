@@ -1,7 +1,7 @@
 """Published anchors and the benchmark goals, checked against benchmark rows.
 
-A goal names a model, which runs may meet it (any, with DNS, or INQ alone at one K) and
-conditions on one run: compression (entries per kept entry), test error, compact file bytes,
+A goal names a model, which runs may meet it (any, pruned by DNS or VD, or INQ alone at one
+K) and conditions on one run: compression (entries per kept entry), test error, compact file bytes,
 or test error above the run's own reference. Among the runs that may meet it, the one shown
 is the one that fails the fewest conditions, then by the smallest sum of relative shortfalls.
 """
@@ -60,7 +60,7 @@ class Goal:
 
     text: str
     model: str
-    kind: str  # "any", "dns" (a DNS stage) or "inq" (INQ without DNS, at K = inq_k)
+    kind: str  # "any", "dns" (a pruning stage: dns or vd) or "inq" (INQ alone, at K = inq_k)
     conditions: tuple[Condition, ...]
     inq_k: int = 0
 
@@ -146,10 +146,11 @@ def _miss(condition: Condition, value: float | None) -> tuple[str, float] | None
 def _eligible(goal: Goal, row: RunRow) -> bool:
     if row.model != goal.model:
         return False
+    pruned = "dns" in row.stages or "vd" in row.stages
     if goal.kind == "dns":
-        return "dns" in row.stages
+        return pruned
     if goal.kind == "inq":
-        return "inq" in row.stages and "dns" not in row.stages and row.inq_k == (goal.inq_k,)
+        return "inq" in row.stages and not pruned and row.inq_k == (goal.inq_k,)
     return True
 
 

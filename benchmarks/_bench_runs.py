@@ -25,7 +25,7 @@ from nncompress.run_resume import read_saved_recipe
 
 __all__ = ["LayerRow", "RunRow", "header_comment", "read_run", "wall_time"]
 
-_COMPRESSING = ("dns", "retrain", "inq")
+_COMPRESSING = ("dns", "vd", "retrain", "inq")
 
 
 @dataclass(frozen=True)

@@ -3,18 +3,21 @@
 Usage::
 
     python benchmarks/reproduce.py --run [NAME ...] [--runs-dir runs] [--quiet]
-    python benchmarks/reproduce.py --from runs/lenet5_dns_inq runs/lenet300_100_dns_inq
+    python benchmarks/reproduce.py --from runs/lenet5_dns_inq runs/lenet300_100_dns_inq[=NAME]
         [--out BENCHMARKS.md] [--readme README.md] [--ablation MEAN=RUN_A:RUN_B ...]
         [--notes NOTES.md] [--no-reference-eval]
 
 ``--run`` runs each named shipped recipe (default: every top-level shipped recipe but the
 demo) as ``nncompress run NAME --out RUNS_DIR/NAME --threads 1``, with ``--resume`` when the
 folder already holds a run (finished or interrupted), then reads the folders. ``--from``
-only reads finished folders. ``--ablation MEAN=A:B`` adds a row to the "effect of each mean"
-table, where run B is run A plus that mean. ``--readme`` replaces README's results table,
-between the lines ``<!-- benchmarks:results begin -->`` and ``<!-- benchmarks:results end -->``,
-with the summary table of BENCHMARKS.md (and its "effect of each mean" table when pairs are
-given). ``--notes`` adds a Markdown file as BENCHMARKS.md's closing "Notes" section.
+only reads finished folders; ``FOLDER=NAME`` shows a folder as a run of the shipped recipe
+``NAME`` (made under another name: its command then carries ``--set name=...``, or the run's
+own recipe.yaml when the two differ in more). ``--ablation MEAN=A:B`` adds a row to the
+"effect of each mean" table, where run B is run A plus that mean. ``--readme`` replaces
+README's results table, between the lines ``<!-- benchmarks:results begin -->`` and
+``<!-- benchmarks:results end -->``, with the summary table of BENCHMARKS.md (and its
+"effect of each mean" table when pairs are given). ``--notes`` adds a Markdown file as
+BENCHMARKS.md's closing "Notes" section.
 
 Every input is checked before anything runs or is written: a folder without ``report.json``,
 an unknown recipe name, a README without the markers or a malformed ``--ablation`` stops
@@ -64,8 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", nargs="*", metavar="NAME",
                         help="run these shipped recipes (default: the benchmark recipes)")
-    source.add_argument("--from", dest="folders", nargs="+", metavar="RUN_DIR",
-                        help="read these finished run folders only")
+    source.add_argument("--from", dest="folders", nargs="+", metavar="RUN_DIR[=NAME]",
+                        help="read these finished run folders only (=NAME: as a run of the "
+                             "shipped recipe NAME)")
     parser.add_argument("--runs-dir", default="runs", help="where --run puts its run folders")
     parser.add_argument("--out", default="BENCHMARKS.md", help="the Markdown file to write")
     parser.add_argument("--readme", default=None, help="also replace README's results block")
@@ -192,20 +196,47 @@ def _readme_block(rows: Sequence[RunRow], ablations: Sequence[Ablation], out: st
             "errors, wall times, the goals and the commands.\n\n")
 
 
+def folder_recipes(texts: Sequence[str]) -> list[tuple[str, str | None]]:
+    """``--from`` values as ``(folder, shipped recipe name or None)``.
+
+    Raises:
+        ConfigError: a name after ``=`` is not a shipped recipe.
+
+    Example:
+        >>> folder_recipes(["runs/a", "runs/t5=lenet5_sparse"])
+        [('runs/a', None), ('runs/t5', 'lenet5_sparse')]
+    """
+    out: list[tuple[str, str | None]] = []
+    for text in texts:
+        folder, sep, name = text.rpartition("=") if "=" in text else (text, "", "")
+        if sep and name not in packaged_recipes():
+            raise ConfigError(f"--from {text!r}: {name!r} is not a shipped recipe"
+                              f"{did_you_mean(name, packaged_recipes())}; give one of: "
+                              f"{', '.join(benchmark_recipes())}")
+        out.append((folder, name or None))
+    return out
+
+
 def _check_inputs(args: argparse.Namespace
                   ) -> tuple[dict[str, Path], list[tuple[str, str, str]]]:
     names = recipe_names(args.run) if args.run is not None else {}
+    if args.folders:
+        args.folders = folder_recipes(args.folders)
     pairs = ablation_pairs(args.ablation)
     if args.readme is not None:
         replace_block(_read(Path(args.readme)), "", args.readme)
     if args.notes is not None:
         _read(Path(args.notes))
     # every finished folder named must have its report before anything runs or is measured
-    for folder in [*(args.folders or []), *(f for _, a, b in pairs for f in (a, b))]:
+    for folder in [*(f for f, _ in args.folders or []), *(f for _, a, b in pairs for f in (a, b))]:
         if not (Path(folder) / "report.json").is_file():
             raise ConfigError(f"{folder}: no report.json; give finished run folders "
                               "(or --run to run the recipes)")
     return names, pairs
+
+
+def _named(row: RunRow, name: str | None) -> RunRow:
+    return row if name is None else replace(row, name=name)
 
 
 def unique_names(rows: Sequence[RunRow]) -> list[RunRow]:
@@ -232,10 +263,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         names, pairs = _check_inputs(args)
-        folders = args.folders or run_recipes(names, Path(args.runs_dir), args.quiet)
-        files = [None] * len(folders) if args.folders else list(names.values())
-        rows = unique_names([read_run(f, evaluate_reference=not args.no_reference_eval,
-                                      recipe_file=file) for f, file in zip(folders, files)])
+        shipped = packaged_recipes()
+        if args.folders:
+            folders = [f for f, _ in args.folders]
+            shown = [n for _, n in args.folders]
+        else:
+            folders, shown = run_recipes(names, Path(args.runs_dir), args.quiet), list(names)
+        rows = unique_names([_named(read_run(f, evaluate_reference=not args.no_reference_eval,
+                                             recipe_file=None if n is None else shipped[n]), n)
+                             for f, n in zip(folders, shown)])
         ablations = [Ablation(mean, read_run(a, evaluate_reference=False),
                               read_run(b, evaluate_reference=False)) for mean, a, b in pairs]
         text = benchmarks_markdown(rows, ablations,

@@ -185,6 +185,30 @@ def test_run_runs_then_resumes_a_finished_folder(tmp_path: Path,
     assert "tuned on nothing: a test recipe" in (tmp_path / "B.md").read_text()
 
 
+@pytest.mark.slow
+def test_a_folder_shown_as_a_run_of_a_shipped_recipe_made_under_another_name(
+        runs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = runs
+    shipped = tmp_path / "tiny_shipped.yaml"  # tiny_a's recipe under another name
+    shipped.write_text(yaml.safe_dump(tiny_raw("tiny_shipped", 0.3, 4)))
+    monkeypatch.setattr(reproduce, "packaged_recipes", lambda: {"tiny_shipped": shipped})
+    out = tmp_path / "B.md"
+    assert reproduce.main(["--from", f"{a}=tiny_shipped", f"{b}=tiny_shipped", "--out",
+                           str(out), "--no-reference-eval"]) == 0
+    lines = out.read_text().splitlines()
+    assert f"nncompress run {shipped} --set name=tiny_a --out {a} --threads 1" in lines
+    # tiny_b differs in more than its name: each difference is a --set value
+    assert any(line.startswith(f"nncompress run {shipped} --set name=tiny_b --set "
+                               "stages.dns.defaults.c_rate=0.8 ") for line in lines)
+    assert f"# tiny_shipped ({a})  (shipped recipe with --set values)" in lines
+    assert any(line.startswith(f"| `tiny_shipped ({a})` | `{a}` |") for line in lines)
+    assert reproduce.main(["--from", f"{a}=tiny_shiped", "--out", str(tmp_path / "C.md")]) == 1
+    assert "'tiny_shiped' is not a shipped recipe (did you mean 'tiny_shipped'?)" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "C.md").exists()
+
+
 def test_folder_without_report_exits_1_and_writes_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "half").mkdir()
