@@ -52,7 +52,6 @@ def _vd_parameter(blob: str) -> str:
     return f"{blob}_log_sigma2"
 
 
-
 class CompressedLayer(nn.Module):
     """Mixin of the prepared layers; see the module docstring for its state."""
 
@@ -107,8 +106,7 @@ class CompressedLayer(nn.Module):
                                          if not k.endswith("_log_sigma2")}
         plain.__dict__["_modules"] = dict(self._modules)
         for key in ("layer_name", "dns_config", "inq_config", "vd_config", "_step_keep",
-                    "_dns_host",
-                    _surgery.MASK_COPIES):
+                    "_dns_host", _surgery.MASK_COPIES):
             plain.__dict__.pop(key, None)
         return plain
 

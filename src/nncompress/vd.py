@@ -5,8 +5,8 @@ Each weight ``w`` gets its own Gaussian multiplicative noise, parametrized by th
 variance ``sigma^2`` (``log_sigma2`` is learned next to ``w``); its dropout rate is
 ``alpha = sigma^2 / w^2``. Training minimizes the data loss plus the KL divergence from the
 log-uniform prior, divided by the number of training examples; the KL term pushes ``alpha``
-up wherever the data allow, and a weight with ``log alpha >= threshold`` (3 in the paper:
-noise twenty times the weight) carries only noise and is pruned.
+up wherever the data allow, and a weight with ``log alpha >= threshold`` (3 in the paper: a
+noise variance twenty times the squared weight) carries only noise and is pruned.
 
 The training forward samples each output from its exact Gaussian (the local
 reparameterization trick)::
@@ -35,7 +35,7 @@ from nncompress._config import check, check_real, config_class
 __all__ = ["KL_CONSTANTS", "LOG_ALPHA_RANGE", "VDConfig", "kl_approximation", "kl_factor",
            "log_alpha", "noisy_output"]
 
-# k1, k2, k3 of Molchanov et al.'s fit of the KL divergence (their eq. 14)
+# k1, k2, k3 of Molchanov et al.'s fit of the KL divergence
 KL_CONSTANTS = (0.63576, 1.87320, 1.48695)
 LOG_ALPHA_RANGE = (-10.0, 10.0)  # log alpha is clipped to this range, as in the paper's code
 _EPS = 1e-8
