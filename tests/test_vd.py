@@ -91,14 +91,19 @@ def _linear(weight: list[list[float]], log_sigma2: list[list[float]],
     return prepared
 
 
+def _draw(layer: nn.Module, x: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training forward, and the standard normal draws it used for its noise."""
+    torch.manual_seed(seed)
+    got = layer(x)
+    torch.manual_seed(seed)
+    return got, torch.randn(got.shape)
+
+
 def test_training_forward_samples_the_output_gaussian_by_hand() -> None:
     layer = _linear([[1.0, 2.0], [0.5, -1.0]], [[math.log(0.25), 0.0], [-30.0, math.log(4.0)]],
                     [0.5, -0.5])
     x = torch.tensor([[1.0, 2.0]])
-    torch.manual_seed(7)
-    got = layer(x)
-    torch.manual_seed(7)
-    eps = torch.randn(1, 2)
+    got, eps = _draw(layer, x, seed=7)
     # means 1 + 4 + 0.5 and 0.5 - 2 - 0.5; variances 1*0.25 + 4*1 and ~0 + 4*4
     want = torch.tensor([[5.5, -2.0]]) + torch.sqrt(torch.tensor([[4.25, 16.0]]) + 1e-8) * eps
     assert torch.allclose(got, want, atol=1e-6)
@@ -352,10 +357,7 @@ def _with_bias_noise(config: nnc.VDConfig) -> CompressedLinear:
 def test_include_bias_adds_the_bias_variance_and_prunes_biases_by_the_same_rule() -> None:
     layer = _with_bias_noise(nnc.VDConfig(include_bias=True))
     x = torch.tensor([[1.0, 2.0]])
-    torch.manual_seed(3)
-    got = layer(x)
-    torch.manual_seed(3)
-    eps = torch.randn(1, 2)
+    got, eps = _draw(layer, x, seed=3)
     # variances 1*0.25 + 4*1 + 0.09 and ~0 + 4*1 + 1
     want = torch.tensor([[5.5, -1.51]]) + torch.sqrt(torch.tensor([[4.34, 5.0]]) + 1e-8) * eps
     assert torch.allclose(got, want, atol=1e-5)

@@ -159,6 +159,12 @@ class CompressedLayer(nn.Module):
         """The blobs that take part: ``weight``, and ``bias`` if asked for and present."""
         return ["weight"] + (["bias"] if include_bias and self.bias is not None else [])
 
+    def _keep_include_bias(self, current: DNSConfig | VDConfig | None, include_bias: bool,
+                           what: str) -> None:
+        if current is not None and include_bias != current.include_bias:
+            raise ConfigError(f"layer {self.layer_name!r}: include_bias cannot change between "
+                              f"{what} stages")
+
     # -- DNS ----------------------------------------------------------------------------------
     def start_dns(self, config: DNSConfig) -> None:
         """Start a DNS stage: iteration 0, new statistics; masks are kept when present."""
@@ -168,9 +174,7 @@ class CompressedLayer(nn.Module):
         if self.inq_config is not None:
             raise ConfigError(f"layer {self.layer_name!r} is under INQ; DNS cannot follow INQ "
                               "(finalize the model first to prune a quantized model)")
-        if self.dns_config is not None and config.include_bias != self.dns_config.include_bias:
-            raise ConfigError(f"layer {self.layer_name!r}: include_bias cannot change between "
-                              "DNS stages")
+        self._keep_include_bias(self.dns_config, config.include_bias, "DNS")
         for blob in self.blobs(config.include_bias):
             if f"{blob}_mask" not in self._buffers:
                 param = self.param(blob)
@@ -306,9 +310,7 @@ class CompressedLayer(nn.Module):
             mode = "INQ" if self.inq_config is not None else "DNS"
             raise ConfigError(f"layer {self.layer_name!r} is under {mode}; variational dropout "
                               "starts from a plain or finalized model (finalize it first)")
-        if self.vd_config is not None and config.include_bias != self.vd_config.include_bias:
-            raise ConfigError(f"layer {self.layer_name!r}: include_bias cannot change between "
-                              "variational dropout stages")
+        self._keep_include_bias(self.vd_config, config.include_bias, "variational dropout")
         for blob in self.blobs(config.include_bias):
             if _vd_parameter(blob) not in self._parameters:
                 self.register_parameter(_vd_parameter(blob), nn.Parameter(
