@@ -63,6 +63,7 @@ class RunRow:
     prerequisites: tuple[str, ...] = ()  # commands that make the model.weights it starts from
     weights_wall_s: float | None = None  # wall time of the run folder that made those weights
     validation_accuracy: float | None = None  # at the last evaluation, when examples were held out
+    recorded: bool = False  # taken from the benchmark record: the folder is no longer here
 
     @property
     def compression(self) -> float | None:

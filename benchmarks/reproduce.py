@@ -5,7 +5,7 @@ Usage::
     python benchmarks/reproduce.py --run [NAME ...] [--runs-dir runs] [--quiet]
     python benchmarks/reproduce.py --from runs/lenet5_dns_inq runs/lenet300_100_dns_inq[=NAME]
         [--out BENCHMARKS.md] [--readme README.md] [--ablation MEAN=RUN_A:RUN_B ...]
-        [--notes NOTES.md] [--no-reference-eval]
+        [--notes NOTES.md] [--no-reference-eval] [--record benchmarks/results.json]
 
 ``--run`` runs each named shipped recipe (default: every top-level shipped recipe but the
 demo) as ``nncompress run NAME --out RUNS_DIR/NAME --threads 1``, with ``--resume`` when the
@@ -17,9 +17,12 @@ own recipe.yaml when the two differ in more). ``--ablation MEAN=A:B`` adds a row
 README's results table, between the lines ``<!-- benchmarks:results begin -->`` and
 ``<!-- benchmarks:results end -->``, with the summary table of BENCHMARKS.md (and its
 "effect of each mean" table when pairs are given). ``--notes`` adds a Markdown file as
-BENCHMARKS.md's closing "Notes" section.
+BENCHMARKS.md's closing "Notes" section. ``--record FILE`` keeps every row's exact values by
+folder (``_bench_record.py``): a folder that still holds ``report.json`` is read and recorded
+again; one that is gone is taken from the record and marked "(recorded)" in the tables.
 
-Every input is checked before anything runs or is written: a folder without ``report.json``,
+Every input is checked before anything runs or is written: a folder without ``report.json``
+(and not in the record),
 an unknown recipe name, a README without the markers or a malformed ``--ablation`` stops
 with one message and exit code 1. Both files are written atomically.
 
@@ -30,6 +33,7 @@ The tables' numbers and their sources: ``_bench_markdown.py``; goals and anchors
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import shlex
 import subprocess
@@ -38,12 +42,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _bench_markdown import Ablation, ablation_table, benchmarks_markdown, summary_table
+from _bench_record import Record
 from _bench_runs import RunRow, read_run
 from nncompress._io import atomic_write_text
 from nncompress.errors import ConfigError, NNCompressError, did_you_mean
@@ -80,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-reference-eval", action="store_true",
                         help="do not measure each reference's test error (nncompress eval)")
     parser.add_argument("--quiet", action="store_true", help="pass -q to nncompress run")
+    parser.add_argument("--record", default=None, metavar="FILE",
+                        help="JSON record of the rows: folders that are gone are read from it, "
+                             "the others are recorded in it")
     return parser
 
 
@@ -217,7 +226,7 @@ def folder_recipes(texts: Sequence[str]) -> list[tuple[str, str | None]]:
     return out
 
 
-def _check_inputs(args: argparse.Namespace
+def _check_inputs(args: argparse.Namespace, record: Record | None
                   ) -> tuple[dict[str, Path], list[tuple[str, str, str]]]:
     names = recipe_names(args.run) if args.run is not None else {}
     if args.folders:
@@ -227,11 +236,17 @@ def _check_inputs(args: argparse.Namespace
         replace_block(_read(Path(args.readme)), "", args.readme)
     if args.notes is not None:
         _read(Path(args.notes))
-    # every finished folder named must have its report before anything runs or is measured
-    for folder in [*(f for f, _ in args.folders or []), *(f for _, a, b in pairs for f in (a, b))]:
-        if not (Path(folder) / "report.json").is_file():
+    # every finished folder named must have its report (or its recorded row) before anything
+    # runs or is measured
+    wanted = [*(("runs", f) for f, _ in args.folders or []),
+              *(("pairs", f) for _, a, b in pairs for f in (a, b))]
+    for kind, folder in wanted:
+        if (Path(folder) / "report.json").is_file():
+            continue
+        if record is None:
             raise ConfigError(f"{folder}: no report.json; give finished run folders "
-                              "(or --run to run the recipes)")
+                              "(or --run to run the recipes, or --record with their rows)")
+        record.row(kind, folder)  # not recorded, or damaged: the error names the folder
     return names, pairs
 
 
@@ -257,23 +272,37 @@ def _read(path: Path) -> str:
         raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
 
 
+def _row(folder: str, kind: str, record: Record | None, name: str | None = None,
+         **read: Any) -> RunRow:
+    """The row of ``folder``: read (and recorded) while it holds a report, else recorded."""
+    if record is not None and not (Path(folder) / "report.json").is_file():
+        return _named(record.row(kind, folder), name)
+    row = _named(read_run(folder, **read), name)
+    if record is not None:
+        record.put(kind, row, f"run folder, read {datetime.date.today().isoformat()}")
+    return row
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run or read, then write BENCHMARKS.md (and README's block); 0 on success, 1 on error."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = _parser().parse_args(argv)
-        names, pairs = _check_inputs(args)
+        record = None if args.record is None else Record.load(args.record)
+        names, pairs = _check_inputs(args, record)
         shipped = packaged_recipes()
         if args.folders:
             folders = [f for f, _ in args.folders]
             shown = [n for _, n in args.folders]
         else:
             folders, shown = run_recipes(names, Path(args.runs_dir), args.quiet), list(names)
-        rows = unique_names([_named(read_run(f, evaluate_reference=not args.no_reference_eval,
-                                             recipe_file=None if n is None else shipped[n]), n)
+        rows = unique_names([_row(f, "runs", record, n,
+                                  evaluate_reference=not args.no_reference_eval,
+                                  recipe_file=None if n is None else shipped[n])
                              for f, n in zip(folders, shown)])
-        ablations = [Ablation(mean, read_run(a, evaluate_reference=False),
-                              read_run(b, evaluate_reference=False)) for mean, a, b in pairs]
+        ablations = [Ablation(mean, _row(a, "pairs", record, evaluate_reference=False),
+                              _row(b, "pairs", record, evaluate_reference=False))
+                     for mean, a, b in pairs]
         text = benchmarks_markdown(rows, ablations,
                                    shlex.join(["python", "benchmarks/reproduce.py", *argv]),
                                    _read(Path(args.notes)) if args.notes else "")
@@ -282,10 +311,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         atomic_write_text(args.out, text)
         if readme is not None:
             atomic_write_text(args.readme, readme)
+        if record is not None:
+            record.save()
     except (NNCompressError, _Usage) as exc:
         print(f"reproduce: error: {exc}", file=sys.stderr)
         return 1
-    print(f"reproduce: wrote {args.out}" + (f" and {args.readme}" if args.readme else ""))
+    written = [args.out, *([args.readme] if args.readme else []),
+               *([args.record] if args.record else [])]
+    print(f"reproduce: wrote {', '.join(written)}")
     return 0
 
 

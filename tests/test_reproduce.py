@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import reproduce  # noqa: E402
 from _bench_command import reproduce_command  # noqa: E402
 from _bench_goals import GOALS, check_goal  # noqa: E402
 from _bench_runs import LayerRow, RunRow, read_run, wall_time  # noqa: E402
+from nncompress.errors import NNCompressError  # noqa: E402
 from nncompress.pipeline import run_recipe  # noqa: E402
 from nncompress.recipe import packaged_recipes, parse_recipe  # noqa: E402
 
@@ -333,3 +335,79 @@ def test_stage_labels_name_k_fitted_levels_and_distillation() -> None:
         {"stage": "inq", "defaults": {"num_quantum_values": 8, "levels": "max"}},
         {"stage": "finalize"}]}
     assert _labels(recipe) == ("dns", "inq K=2 mse levels (distilled)", "inq K=8", "finalize")
+
+
+@pytest.mark.slow
+def test_record_keeps_the_rows_of_folders_that_are_gone(runs: tuple[Path, Path],
+                                                        tmp_path: Path) -> None:
+    a, b = runs
+    here = tmp_path / "here"  # copies, moved away after the first write
+    shutil.copytree(a, here / "tiny_a")
+    shutil.copytree(b, here / "tiny_b")
+    fa, fb = str(here / "tiny_a"), str(here / "tiny_b")
+    record, out = tmp_path / "results.json", tmp_path / "B.md"
+    args = ["--from", fa, "--ablation", f"c rate 0.8={fa}:{fb}", "--no-reference-eval",
+            "--record", str(record), "--out", str(out)]
+    assert reproduce.main(args) == 0
+    old = out.read_text()
+    saved = json.loads(record.read_text())
+    assert saved["format"] == "nncompress-benchmark-record" and saved["version"] == 1
+    assert set(saved["runs"]) == {fa} and set(saved["pairs"]) == {fa, fb}
+    assert saved["runs"][fa]["source"].startswith("run folder, read ")
+    assert saved["runs"][fa]["row"]["kept"] == report(a)["totals"]["kept"]
+    assert [x["kept"] for x in saved["runs"][fa]["row"]["layers"]] == \
+        [x["kept"] for x in report(a)["layers"]]
+    shutil.rmtree(here)
+    assert reproduce.main(args) == 0
+    new = out.read_text()
+    assert "(recorded)" not in old and f"| `tiny_a` | `{fa}` (recorded) |" in new
+    assert f"`{fa}` (recorded) → `{fb}` (recorded)" in new
+    assert "- **(recorded)**: the run folder was not on that machine" in new
+    assert expected_result_row(a, 4) in new.splitlines()  # the same numbers, from the record
+    assert expected_layer_row(a) in new.splitlines()
+    strip = [line for line in new.replace(" (recorded)", "").splitlines()
+             if not line.startswith("- **(recorded)**")]
+    assert strip == old.splitlines()
+    assert json.loads(record.read_text()) == saved  # nothing read: the record stays as it was
+
+
+def test_a_folder_that_is_gone_and_not_recorded_exits_1_and_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    record, out = tmp_path / "results.json", tmp_path / "B.md"
+    record.write_text(json.dumps({"format": "nncompress-benchmark-record", "version": 1,
+                                  "runs": {}, "pairs": {}}))
+    before = record.read_text()
+    assert reproduce.main(["--from", "runs/gone", "--record", str(record), "--out",
+                           str(out)]) == 1
+    assert f"runs/gone: no report.json and not in {record}" in capsys.readouterr().err
+    assert not out.exists() and record.read_text() == before
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    ("{not json", "not a readable benchmark record"),
+    ('{"format": "other", "version": 1}', "not a nncompress-benchmark-record file of version 1"),
+    ('{"format": "nncompress-benchmark-record", "version": 1, "runs": {"runs/x": 3}}',
+     "'runs' must map folders to"),
+    ('{"format": "nncompress-benchmark-record", "version": 1, "runs": {"runs/x": {"row": '
+     '{"folder": "runs/x", "colour": 1}}}}', "runs.runs/x: missing field(s) command"),
+])
+def test_a_damaged_record_exits_1_naming_it(tmp_path: Path, content: str, says: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    record, out = tmp_path / "results.json", tmp_path / "B.md"
+    record.write_text(content)
+    assert reproduce.main(["--from", "runs/x", "--record", str(record), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert says in err and str(record) in err
+    assert not out.exists() and record.read_text() == content
+
+
+def test_record_rows_round_trip_and_unknown_fields_are_named() -> None:
+    from _bench_record import row_from_json, row_to_json
+
+    original = row(kept=3918, reference=0.0087)
+    data = json.loads(json.dumps(row_to_json(original)))
+    assert row_from_json(data, "r") == replace(original, recorded=True)
+    with pytest.raises(NNCompressError, match=r"r: unknown field\(s\) colour"):
+        row_from_json({**data, "colour": 1}, "r")
+    with pytest.raises(NNCompressError, match="a malformed layer"):
+        row_from_json({**data, "layers": [{"name": "fc"}]}, "r")
