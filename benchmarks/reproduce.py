@@ -22,9 +22,9 @@ folder (``_bench_record.py``): a folder that still holds ``report.json`` is read
 again; one that is gone is taken from the record and marked "(recorded)" in the tables.
 
 Every input is checked before anything runs or is written: a folder without ``report.json``
-(and not in the record),
-an unknown recipe name, a README without the markers or a malformed ``--ablation`` stops
-with one message and exit code 1. Both files are written atomically.
+(and not in the record), an unknown recipe name, a README without the markers, a damaged
+record or a malformed ``--ablation`` stops with one message and exit code 1. Every file is
+written atomically.
 
 The tables' numbers and their sources: ``_bench_markdown.py``; goals and anchors:
 ``_bench_goals.py``; reading a run folder: ``_bench_runs.py``; commands: ``_bench_command.py``.
