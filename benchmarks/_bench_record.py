@@ -66,13 +66,13 @@ def row_from_json(data: Any, where: str) -> RunRow:
     needed = {name for name, f in _FIELDS.items() if f.default is dataclasses.MISSING
               and f.default_factory is dataclasses.MISSING}
     missing = sorted(needed - set(data))
-    unknown = sorted(set(data) - set(_FIELDS) - {"recorded"})
+    unknown = sorted(set(data) - set(_FIELDS))
     if missing or unknown:
         raise FormatError(f"{where}: " + "; ".join(
             ([f"missing field(s) {', '.join(missing)}"] if missing else [])
             + ([f"unknown field(s) {', '.join(unknown)}"] if unknown else []))
             + " (write the record again with benchmarks/reproduce.py)")
-    values = {k: v for k, v in data.items() if k != "recorded"}
+    values = dict(data)
     try:
         values["layers"] = tuple(LayerRow(str(x["name"]), int(x["entries"]), int(x["kept"]),
                                           int(x["bits"])) for x in data["layers"])
@@ -81,7 +81,7 @@ def row_from_json(data: Any, where: str) -> RunRow:
                 values[name] = tuple(values[name])
     except (KeyError, TypeError, ValueError) as exc:
         raise FormatError(f"{where}: a malformed layer or list ({exc})") from None
-    return RunRow(**values, recorded=True)
+    return RunRow(**{**values, "recorded": True})
 
 
 class Record:
