@@ -135,8 +135,11 @@ class Record:
         return row_from_json(self.entries[kind][folder]["row"], f"{self.path}: {kind}.{folder}")
 
     def put(self, kind: str, row: RunRow, source: str) -> None:
-        """Record ``row`` (read from its folder) under its folder."""
-        self.entries[kind][row.folder] = {"source": source, "row": row_to_json(row)}
+        """Record ``row`` (read from its folder) under its folder; an entry that already holds
+        the same values keeps its ``source``, so reading a folder again changes nothing."""
+        values = row_to_json(row)
+        if self.entries[kind].get(row.folder, {}).get("row") != values:
+            self.entries[kind][row.folder] = {"source": source, "row": values}
 
     def save(self) -> None:
         """Write the record atomically (folders sorted, so a diff shows what changed)."""

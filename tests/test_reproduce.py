@@ -355,6 +355,10 @@ def test_record_keeps_the_rows_of_folders_that_are_gone(runs: tuple[Path, Path],
     assert set(saved["runs"]) == {fa} and set(saved["pairs"]) == {fa, fb}
     assert saved["runs"][fa]["source"].startswith("run folder, read ")
     assert saved["runs"][fa]["row"]["kept"] == report(a)["totals"]["kept"]
+    saved["runs"][fa]["source"] = "run folder, read 2000-01-01"  # an earlier day's reading
+    record.write_text(json.dumps(saved))
+    assert reproduce.main(args) == 0  # the same values read again: the entry stays as it was
+    assert json.loads(record.read_text())["runs"][fa]["source"] == "run folder, read 2000-01-01"
     assert [x["kept"] for x in saved["runs"][fa]["row"]["layers"]] == \
         [x["kept"] for x in report(a)["layers"]]
     shutil.rmtree(here)
