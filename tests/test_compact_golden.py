@@ -1,4 +1,5 @@
 """Format version 1 and 2 files committed under tests/data keep loading, bit for bit."""
+# golden_v2_mantissa.ncz (INQ levels with mantissa bits) is made by make_golden_v2_mantissa.py
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from nncompress.export import inspect_compact, load_compact
 from tests.data._golden_common import tensor_digest
 
 DATA = Path(__file__).parent / "data"
 # every golden file (format version 1 and 2) and the digests of the state it loads to
-EXPECTED = {name: digests for version in (1, 2)
+EXPECTED = {name: digests for version in ("1", "2", "2_mantissa")
             for name, digests in json.loads(
                 (DATA / f"golden_v{version}_expected.json").read_text()).items()}
 
@@ -45,3 +47,17 @@ def test_golden_v2_inspect_shares_out_the_coded_stream() -> None:
     # ternary: one sign bit per kept entry and a share of the table and lane states
     assert 56 / 8 <= fc1.value_bytes <= 56 / 8 + 3
     assert sum(t.bytes for t in info.tensors) < info.file_bytes
+
+
+def test_golden_v2_mantissa_inspect_and_levels() -> None:
+    info = inspect_compact(DATA / "golden_v2_mantissa.ncz")
+    fc1, fc2 = info.tensors[0], info.tensors[2]
+    assert (fc1.values, fc1.mantissa, fc1.kept, fc2.values, fc2.mantissa) == (
+        "pow2", 1, 194, "pow2", 3)
+    model = load_compact(DATA / "golden_v2_mantissa.ncz")
+    for layer, bits in ((model.fc1, 1), (model.fc2, 3)):
+        values = layer.weight.detach().double()
+        mantissa, _ = torch.frexp(values[values != 0].abs())
+        steps = mantissa * 2 ** (bits + 1)  # whole exactly on the grid of ``bits`` bits
+        assert torch.equal(steps, steps.floor())
+        assert not torch.equal(2 * mantissa, (2 * mantissa).floor())  # not all powers of two

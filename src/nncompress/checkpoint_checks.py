@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from nncompress.errors import FormatError
-from nncompress.inq import fix_count
+from nncompress.inq import MAX_MANTISSA_BITS, fix_count
 from nncompress.recipe import DNSStage, INQStage, Recipe, TrainStage, VDStage
 from nncompress.train.checkpoint import Checkpoint
 
@@ -114,20 +114,25 @@ def _check_fixed(state: dict[str, torch.Tensor], key: str, file: Path) -> None:
     fixed, weight = state[key], state.get(prefix)
     levels = state.get(f"{prefix}_levels")
     portion = state.get(f"{layer}.inq_portion" if layer else "inq_portion")
-    if weight is None or levels is None or portion is None or levels.shape != (3,) \
+    if weight is None or levels is None or portion is None or levels.shape not in ((3,), (4,)) \
             or weight.shape != fixed.shape or levels.dtype != torch.int64:
         raise _fail(file, key, "comes without its weight, levels and portion of the same shape")
-    n1, n2, count = (int(v) for v in levels)
-    if not (-200 <= n2 <= n1 <= 200 and 0 <= count <= fixed.numel()):
-        raise _fail(file, f"{prefix}_levels", f"{[n1, n2, count]} are not a level range "
-                    "n1 >= n2 and a count of entries")
+    n1, n2, count, *extra = (int(v) for v in levels)
+    bits = extra[0] if extra else 0
+    if not (-200 <= n2 <= n1 <= 200 and 0 <= count <= fixed.numel()
+            and (not extra or 1 <= bits <= MAX_MANTISSA_BITS)):
+        raise _fail(file, f"{prefix}_levels", f"{levels.tolist()} are not a level range "
+                    "n1 >= n2, a count of entries and (optional) mantissa bits from 1 to "
+                    f"{MAX_MANTISSA_BITS}")
     values = fixed.double()
     chosen = ~torch.isnan(values)
     magnitude = values[chosen].abs()
-    mantissa, exponent = torch.frexp(magnitude)  # 2^e has mantissa 0.5 and exponent e + 1
-    level = (mantissa == 0.5) & (exponent - 1 >= n2) & (exponent - 1 <= n1)
+    mantissa, exponent = torch.frexp(magnitude)  # (1 + j/2^M) 2^e: mantissa * 2^(M+1) whole
+    steps = mantissa * (1 << (bits + 1))
+    level = (steps == steps.floor()) & (exponent - 1 >= n2) & (exponent - 1 <= n1)
     if not bool(((magnitude == 0) | level).all()):
-        raise _fail(file, key, f"holds a value that is not 0 or +-2^e with {n2} <= e <= {n1}")
+        grid = "+-2^e" if not bits else f"+-(1 + j/{1 << bits}) 2^e"
+        raise _fail(file, key, f"holds a value that is not 0 or {grid} with {n2} <= e <= {n1}")
     if not torch.equal(weight.double()[chosen], values[chosen]):
         raise _fail(file, prefix, "differs from its INQ fixed values at fixed entries")
     free = int((~chosen).sum())

@@ -28,12 +28,14 @@ import torch
 from nncompress._config import check, config_class
 from nncompress.errors import NonFiniteError, did_you_mean
 
-__all__ = ["FIXED_DTYPE", "LEVEL_RULES", "MAX_EXPONENT", "MIN_EXPONENT", "MSE_SEARCH",
-           "STRATEGIES", "INQConfig", "check_finite", "exponent_range", "fit_level_range",
-           "fix_count", "level_range", "portion_steps", "quantize", "select_largest"]
+__all__ = ["FIXED_DTYPE", "LEVEL_RULES", "MAX_EXPONENT", "MAX_MANTISSA_BITS", "MIN_EXPONENT",
+           "MSE_SEARCH", "STRATEGIES", "INQConfig", "check_finite", "exponent_range",
+           "fit_level_range", "fix_count", "level_grid", "level_range", "portion_steps",
+           "quantize", "select_largest"]
 
 STRATEGIES = ("magnitude", "random")
 LEVEL_RULES = ("max", "mse")
+MAX_MANTISSA_BITS = 3  # levels (1 + j/8) * 2^e at most; the compact file codes up to 127 per blob
 MSE_SEARCH = 16  # levels="mse" tries the paper's n1 and the 16 exponents below it
 FIXED_DTYPE = torch.bfloat16
 MIN_EXPONENT = -133  # 2^-133: the smallest bfloat16 subnormal, the least power it holds
@@ -62,6 +64,9 @@ class INQConfig:
             errors (ties: the larger). ``"mse"`` suits small K, where the paper's levels sit
             near the largest weight and round most entries to 0. See :func:`fit_level_range`.
         seed: seed of the ``random`` strategy; each layer mixes in a hash of its name.
+        mantissa_bits: M, from 0 (the paper's ``±2^e``) to 3: each exponent also holds
+            ``(1 + j/2^M) * 2^e`` (M = 1 adds ``±1.5 * 2^e``), a finer grid at the same range
+            that rounds with about half the error per added bit (see the module docstring).
 
     Example:
         >>> INQConfig(portions=(0.3, 0.6, 0.8, 1.0), num_quantum_values=7).portions[-1]
@@ -74,6 +79,7 @@ class INQConfig:
     include_bias: bool = True
     seed: int = 0
     levels: str = "max"
+    mantissa_bits: int = 0
 
     def __post_init__(self) -> None:
         own = "INQConfig"
@@ -102,6 +108,10 @@ class INQConfig:
         hint = did_you_mean(self.levels, LEVEL_RULES) if isinstance(self.levels, str) else ""
         check(self.levels in LEVEL_RULES, own, "levels", self.levels,
               f"use 'max' (the paper's rule) or 'mse' (fitted to the weights){hint}")
+        m = self.mantissa_bits
+        check(isinstance(m, int) and not isinstance(m, bool) and 0 <= m <= MAX_MANTISSA_BITS,
+              own, "mantissa_bits", m, f"use an integer from 0 (powers of two, the paper) to "
+              f"{MAX_MANTISSA_BITS}")
 
 
 def portion_steps(step: float) -> tuple[float, ...]:
@@ -160,27 +170,36 @@ def exponent_range(dtype: torch.dtype) -> tuple[int, int]:
 
 
 def level_range(max_abs: float, num_quantum_values: int,
-                dtype: torch.dtype = torch.float32) -> tuple[int, int]:
+                dtype: torch.dtype = torch.float32, mantissa_bits: int = 0) -> tuple[int, int]:
     """Exponents ``(n1, n2)`` of the level set for a largest magnitude ``max_abs > 0``.
 
     Both lie in :func:`exponent_range` of ``dtype`` (the layer's), so every level is finite and
     exact in the layer and in the bfloat16 state (see the module docstring): for float32,
-    ``n1`` is at most 127 and ``n2`` at least -133.
+    ``n1`` is at most 127 and ``n2`` at least -133 (``-133 + mantissa_bits`` with a finer grid).
 
     Example:
         >>> level_range(0.75, 8)   # 4/3 * 0.75 = 1 = 2^0
         (0, -7)
         >>> level_range(3e38, 8), level_range(2.0 ** -130, 8)  # clamped at both ends
         ((127, 120), (-130, -133))
+        >>> level_range(0.87, 2, mantissa_bits=1), level_range(0.88, 2, mantissa_bits=1)
+        ((-1, -2), (0, -1))
     """
     least, greatest = exponent_range(dtype)
-    _, exponent = math.frexp(4.0 * max_abs / 3.0)  # x = m * 2^exponent, m in [0.5, 1)
-    n1 = min(max(exponent - 1, least), greatest)
+    least += mantissa_bits
+    if mantissa_bits == 0:
+        _, exponent = math.frexp(4.0 * max_abs / 3.0)  # x = m * 2^exponent, m in [0.5, 1)
+        n1 = exponent - 1
+    else:  # the exponent of max_abs rounded to M mantissa bits (ties away from 0)
+        mantissa, exponent = math.frexp(max_abs)
+        scale = 1 << (mantissa_bits + 1)
+        n1 = exponent - 1 + int(math.floor(mantissa * scale + 0.5) >= scale)
+    n1 = min(max(n1, least), greatest)
     return n1, max(n1 - num_quantum_values + 1, least)
 
 
 def fit_level_range(values: torch.Tensor, num_quantum_values: int,
-                    levels: str = "max") -> tuple[int, int]:
+                    levels: str = "max", mantissa_bits: int = 0) -> tuple[int, int]:
     """Exponents ``(n1, n2)`` of the level set of a blob, by the rule ``levels``.
 
     ``"max"`` is :func:`level_range` of ``max|values|``. ``"mse"`` takes each ``n1`` from that
@@ -195,6 +214,7 @@ def fit_level_range(values: torch.Tensor, num_quantum_values: int,
         values: the blob's entries, finite, at least one of them non-zero.
         num_quantum_values: K, the number of exponents.
         levels: ``"max"`` or ``"mse"`` (see :attr:`INQConfig.levels`).
+        mantissa_bits: M, the grid's mantissa bits (see :attr:`INQConfig.mantissa_bits`).
 
     Returns:
         ``(n1, n2)``, both within :func:`exponent_range` of ``values.dtype``.
@@ -208,35 +228,42 @@ def fit_level_range(values: torch.Tensor, num_quantum_values: int,
         ((0, 0), (-1, -1))
     """
     check(levels in LEVEL_RULES, "fit_level_range", "levels", levels, "use 'max' or 'mse'")
-    n1, n2 = level_range(float(values.abs().max()), num_quantum_values, values.dtype)
+    n1, n2 = level_range(float(values.abs().max()), num_quantum_values, values.dtype,
+                         mantissa_bits)
     if levels == "max":
         return n1, n2
-    least, _ = exponent_range(values.dtype)
+    least = exponent_range(values.dtype)[0] + mantissa_bits
     if values.device.type == "mps":
         values = values.cpu()
     values = values.detach()
     exact = values.double()
     candidates = range(n1, max(n1 - MSE_SEARCH, least) - 1, -1)
     totals = torch.stack([
-        (exact - quantize(values, top, max(top - num_quantum_values + 1, least)).double())
+        (exact - quantize(values, top, max(top - num_quantum_values + 1, least),
+                          mantissa_bits).double())
         .square().sum() for top in candidates]).tolist()  # the one host read
     best = candidates[totals.index(min(totals))]  # the first minimum: the larger n1
     return best, max(best - num_quantum_values + 1, least)
 
 
-def quantize(values: torch.Tensor, n1: int, n2: int) -> torch.Tensor:
-    """Round ``values`` to the level set of ``(n1, n2)`` (paper Eq. 4, clamped at ``2^n1``).
+def quantize(values: torch.Tensor, n1: int, n2: int, mantissa_bits: int = 0) -> torch.Tensor:
+    """Round ``values`` to the level set of ``(n1, n2)`` (paper Eq. 4, clamped at the top).
 
     The exponent comes from ``frexp``, so the boundaries ``0.75*2^e``, ``1.5*2^e`` and
-    ``2^(n2-1)`` are decided exactly, with no logarithm rounding.
+    ``2^(n2-1)`` are decided exactly, with no logarithm rounding. With ``mantissa_bits = M``
+    the levels are ``(1 + j/2^M) * 2^e`` and each value goes to the nearest (ties away from 0).
 
     Example:
         >>> quantize(torch.tensor([0.74, 0.75, -1.49, 1.5, 9.0, 0.004]), 1, -6).tolist()
         [0.5, 1.0, -1.0, 2.0, 2.0, 0.0]
+        >>> quantize(torch.tensor([0.74, 0.8, -1.2, 1.3, 9.0, 0.3]), 1, -1, 1).tolist()
+        [0.75, 0.75, -1.0, 1.5, 3.0, 0.5]
     """
-    if values.dtype == torch.float32 and n2 >= -125 and n1 <= 127:
-        return _quantize_float32_bits(values, n1, n2)
+    if values.dtype == torch.float32 and n2 - mantissa_bits >= -125 and n1 <= 127:
+        return _quantize_float32_bits(values, n1, n2, mantissa_bits)
     magnitude = values.abs()
+    if mantissa_bits:
+        return _quantize_frexp(values, n1, n2, mantissa_bits)
     mantissa, exponent = torch.frexp(magnitude)  # magnitude = mantissa * 2^exponent
     # 2^(exponent-1) <= |w| < 2^exponent; round up once |w| >= 1.5 * 2^(exponent-1).
     level = (exponent - 1 + (mantissa >= 0.75).to(exponent.dtype)).clamp(n2, n1)
@@ -246,19 +273,57 @@ def quantize(values: torch.Tensor, n1: int, n2: int) -> torch.Tensor:
     return torch.where(below, torch.zeros_like(values), rounded)
 
 
-def _quantize_float32_bits(values: torch.Tensor, n1: int, n2: int) -> torch.Tensor:
+def _quantize_frexp(values: torch.Tensor, n1: int, n2: int, mantissa_bits: int) -> torch.Tensor:
+    """:func:`quantize` with mantissa bits for any dtype, in float64 (every step exact)."""
+    magnitude = values.double().abs()
+    mantissa, exponent = torch.frexp(magnitude)  # mantissa in [0.5, 1)
+    steps = torch.floor(torch.ldexp(mantissa, torch.tensor(mantissa_bits + 1)) + 0.5)
+    rounded = torch.ldexp(steps, exponent - mantissa_bits - 1)
+    top = math.ldexp(2.0 - math.ldexp(1.0, -mantissa_bits), n1)
+    rounded = rounded.clamp(math.ldexp(1.0, n2), top).copysign(values.double())
+    below = magnitude < math.ldexp(1.0, n2 - 1)
+    return torch.where(below, 0.0, rounded).to(values.dtype)
+
+
+def _quantize_float32_bits(values: torch.Tensor, n1: int, n2: int,
+                           mantissa_bits: int = 0) -> torch.Tensor:
     """:func:`quantize` on the IEEE-754 bits of float32 values with normal-range levels.
 
-    A float32 magnitude is ``2^E * (1 + m/2^23)``; it is at least ``1.5 * 2^E`` exactly when the
-    top mantissa bit is set, so adding that bit carries into the exponent field precisely when
-    the value rounds up to ``2^(E+1)``. Clearing the mantissa then leaves the power of two.
+    A float32 magnitude is ``2^E * (1 + m/2^23)``. Adding half of the last kept mantissa bit
+    (bit ``22 - M``) and clearing the bits below it rounds to M mantissa bits, nearest with ties
+    up, and carries into the exponent field exactly when the value rounds up to ``2^(E+1)``. At
+    M = 0 that leaves the power of two: ``|w| >= 1.5 * 2^E`` goes up.
     """
     bits = values.view(torch.int32)
     magnitude = bits & 0x7FFFFFFF
-    power = ((magnitude + (1 << 22)) & 0x7F800000).clamp_((n2 + 127) << 23, (n1 + 127) << 23)
+    drop = 23 - mantissa_bits
+    top = ((n1 + 127) << 23) | (((1 << mantissa_bits) - 1) << drop)  # (2 - 2^-M) * 2^n1
+    power = ((magnitude + (1 << (drop - 1))) & (-1 << drop)).clamp_((n2 + 127) << 23, top)
     power |= bits & -(1 << 31)  # the sign bit
     zero_below = (n2 - 1 + 127) << 23  # bits of 2^(n2-1)
     return torch.where(magnitude < zero_below, 0, power).view(torch.float32)
+
+
+def level_grid(values: torch.Tensor) -> tuple[int, int, int] | None:
+    """``(e_min, e_max, M)`` if every non-zero value is a level ``±(1 + j/2^M) 2^e`` with the
+    fewest mantissa bits ``M <= MAX_MANTISSA_BITS`` (0: powers of two), else None (also when
+    no value is non-zero or one is not finite).
+
+    Example:
+        >>> level_grid(torch.tensor([0.0, 0.5, -4.0])), level_grid(torch.tensor([0.75, 2.0]))
+        ((-1, 2, 0), (-1, 1, 1))
+        >>> level_grid(torch.tensor([0.3])) is None
+        True
+    """
+    nonzero = values[values != 0].double()
+    if nonzero.numel() == 0 or not bool(torch.isfinite(nonzero).all()):
+        return None
+    mantissa, exponent = torch.frexp(nonzero.abs())
+    for bits in range(MAX_MANTISSA_BITS + 1):
+        steps = mantissa * (1 << (bits + 1))
+        if bool((steps == steps.floor()).all()):
+            return int(exponent.min()) - 1, int(exponent.max()) - 1, bits
+    return None
 
 
 def fix_count(portion: float, participating: int) -> int:

@@ -11,7 +11,8 @@ DNS
     ``dns_seed`` (int64): the layer's seed; the draw of iteration ``i`` is a pure function of both.
 INQ
     ``<blob>_fixed`` (bfloat16): the value of each fixed entry, NaN for a free one.
-    ``<blob>_levels`` (int64, 3): ``n1``, ``n2`` and ``N0`` (participating entries).
+    ``<blob>_levels`` (int64, 3): ``n1``, ``n2`` and ``N0`` (participating entries); with
+    ``mantissa_bits`` M > 0 a fourth entry, M.
     ``inq_portion`` (float64): the accumulated portion reached by the last quantize step.
     ``inq_steps`` (int64): how many quantize steps ran (seeds the ``random`` strategy).
     ``inq_seed`` (int64): the layer's seed.
@@ -136,8 +137,13 @@ class CompressedLayer(nn.Module):
         levels = self._buffers.get(f"{blob}_levels")
         if levels is None:
             return None
-        n1, n2, count = (int(v) for v in levels)
+        n1, n2, count = (int(v) for v in levels[:3])
         return n1, n2, count
+
+    def inq_mantissa_bits(self, blob: str) -> int:
+        """``mantissa_bits`` of ``blob``'s INQ level set (0: powers of two, or not under INQ)."""
+        levels = self._buffers.get(f"{blob}_levels")
+        return 0 if levels is None or levels.numel() < 4 else int(levels[3])
 
     def fix_entries(self, blob: str, chosen: torch.Tensor) -> None:
         """Fix the free entries of ``blob`` selected by ``chosen`` at their rounded values.
@@ -150,7 +156,8 @@ class CompressedLayer(nn.Module):
         if fixed is None or levels is None:
             raise ConfigError(f"layer {self.layer_name!r}: {blob} is not under INQ")
         n1, n2, _ = levels
-        rounded = _inq.quantize(self.param(blob).detach(), n1, n2).to(fixed.dtype)
+        rounded = _inq.quantize(self.param(blob).detach(), n1, n2,
+                                self.inq_mantissa_bits(blob)).to(fixed.dtype)
         fixed.copy_(torch.where(chosen & torch.isnan(fixed), rounded, fixed))
         self._step_keep.pop(blob, None)  # the set of fixed entries changed
         self.restore_fixed(blob)
@@ -210,7 +217,8 @@ class CompressedLayer(nn.Module):
             self.stop_vd()
         if self.inq_config is not None:
             if any(getattr(config, key) != getattr(self.inq_config, key)
-                   for key in ("num_quantum_values", "include_bias", "levels")):
+                   for key in ("num_quantum_values", "include_bias", "levels",
+                               "mantissa_bits")):
                 raise ConfigError(f"layer {self.layer_name!r} is already under INQ with "
                                   f"{self.inq_config}; its level set cannot change")
             self.inq_config = config
@@ -233,10 +241,12 @@ class CompressedLayer(nn.Module):
         count = int(participating.sum())
         n1 = n2 = 0
         if count:
-            n1, n2 = _inq.fit_level_range(param, config.num_quantum_values, config.levels)
+            n1, n2 = _inq.fit_level_range(param, config.num_quantum_values, config.levels,
+                                          config.mantissa_bits)
         fixed = torch.where(participating, math.nan, 0.0).to(_inq.FIXED_DTYPE)
         self.register_buffer(f"{blob}_fixed", fixed)
-        self.register_buffer(f"{blob}_levels", torch.tensor([n1, n2, count], dtype=torch.int64,
+        state = [n1, n2, count] + ([config.mantissa_bits] if config.mantissa_bits else [])
+        self.register_buffer(f"{blob}_levels", torch.tensor(state, dtype=torch.int64,
                                                             device=param.device))
         _inq_hooks.track(self, blob)
 
@@ -377,6 +387,16 @@ class CompressedLayer(nn.Module):
         return _vd.noisy_output(mean, variance)
 
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        for blob in ("weight", "bias"):
+            theirs = state_dict.get(f"{prefix}{blob}_levels")
+            if theirs is not None and f"{blob}_levels" in self._buffers and \
+                    theirs.numel() in (3, 4) and theirs.numel() != 3 + bool(
+                        self.inq_mantissa_bits(blob)):
+                held = int(theirs[3]) if theirs.numel() == 4 else 0
+                raise ConfigError(
+                    f"layer {self.layer_name!r}: the state's {blob} levels were made with "
+                    f"mantissa_bits {held}, this layer's INQ uses "
+                    f"{self.inq_mantissa_bits(blob)}; prepare it with mantissa_bits={held}")
         super()._load_from_state_dict(state_dict, prefix, *args)
         _surgery.load_from_state(self, state_dict, prefix)
 

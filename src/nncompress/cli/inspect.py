@@ -28,7 +28,8 @@ def format_info(info: CompactInfo) -> str:
               "val bits/kept", "bytes"]
     rows = [header]
     for t in info.tensors:
-        rows.append([t.name, "x".join(map(str, t.shape)) or "scalar", t.values, t.layout,
+        values = f"{t.values}+{t.mantissa}m" if t.mantissa else t.values  # mantissa bits
+        rows.append([t.name, "x".join(map(str, t.shape)) or "scalar", values, t.layout,
                      f"{t.entries:,}", f"{t.kept:,}", f"{t.position_bits_per_kept:.2f}",
                      f"{t.value_bits_per_kept:.2f}", f"{t.bytes:,}"])
     kept = sum(t.kept for t in info.tensors)

@@ -5,8 +5,11 @@ stream (:mod:`._tensors`, :mod:`._shared`) and reuse the value helpers here; thi
 stays to read, test and measure version 1 files.
 
 Values whose non-zeros are all ``±2**e`` (INQ levels) become codes ``1 + 2*(e - e_min) + sign``
-(0 is zero, used by dense layouts). Other floating values are byte planes of float16/float32
-(or the tensor's own precision). Integer and bool tensors are stored whole as raw bytes.
+(0 is zero, used by dense layouts). INQ levels with ``M`` mantissa bits, ``±(1 + j/2^M) 2^e``,
+take the magnitude index ``L = (e - e_min) 2^M + j`` in place of ``e - e_min`` and record
+``mantissa: M`` (absent for powers of two, so those files are byte for byte as before).
+Other floating values are byte planes of float16/float32 (or the tensor's own precision).
+Integer and bool tensors are stored whole as raw bytes.
 
 Layouts (see :mod:`._positions`): ``dense`` codes every entry of the live sub-matrix,
 ``sparse`` codes the positions of the non-zeros in it and their values. The encoder estimates
@@ -41,6 +44,7 @@ from nncompress.export._streams import (
     unwrap,
     zstd_stream,
 )
+from nncompress.inq import MAX_MANTISSA_BITS
 
 __all__ = ["DTYPES", "EncodedTensor", "decode_tensor", "encode_tensor"]
 
@@ -70,21 +74,57 @@ def pow2_codes(values: np.ndarray) -> tuple[int, int, np.ndarray] | None:
         >>> pow2_codes(np.array([0.0, 0.5, -2.0]))[:2]
         (-1, 3)
     """
+    found = level_codes(values, 0)
+    return None if found is None else (found[0], found[1], found[3])
+
+
+def level_codes(values: np.ndarray, max_mantissa: int = MAX_MANTISSA_BITS
+                ) -> tuple[int, int, int, np.ndarray] | None:
+    """``(e_min, levels, mantissa, codes)`` for the fewest mantissa bits ``M <= max_mantissa``
+    with every non-zero value ``±(1 + j/2^M) 2^e``; None if there is none or the magnitude
+    indices would need more than 127 levels.
+
+    Example:
+        >>> e_min, levels, m, codes = level_codes(np.array([0.0, 0.75, -1.0, 1.5]))
+        >>> e_min, levels, m, codes.tolist()
+        (-1, 4, 1, [0, 3, 6, 7])
+    """
     if values.size == 0 or not np.all(np.isfinite(values)):
         return None
     nonzero = values != 0
     if not np.any(nonzero):
         return None
     mantissa, exponent = np.frexp(values[nonzero])
-    if not np.all(np.abs(mantissa) == 0.5):
+    magnitude = np.abs(mantissa)  # in [0.5, 1)
+    for bits in range(max_mantissa + 1):
+        steps = magnitude * (1 << (bits + 1))  # in [2^M, 2^(M+1)), whole on the grid
+        if np.all(steps == np.floor(steps)):
+            break
+    else:
         return None
-    e_min, e_max = int(exponent.min()) - 1, int(exponent.max()) - 1
-    levels = e_max - e_min + 1
+    e_min = int(exponent.min()) - 1
+    index = (exponent - 1 - e_min) * (1 << bits) + steps.astype(np.int64) - (1 << bits)
+    levels = int(index.max()) + 1
     if levels > _MAX_LEVELS:
         return None
     codes = np.zeros(values.shape, dtype=np.int64)
-    codes[nonzero] = 1 + 2 * (exponent - 1 - e_min) + (mantissa < 0)
-    return e_min, levels, codes
+    codes[nonzero] = 1 + 2 * index + (mantissa < 0)
+    return e_min, levels, bits, codes
+
+
+def level_table(e_min: int, levels: int, mantissa: int = 0) -> np.ndarray:
+    """Values of codes ``0 ... 2 levels``: 0, then ``+m, -m`` for each magnitude index.
+
+    Example:
+        >>> level_table(-1, 4, 1).tolist()
+        [0.0, 0.5, -0.5, 0.75, -0.75, 1.0, -1.0, 1.5, -1.5]
+    """
+    index = np.arange(levels)
+    step = 1 << mantissa
+    magnitudes = np.ldexp(1.0 + (index % step) / step, e_min + index // step)
+    table = np.zeros(1 + 2 * levels)
+    table[1::2], table[2::2] = magnitudes, -magnitudes  # exact in the tensor's dtype
+    return table
 
 
 def _codes_stream(codes: np.ndarray, alphabet: int) -> bytes:
@@ -119,11 +159,8 @@ def _read_codes(stream: bytes, count: int, alphabet: int, what: str) -> np.ndarr
     return codes.astype(np.uint8)
 
 
-def _levels(codes: np.ndarray, e_min: int, levels: int, dtype: torch.dtype) -> torch.Tensor:
-    """Codes to values through a table of the ``1 + 2 levels`` values (exact in ``dtype``)."""
-    table = np.zeros(1 + 2 * levels)
-    exps = e_min + np.arange(levels)
-    table[1::2], table[2::2] = np.ldexp(1.0, exps), -np.ldexp(1.0, exps)
+def _levels(codes: np.ndarray, table: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """Codes to values through :func:`level_table` (exact in ``dtype``)."""
     index = torch.from_numpy(codes.astype(np.int32))
     return torch.index_select(torch.from_numpy(table).to(dtype), 0, index)
 
@@ -186,11 +223,13 @@ def tensor_values(name: str, tensor: Any, float_dtype: str) -> TensorValues:
     if not t.is_floating_point():
         return TensorValues(meta | {"values": "raw"}, shape,
                             _bytes_stream(_to_bytes(t), t.element_size()))
-    pow2 = pow2_codes(t.double().reshape(-1).numpy())
-    if pow2 is not None:
-        e_min, levels, codes = pow2
+    found = level_codes(t.double().reshape(-1).numpy())
+    if found is not None:
+        e_min, levels, mantissa, codes = found
         nonzero = np.flatnonzero(codes)
         meta |= {"values": "pow2", "exp_min": e_min, "levels": levels, "kept": int(nonzero.size)}
+        if mantissa:
+            meta["mantissa"] = mantissa
         return TensorValues(meta, shape, nonzero=nonzero, codes=codes)
     store = torch.float16 if float_dtype == "float16" else t.dtype
     stored = t.reshape(-1).to(store)
@@ -314,8 +353,9 @@ def decode_tensor(meta: dict[str, Any], positions: bytes, values: bytes,
     if kind == "pow2":
         e_min = read_int(meta, "exp_min", what, -1100, 1100)
         levels = read_int(meta, "levels", what, 1, _MAX_LEVELS)
-        kept_tensor = _levels(_read_codes(values, count, 1 + 2 * levels, what), e_min, levels,
-                              dtype)
+        mantissa = read_int(meta, "mantissa", what, 0, MAX_MANTISSA_BITS, 0)
+        kept_tensor = _levels(_read_codes(values, count, 1 + 2 * levels, what),
+                              level_table(e_min, levels, mantissa), dtype)
     elif kind in DTYPES and DTYPES[kind].is_floating_point:
         kept_tensor = _read_values(values, count, DTYPES[kind], what).to(dtype)
     else:

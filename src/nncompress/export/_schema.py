@@ -19,6 +19,7 @@ from nncompress.errors import FormatError
 from nncompress.export._codec import DTYPES
 from nncompress.export._container import FORMAT_NAME
 from nncompress.export._guard import budget, describe_budget
+from nncompress.inq import MAX_MANTISSA_BITS
 
 __all__ = ["FLOAT_DTYPES", "MAX_DIM", "MAX_DIMS", "TRUSTED_REFS", "check_arch", "check_matches",
            "check_meta", "is_builtin"]
@@ -38,7 +39,7 @@ _JSON_INT = 2**53  # numbers given to other callables (exact in JSON readers)
 _EXPONENTS = {"float16": (-24, 15), "bfloat16": (-133, 127), "float32": (-149, 127),
               "float64": (-1074, 1023)}
 _REQUIRED = ("name", "dtype", "shape", "values", "layout", "bytes")
-_OPTIONAL = ("kept", "exp_min", "levels", "rows", "cols", "cols_ctx")
+_OPTIONAL = ("kept", "exp_min", "levels", "rows", "cols", "mantissa", "cols_ctx")
 
 
 def _show(value: Any) -> str:
@@ -201,10 +202,13 @@ def _check_layout(t: dict[str, Any], field: str, numel: int, shared: bool, what:
     if shared and (lengths[0] != 0 or (lengths[1] == 0) != pow2):
         raise _fail(what, field.format("bytes"), lengths, "[0, value stream bytes] (0 for "
                     "'pow2' values: positions and level codes are in the coded stream)")
+    if "mantissa" in t and not (pow2 and _int_in(t["mantissa"], 1, MAX_MANTISSA_BITS)):
+        raise _fail(what, field.format("mantissa"), t["mantissa"], "an integer in [1, "
+                    f"{MAX_MANTISSA_BITS}] for 'pow2' values (absent for powers of two)")
     if "cols_ctx" in t and not (shared and t["cols_ctx"] is True and "cols" in t):
         raise _fail(what, field.format("cols_ctx"), t["cols_ctx"], "true, with 'cols', in a "
                     "format version 2 file")
-    for key in _OPTIONAL[:-1]:
+    for key in _OPTIONAL[:-2]:
         needed = not raw if key == "kept" else (pow2 if key in ("exp_min", "levels") else None)
         if needed is not None and needed != (key in t):
             raise _fail(what, field.format(key), t.get(key, "absent"),
@@ -236,13 +240,16 @@ def _has_sets(t: dict[str, Any]) -> bool:
 
 def _check_levels(t: dict[str, Any], field: str, what: str) -> None:
     low, high = _EXPONENTS[t["dtype"]]
-    levels, exp_min = t["levels"], t["exp_min"]
+    levels, exp_min, mantissa = t["levels"], t["exp_min"], t.get("mantissa", 0)
     if not _int_in(levels, 1, 127):
         raise _fail(what, field.format("levels"), levels, "an integer in [1, 127]")
-    if not _int_in(exp_min, low, high - levels + 1):
-        raise _fail(what, field.format("exp_min"), exp_min, f"an integer in [{low}, "
-                    f"{high - levels + 1}] ({levels} levels of powers of two a {t['dtype']} "
-                    "holds)")
+    # with M mantissa bits, levels span (levels - 1) // 2^M + 1 exponents, each needing M
+    # bits below it that the dtype holds
+    low, high = low + mantissa, high - (levels - 1) // (1 << mantissa)
+    if not _int_in(exp_min, low, high):
+        grid = "powers of two" if not mantissa else f"levels with {mantissa} mantissa bits"
+        raise _fail(what, field.format("exp_min"), exp_min, f"an integer in [{low}, {high}] "
+                    f"({levels} {grid} a {t['dtype']} holds)")
 
 
 def check_matches(tensors: list[dict[str, Any]], expected: dict[str, torch.Tensor],

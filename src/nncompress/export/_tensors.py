@@ -21,6 +21,7 @@ from nncompress.export._codec import (
     DTYPES,
     _read_values,
     decode_tensor,
+    level_table,
     sparse_floats,
     tensor_values,
 )
@@ -279,9 +280,7 @@ def _assemble(t: dict[str, Any], parts: list[np.ndarray], values: bytes,
     count = numel if where is None else where.size
     if t["values"] == "pow2":
         codes = parts.pop(0)
-        exps = np.ldexp(1.0, t["exp_min"] + np.arange(t["levels"]))
-        table = np.zeros(1 + 2 * t["levels"])
-        table[1::2], table[2::2] = exps, -exps  # powers of two the dtype holds exactly
+        table = level_table(t["exp_min"], t["levels"], t.get("mantissa", 0))
         if t["kept"] != int(np.count_nonzero(codes)):
             raise FormatError(f"{what}: decodes to another number of non-zero entries than "
                               "recorded")

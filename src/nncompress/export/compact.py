@@ -53,6 +53,7 @@ class TensorInfo:
     kept: int
     position_bytes: int
     value_bytes: int
+    mantissa: int = 0  # "pow2" values: the mantissa bits of the levels (0: powers of two)
 
     @property
     def bytes(self) -> int:
@@ -269,7 +270,7 @@ def _info(path: str, meta: dict[str, Any], size: int,
         entries = math.prod(t["shape"])
         tensors.append(TensorInfo(
             t["name"], tuple(t["shape"]), t["dtype"], t["values"], t["layout"], entries,
-            int(t.get("kept", entries)), pos, val))
+            int(t.get("kept", entries)), pos, val, t.get("mantissa", 0)))
     version = VERSION if "coded" in meta else 1
     return CompactInfo(path, version, size, meta["arch"], meta["float_dtype"], tensors)
 

@@ -10,6 +10,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from nncompress.inq import level_grid
+
 __all__ = ["FIGURES"]
 
 _CURVES = (("loss", "loss"), ("accuracy", "accuracy"), ("kept_fraction", "kept fraction"),
@@ -95,7 +97,7 @@ def bits(data: dict[str, Any]) -> Figure:
 
 
 def histograms(data: dict[str, Any]) -> Figure | None:
-    """Each layer's non-zero weights; INQ levels ±2**e as vertical lines."""
+    """Each layer's non-zero weights; INQ levels as vertical lines."""
     weights = data["weights"]
     layers = [r for r in data["report"]["layers"] if f"{r['name']}.weight" in (weights or {})]
     if not layers:
@@ -112,7 +114,7 @@ def histograms(data: dict[str, Any]) -> Figure | None:
             ax.axvline(level, color="tab:red", linewidth=0.8, zorder=0)
         ax.set_title(f"{layer['name']} ({values.numel():,} kept)", fontsize=9)
         ax.tick_params(labelsize=7)
-    figure.suptitle("kept weights (red: INQ levels ±2^e)" if any(
+    figure.suptitle("kept weights (red: INQ levels)" if any(
         _pow2_levels(weights[f"{r['name']}.weight"].double().flatten()) for r in layers)
         else "kept weights", fontsize=10)
     figure.tight_layout()
@@ -120,15 +122,14 @@ def histograms(data: dict[str, Any]) -> Figure | None:
 
 
 def _pow2_levels(values: torch.Tensor) -> list[float]:
-    """``±2**e`` for each exponent between the smallest and largest, if all values are levels."""
-    values = values[values != 0]
-    if values.numel() == 0:
+    """``±(1 + j/2^M) 2^e`` for each exponent between the smallest and largest, if all values
+    are INQ levels (M = 0: powers of two)."""
+    grid = level_grid(values)
+    if grid is None:
         return []
-    mantissa, exponent = torch.frexp(values)
-    if not bool(torch.all(mantissa.abs() == 0.5)):
-        return []
-    low, high = int(exponent.min()) - 1, int(exponent.max()) - 1
-    return [sign * 2.0 ** e for e in range(low, high + 1) for sign in (1.0, -1.0)]
+    low, high, bits = grid
+    return [sign * (1 + j / (1 << bits)) * 2.0 ** e for e in range(low, high + 1)
+            for j in range(1 << bits) for sign in (1.0, -1.0)]
 
 
 FIGURES: dict[str, Callable[[dict[str, Any]], Figure | None]] = {

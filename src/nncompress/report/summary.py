@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nncompress.inq import level_grid
 from nncompress.layers import COMPRESSIBLE, CompressedLayer
 
 __all__ = ["LayerSummary", "Summary", "summarize"]
@@ -100,28 +101,19 @@ class Summary:
         return self.table()
 
 
-def _power_of_two_exponents(values: torch.Tensor) -> set[int] | None:
-    nonzero = values[values != 0]
-    if nonzero.numel() == 0 or not bool(torch.isfinite(nonzero).all()):
-        return None
-    mantissa, exponent = torch.frexp(nonzero.abs())
-    if not bool((mantissa == 0.5).all()):
-        return None
-    return {int(e) - 1 for e in torch.unique(exponent)}
-
-
 def _levels_and_bits(layer: nn.Module, values: list[torch.Tensor]) -> tuple[int | None, int]:
     float_bits = torch.finfo(values[0].dtype).bits
     if isinstance(layer, CompressedLayer) and layer.inq_config is not None:
         k = layer.inq_config.num_quantum_values
+        mantissa = layer.inq_config.mantissa_bits
         if layer.next_portion() is not None:  # quantize steps still to come
-            return 2 * k + 1, float_bits
+            return 2 * k * (1 << mantissa) + 1, float_bits
     else:
-        exponents = _power_of_two_exponents(values[0])
-        if exponents is None:
+        grid = level_grid(values[0])
+        if grid is None:
             return None, float_bits
-        k = max(exponents) - min(exponents) + 1
-    return 2 * k + 1, 2 + math.ceil(math.log2(k))
+        k, mantissa = grid[1] - grid[0] + 1, grid[2]
+    return 2 * k * (1 << mantissa) + 1, 2 + math.ceil(math.log2(k)) + mantissa
 
 
 def _level_count(layer: CompressedLayer, blob: str) -> int:
