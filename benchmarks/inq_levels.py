@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/inq_levels.py [--run runs/lenet5_reference] [--k 1 2 4 8] [--threads 1]
+    python benchmarks/inq_levels.py [--run runs/lenet5_reference] [--k 1 2 4 8]
+        [--mantissa-bits 0 1] [--threads 1]
 
 The run folder's final model (``model.safetensors``; the default is the LeNet-5 reference of
 ``nncompress run recipes/lenet5_reference.yaml --out runs/lenet5_reference --threads 1``) is
@@ -45,6 +46,7 @@ from torch import nn
 
 import nncompress as nnc
 from nncompress.errors import ConfigError, NNCompressError
+from nncompress.inq import MAX_MANTISSA_BITS
 
 LEVEL_RULES = ("max", "mse")
 RECIPE_COMMAND = "nncompress run recipes/lenet5_reference.yaml --out {run} --threads 1"
@@ -66,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
                              "(default: runs/lenet5_reference)")
     parser.add_argument("--k", type=int, nargs="+", default=[1, 2, 4, 8], metavar="K",
                         help="INQ exponent counts to measure (default: 1 2 4 8)")
+    parser.add_argument("--mantissa-bits", type=int, nargs="+", default=[0], metavar="M",
+                        help="INQ mantissa bits to measure, 0 to 3 (default: 0, the paper's "
+                             "powers of two)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     return parser
 
@@ -79,6 +84,10 @@ def check_inputs(args: argparse.Namespace) -> Path:
     for k in args.k:
         if not 1 <= k <= 64:
             raise ConfigError(f"--k {k}: use integers from 1 to 64 (8 = 5-bit, 1 = ternary)")
+    for bits in args.mantissa_bits:
+        if not 0 <= bits <= MAX_MANTISSA_BITS:
+            raise ConfigError(f"--mantissa-bits {bits}: use integers from 0 (powers of two) to "
+                              f"{MAX_MANTISSA_BITS}")
     if args.threads < 1:
         raise ConfigError(f"--threads {args.threads}: use 1 or more")
     run: Path = args.run
@@ -102,18 +111,21 @@ def _exponents(model: nn.Module) -> str:
     return ", ".join(cells)
 
 
-def rounded(base: nn.Module, k: int, levels: str) -> tuple[nn.Module, str]:
-    """A copy of ``base`` with every weight and bias rounded to K levels under ``levels``,
-    finalized, and the ``n1`` each blob took."""
+def rounded(base: nn.Module, k: int, levels: str, bits: int = 0) -> tuple[nn.Module, str]:
+    """A copy of ``base`` with every weight and bias rounded to K levels under ``levels``
+    (with ``bits`` mantissa bits), finalized, and the ``n1`` each blob took."""
     model = copy.deepcopy(base)
-    nnc.prepare(model, nnc.INQConfig(portions=(1.0,), num_quantum_values=k, levels=levels))
+    nnc.prepare(model, nnc.INQConfig(portions=(1.0,), num_quantum_values=k, levels=levels,
+                                     mantissa_bits=bits))
     exponents = _exponents(model)
     nnc.quantize_step(model)
     return nnc.finalize(model).eval(), exponents
 
 
-def measure(model_file: Path, ks: Sequence[int]) -> list[list[str]]:
-    """Rows ``K, levels, kept, test error, n1`` for the reference and each K and rule.
+def measure(model_file: Path, ks: Sequence[int],
+            mantissa_bits: Sequence[int] = (0,)) -> list[list[str]]:
+    """Rows ``K, levels, kept, test error, n1`` for the reference and each K, mantissa bits M
+    and rule (the levels cell says ``M`` when it is not 0).
 
     Raises:
         NNCompressError: the model or its run's data cannot be read.
@@ -138,8 +150,10 @@ def measure(model_file: Path, ks: Sequence[int]) -> list[list[str]]:
 
     rows = [row("-", "reference", base, "")]
     for k in ks:
-        for levels in LEVEL_RULES:
-            rows.append(row(str(k), levels, *rounded(base, k, levels)))
+        for bits in mantissa_bits:
+            for levels in LEVEL_RULES:
+                rule = f"{levels}, M {bits}" if bits else levels
+                rows.append(row(str(k), rule, *rounded(base, k, levels, bits)))
     return rows
 
 
@@ -156,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
         model_file = check_inputs(args)
         torch.set_num_threads(args.threads)
-        table = markdown(measure(model_file, args.k))
+        table = markdown(measure(model_file, args.k, args.mantissa_bits))
     except (NNCompressError, _Usage) as exc:
         print(f"inq_levels: error: {exc}", file=sys.stderr)
         return 1

@@ -16,6 +16,7 @@ import inq_levels  # noqa: E402
 def test_defaults() -> None:
     args = inq_levels._parser().parse_args([])
     assert (args.run, args.k, args.threads) == (Path("runs/lenet5_reference"), [1, 2, 4, 8], 1)
+    assert args.mantissa_bits == [0]
 
 
 def test_missing_run_folder_names_it_and_the_recipe(tmp_path: Path,
@@ -40,6 +41,8 @@ def test_run_without_its_model_names_the_file(tmp_path: Path,
     (["--k", "1", "0"], "--k 0: use integers from 1 to 64"),
     (["--k", "65"], "--k 65: use integers from 1 to 64"),
     (["--threads", "0"], "--threads 0: use 1 or more"),
+    (["--mantissa-bits", "0", "4"], "--mantissa-bits 4: use integers from 0 (powers of two) "
+                                    "to 3"),
     (["--k", "two"], "argument --k: invalid int value: 'two'"),
     (["--levels", "mse"], "unrecognized arguments: --levels mse"),
 ])

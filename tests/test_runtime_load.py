@@ -80,7 +80,8 @@ def test_inq_values_in_the_runtime_are_the_file_values(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("name", "shape"), [("golden_v1_mlp.ncz", (3, 1, 8, 8)),
-                                             ("golden_v1_cnn.ncz", (3, 1, 10, 10))])
+                                             ("golden_v1_cnn.ncz", (3, 1, 10, 10)),
+                                             ("golden_v2_mantissa.ncz", (3, 1, 8, 8))])
 def test_golden_files(name: str, shape: tuple[int, ...]) -> None:
     dense, fast = load_compact(DATA / name), runtime.load(DATA / name)
     assert any(isinstance(m, (SparseLinear, SparseConv)) for m in fast.modules())

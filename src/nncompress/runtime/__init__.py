@@ -3,7 +3,7 @@
 :func:`load` rebuilds the model from a ``.ncz`` file and replaces each Linear and Conv1d/Conv2d
 layer whose weight is mostly zeros by a :class:`SparseLinear` / :class:`SparseConv`: the weight
 is held in CSR form (values, int32 column indices, int32 row pointers; INQ values stay exact
-powers of two) and the dense weight is not kept. Each call runs the sparse kernel or rebuilds
+levels) and the dense weight is not kept. Each call runs the sparse kernel or rebuilds
 the dense weight for that call, by a rule measured on a CPU (:mod:`nncompress.runtime._rule`).
 Sparse kernels use SciPy's CSR product when SciPy is installed (faster on the CPUs measured),
 ``torch.sparse`` otherwise. The layers are for inference: a call that needs gradients runs the

@@ -3,7 +3,7 @@
 The three arrays are torch buffers (``values``, ``col_indices``, ``row_ptr``; int32 indices),
 so a module holding them moves and saves like any other. SciPy's ``csr_matrix`` and
 ``torch.sparse_csr_tensor`` views share their memory and are made once, on first use.
-INQ values (``±2**e``) are stored as they are, so they stay exact powers of two.
+INQ values (``±2**e``, or ``±(1 + j/2^M) 2**e``) are stored as they are, so they stay exact.
 """
 
 from __future__ import annotations
