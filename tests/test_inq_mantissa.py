@@ -1,5 +1,4 @@
-"""INQ extensions: levels with mantissa bits ``±(1 + j/2^M) 2^e`` (rounding, layers, checks, the
-file) and zeros fixed at the first step."""
+"""INQ levels with mantissa bits: ``±(1 + j/2^M) 2^e``, rounding, layers, checks, the file."""
 
 from __future__ import annotations
 
@@ -236,36 +235,3 @@ def test_schema_refuses_bad_mantissa_fields(tmp_path: Path) -> None:
     bad.write_bytes(edited(data, lambda m: m["tensors"][0].update(exp_min=-149)))
     with pytest.raises(FormatError, match=r"exp_min .* an integer in \[-148, "):
         load_compact(bad)
-
-
-def _hand_layer(zeros_first: bool) -> nn.Module:
-    layer = nn.Linear(8, 1, bias=False)
-    with torch.no_grad():
-        layer.weight.copy_(torch.tensor([[1.0, 0.9, 0.6, 0.5, 0.1, 0.05, -0.04, 0.3]]))
-    # K = 2: n1 = floor(log2(4/3)) = 0, levels 0.5 and 1; below 2^-2 = 0.25 rounds to 0
-    return nnc.prepare(layer, nnc.INQConfig(portions=(0.5, 1.0), num_quantum_values=2,
-                                            include_bias=False, zeros_first=zeros_first))
-
-
-def test_zeros_first_fixes_the_entries_that_round_to_zero_at_the_first_step() -> None:
-    free = -9.0  # free entries (NaN in the state) shown as -9
-    paper, early = _hand_layer(False), _hand_layer(True)
-    nnc.quantize_step(paper)
-    nnc.quantize_step(early)
-    # the paper: the 4 largest of 8 (portion 0.5); zeros first: the 3 zeros, then the largest
-    assert paper.weight_fixed.float().nan_to_num(free).tolist() == [
-        [1.0, 1.0, 0.5, 0.5, free, free, free, free]]
-    assert early.weight_fixed.float().nan_to_num(free).tolist() == [
-        [1.0, free, free, free, 0.0, 0.0, 0.0, free]]
-    with torch.no_grad():  # a later step rounds what the free entries became, as always
-        early.weight[0, 7] = 0.7
-    nnc.quantize_step(early)
-    assert early.weight.tolist() == [[1.0, 1.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.5]]
-    nnc.quantize_step(paper)
-    assert paper.weight.tolist() == [[1.0, 1.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.5]]
-
-
-def test_zeros_first_is_checked() -> None:
-    with pytest.raises(ConfigError, match=r"INQConfig.zeros_first='yes' is invalid: use true "
-                                          "or false"):
-        nnc.INQConfig(zeros_first="yes")  # type: ignore[arg-type]

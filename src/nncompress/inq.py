@@ -64,11 +64,6 @@ class INQConfig:
             errors (ties: the larger). ``"mse"`` suits small K, where the paper's levels sit
             near the largest weight and round most entries to 0. See :func:`fit_level_range`.
         seed: seed of the ``random`` strategy; each layer mixes in a hash of its name.
-        zeros_first: at the first quantize step, also fix at 0 every participating entry that
-            rounds to 0 then (below ``2^(n2-1)``), so the steps that follow retrain the rest
-            around them; later steps fix fewer entries, as the portions still count them. The
-            paper fixes them when their magnitude's turn comes, among the last; with few
-            levels on a pruned layer that is many entries at once, with no retraining after.
         mantissa_bits: M, from 0 (the paper's ``±2^e``) to 3: each exponent also holds
             ``(1 + j/2^M) * 2^e`` (M = 1 adds ``±1.5 * 2^e``), a finer grid at the same range
             that rounds with about half the error per added bit (see the module docstring).
@@ -85,7 +80,6 @@ class INQConfig:
     seed: int = 0
     levels: str = "max"
     mantissa_bits: int = 0
-    zeros_first: bool = False
 
     def __post_init__(self) -> None:
         own = "INQConfig"
@@ -114,8 +108,6 @@ class INQConfig:
         hint = did_you_mean(self.levels, LEVEL_RULES) if isinstance(self.levels, str) else ""
         check(self.levels in LEVEL_RULES, own, "levels", self.levels,
               f"use 'max' (the paper's rule) or 'mse' (fitted to the weights){hint}")
-        check(isinstance(self.zeros_first, bool), own, "zeros_first", self.zeros_first,
-              "use true or false")
         m = self.mantissa_bits
         check(isinstance(m, int) and not isinstance(m, bool) and 0 <= m <= MAX_MANTISSA_BITS,
               own, "mantissa_bits", m, f"use an integer from 0 (powers of two, the paper) to "

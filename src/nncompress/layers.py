@@ -273,16 +273,10 @@ class CompressedLayer(nn.Module):
         free, levels = self.free_entries(blob), self.inq_levels(blob)
         assert free is not None and levels is not None
         count = levels[2]
-        weights = self.param(blob).detach()
-        if config.zeros_first and int(self.inq_steps) == 0:
-            n1, n2, _ = levels
-            zero = _inq.quantize(weights, n1, n2, self.inq_mantissa_bits(blob)) == 0
-            self.fix_entries(blob, free & zero)  # participating entries that round to 0
-            free = self.free_entries(blob)
-            assert free is not None
         add = _inq.fix_count(portion, count) - (count - int(torch.count_nonzero(free)))
         if add <= 0:
             return
+        weights = self.param(blob).detach()
         magnitude = torch.where(free, weights.abs(), -1.0)
         _inq.check_finite(magnitude, self.layer_name, f"in {blob} at a quantize step")
         if config.strategy == "magnitude":
