@@ -179,6 +179,9 @@ def test_loading_a_state_of_other_mantissa_bits_says_how_to_prepare() -> None:
     with pytest.raises(ConfigError, match=r"mantissa_bits 1, .* uses 0; prepare it with "
                                           "mantissa_bits=1"):
         target.load_state_dict(source.state_dict())
+    with pytest.raises(ConfigError, match=r"mantissa_bits 1, .* uses 2; prepare it with "
+                                          "mantissa_bits=1"):
+        _quantized_mlp(2).load_state_dict(source.state_dict())
     with pytest.raises(ConfigError, match="level set cannot change"):
         nnc.prepare(source, nnc.INQConfig(portions=(0.5, 1.0), num_quantum_values=4))
 

@@ -389,10 +389,11 @@ class CompressedLayer(nn.Module):
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
         for blob in ("weight", "bias"):
             theirs = state_dict.get(f"{prefix}{blob}_levels")
-            if theirs is not None and f"{blob}_levels" in self._buffers and \
-                    theirs.numel() in (3, 4) and theirs.numel() != 3 + bool(
-                        self.inq_mantissa_bits(blob)):
-                held = int(theirs[3]) if theirs.numel() == 4 else 0
+            if theirs is None or f"{blob}_levels" not in self._buffers or \
+                    theirs.numel() not in (3, 4):
+                continue  # nothing to compare; other mismatches are torch's to report
+            held = int(theirs[3]) if theirs.numel() == 4 else 0
+            if held != self.inq_mantissa_bits(blob):
                 raise ConfigError(
                     f"layer {self.layer_name!r}: the state's {blob} levels were made with "
                     f"mantissa_bits {held}, this layer's INQ uses "
