@@ -261,9 +261,9 @@ def quantize(values: torch.Tensor, n1: int, n2: int, mantissa_bits: int = 0) -> 
     """
     if values.dtype == torch.float32 and n2 - mantissa_bits >= -125 and n1 <= 127:
         return _quantize_float32_bits(values, n1, n2, mantissa_bits)
-    magnitude = values.abs()
     if mantissa_bits:
         return _quantize_frexp(values, n1, n2, mantissa_bits)
+    magnitude = values.abs()
     mantissa, exponent = torch.frexp(magnitude)  # magnitude = mantissa * 2^exponent
     # 2^(exponent-1) <= |w| < 2^exponent; round up once |w| >= 1.5 * 2^(exponent-1).
     level = (exponent - 1 + (mantissa >= 0.75).to(exponent.dtype)).clamp(n2, n1)
@@ -277,7 +277,7 @@ def _quantize_frexp(values: torch.Tensor, n1: int, n2: int, mantissa_bits: int) 
     """:func:`quantize` with mantissa bits for any dtype, in float64 (every step exact)."""
     magnitude = values.double().abs()
     mantissa, exponent = torch.frexp(magnitude)  # mantissa in [0.5, 1)
-    steps = torch.floor(torch.ldexp(mantissa, torch.tensor(mantissa_bits + 1)) + 0.5)
+    steps = torch.floor(mantissa * float(1 << (mantissa_bits + 1)) + 0.5)  # exact scaling
     rounded = torch.ldexp(steps, exponent - mantissa_bits - 1)
     top = math.ldexp(2.0 - math.ldexp(1.0, -mantissa_bits), n1)
     rounded = rounded.clamp(math.ldexp(1.0, n2), top).copysign(values.double())
