@@ -157,6 +157,9 @@ def _labels(recipe: dict[str, Any]) -> tuple[str, ...]:
             defaults = stage.get("defaults")
             if isinstance(defaults, dict) and defaults.get("levels") == "mse":
                 label += " mse levels"
+            if isinstance(defaults, dict) and defaults.get("mantissa_bits"):
+                label += f" +{defaults['mantissa_bits']} mantissa bit"
+                label += "s" if defaults["mantissa_bits"] > 1 else ""
         out.append(label + (" (distilled)" if stage.get("distill") else ""))
     return tuple(out)
 

@@ -333,8 +333,12 @@ def test_stage_labels_name_k_fitted_levels_and_distillation() -> None:
         {"stage": "inq", "defaults": {"num_quantum_values": 2, "levels": "mse"},
          "distill": {"teacher": "reference"}},
         {"stage": "inq", "defaults": {"num_quantum_values": 8, "levels": "max"}},
+        {"stage": "inq", "defaults": {"num_quantum_values": 4, "mantissa_bits": 1}},
+        {"stage": "inq", "defaults": {"num_quantum_values": 3, "mantissa_bits": 2}},
         {"stage": "finalize"}]}
-    assert _labels(recipe) == ("dns", "inq K=2 mse levels (distilled)", "inq K=8", "finalize")
+    assert _labels(recipe) == ("dns", "inq K=2 mse levels (distilled)", "inq K=8",
+                               "inq K=4 +1 mantissa bit", "inq K=3 +2 mantissa bits",
+                               "finalize")
 
 
 @pytest.mark.slow
