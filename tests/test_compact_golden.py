@@ -1,5 +1,5 @@
 """Format version 1 and 2 files committed under tests/data keep loading, bit for bit."""
-# golden_v2_mantissa.ncz (INQ levels with mantissa bits) is made by make_golden_v2_mantissa.py
+# golden_v2_mantissa.ncz (INQ levels with mantissa bits): make_golden_v2.py FOLDER mantissa
 
 from __future__ import annotations
 

@@ -8,6 +8,11 @@ columns are coded against the previous layer's live rows. Running it writes the
 files and the expected tensor digests into a folder given on the command line::
 
     python tests/data/make_golden_v2.py /tmp/golden
+
+``golden_v2_mantissa.ncz`` (INQ levels with mantissa bits, added later, with its own digests in
+``golden_v2_mantissa_expected.json``) is written by::
+
+    python tests/data/make_golden_v2.py /tmp/golden mantissa
 """
 
 from __future__ import annotations
@@ -45,8 +50,26 @@ def chain() -> nn.Module:
     return chain_model(seed=4, hidden=96, dead=0.75, keep=0.2)
 
 
-def main(folder: Path) -> None:
-    """Write the golden files and ``golden_v2_expected.json``."""
+def mantissa_mlp() -> nn.Module:
+    """tiny_mlp(input_size=8, hidden=32): fc1 4-bit INQ with one mantissa bit (levels ``±2^e``
+    and ``±1.5 * 2^e``; 10% kept, sparse), fc2 K = 2 with three mantissa bits (dense)."""
+    torch.manual_seed(5)
+    model = build_model("tiny_mlp", input_size=8, hidden=32)
+    with torch.no_grad():
+        model.fc1.weight.mul_(torch.rand_like(model.fc1.weight) < 0.1)
+    nnc.prepare(model, nnc.INQConfig(num_quantum_values=4, mantissa_bits=1),
+                layers={"fc2": {"num_quantum_values": 2, "mantissa_bits": 3}})
+    nnc.quantize_step(model, 1.0)
+    return nnc.finalize(model)
+
+
+def main(folder: Path, which: str = "") -> None:
+    """Write the golden files and ``golden_v2_expected.json`` (``which="mantissa"``: the
+    mantissa-bit file and ``golden_v2_mantissa_expected.json``)."""
+    if which == "mantissa":
+        write_golden(folder, [("golden_v2_mantissa.ncz", mantissa_mlp(), {})],
+                     "golden_v2_mantissa_expected.json")
+        return
     write_golden(folder, [("golden_v2_cnn.ncz", cnn(), {}), ("golden_v2_mlp.ncz", mlp(), {}),
                           ("golden_v2_ternary.ncz", ternary(), {}),
                           ("golden_v2_chain.ncz", chain(), {}),
@@ -55,4 +78,4 @@ def main(folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), *sys.argv[2:3])
