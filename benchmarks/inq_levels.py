@@ -35,7 +35,7 @@ At K = 8 both rules choose the same ``n1`` for every blob.
 With mantissa bits (``--run runs/lenet5_reference_long --mantissa-bits 0 1 2``; that reference
 scores 0.78%), test error under ``levels: mse`` for M = 0 / 1 / 2: K = 1 3.63% / 1.63% / 1.61%,
 K = 2 1.55% / 0.93% / 0.95%, K = 4 0.86% / 0.83% / 0.81%, K = 8 0.85% / 0.85% / 0.81%; the
-kept shares stay within 0.2 points of M = 0's but at K = 1, M = 2 (73.3% against 51.0%).
+kept shares stay within 0.2 points of M = 0's, except at K = 1, M = 2 (73.3% against 51.0%).
 """
 
 from __future__ import annotations
