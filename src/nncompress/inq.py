@@ -261,20 +261,12 @@ def quantize(values: torch.Tensor, n1: int, n2: int, mantissa_bits: int = 0) -> 
     """
     if values.dtype == torch.float32 and n2 - mantissa_bits >= -125 and n1 <= 127:
         return _quantize_float32_bits(values, n1, n2, mantissa_bits)
-    if mantissa_bits:
-        return _quantize_frexp(values, n1, n2, mantissa_bits)
-    magnitude = values.abs()
-    mantissa, exponent = torch.frexp(magnitude)  # magnitude = mantissa * 2^exponent
-    # 2^(exponent-1) <= |w| < 2^exponent; round up once |w| >= 1.5 * 2^(exponent-1).
-    level = (exponent - 1 + (mantissa >= 0.75).to(exponent.dtype)).clamp(n2, n1)
-    rounded = torch.ldexp(torch.ones_like(magnitude), level).copysign(values)
-    # In float64, where 2^(n2-1) cannot underflow to 0 as it may in the values' own dtype.
-    below = magnitude.double() < math.ldexp(1.0, n2 - 1)
-    return torch.where(below, torch.zeros_like(values), rounded)
+    return _quantize_frexp(values, n1, n2, mantissa_bits)
 
 
 def _quantize_frexp(values: torch.Tensor, n1: int, n2: int, mantissa_bits: int) -> torch.Tensor:
-    """:func:`quantize` with mantissa bits for any dtype, in float64 (every step exact)."""
+    """:func:`quantize` for any dtype and range, in float64 (every step exact; at M = 0 a
+    mantissa in ``[0.5, 0.75)`` stays at ``2^(e-1)``, one in ``[0.75, 1)`` goes up to ``2^e``)."""
     magnitude = values.double().abs()
     mantissa, exponent = torch.frexp(magnitude)  # mantissa in [0.5, 1)
     steps = torch.floor(mantissa * float(1 << (mantissa_bits + 1)) + 0.5)  # exact scaling
@@ -304,10 +296,11 @@ def _quantize_float32_bits(values: torch.Tensor, n1: int, n2: int,
     return torch.where(magnitude < zero_below, 0, power).view(torch.float32)
 
 
-def level_grid(values: torch.Tensor) -> tuple[int, int, int] | None:
+def level_grid(values: torch.Tensor, max_bits: int = MAX_MANTISSA_BITS
+               ) -> tuple[int, int, int] | None:
     """``(e_min, e_max, M)`` if every non-zero value is a level ``±(1 + j/2^M) 2^e`` with the
-    fewest mantissa bits ``M <= MAX_MANTISSA_BITS`` (0: powers of two), else None (also when
-    no value is non-zero or one is not finite).
+    fewest mantissa bits ``M <= max_bits`` (0: powers of two), else None (also when no value
+    is non-zero or one is not finite).
 
     Example:
         >>> level_grid(torch.tensor([0.0, 0.5, -4.0])), level_grid(torch.tensor([0.75, 2.0]))
@@ -319,7 +312,7 @@ def level_grid(values: torch.Tensor) -> tuple[int, int, int] | None:
     if nonzero.numel() == 0 or not bool(torch.isfinite(nonzero).all()):
         return None
     mantissa, exponent = torch.frexp(nonzero.abs())
-    for bits in range(MAX_MANTISSA_BITS + 1):
+    for bits in range(max_bits + 1):
         steps = mantissa * (1 << (bits + 1))
         if bool((steps == steps.floor()).all()):
             return int(exponent.min()) - 1, int(exponent.max()) - 1, bits

@@ -44,7 +44,7 @@ from nncompress.export._streams import (
     unwrap,
     zstd_stream,
 )
-from nncompress.inq import MAX_MANTISSA_BITS
+from nncompress.inq import MAX_MANTISSA_BITS, level_grid
 
 __all__ = ["DTYPES", "EncodedTensor", "decode_tensor", "encode_tensor"]
 
@@ -89,20 +89,13 @@ def level_codes(values: np.ndarray, max_mantissa: int = MAX_MANTISSA_BITS
         >>> e_min, levels, m, codes.tolist()
         (-1, 4, 1, [0, 3, 6, 7])
     """
-    if values.size == 0 or not np.all(np.isfinite(values)):
+    grid = level_grid(torch.from_numpy(values), max_mantissa) if values.size else None
+    if grid is None:
         return None
+    e_min, _, bits = grid
     nonzero = values != 0
-    if not np.any(nonzero):
-        return None
     mantissa, exponent = np.frexp(values[nonzero])
-    magnitude = np.abs(mantissa)  # in [0.5, 1)
-    for bits in range(max_mantissa + 1):
-        steps = magnitude * (1 << (bits + 1))  # in [2^M, 2^(M+1)), whole on the grid
-        if np.all(steps == np.floor(steps)):
-            break
-    else:
-        return None
-    e_min = int(exponent.min()) - 1
+    steps = np.abs(mantissa) * (1 << (bits + 1))  # whole, in [2^M, 2^(M+1))
     index = (exponent - 1 - e_min) * (1 << bits) + steps.astype(np.int64) - (1 << bits)
     levels = int(index.max()) + 1
     if levels > _MAX_LEVELS:
