@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -137,16 +138,31 @@ def _worker(process: int, port: int, out: str) -> None:
     result["mismatch"] = _break_and_verify(process)
     result["writer_fails"] = _writer_fails()
     result["shared"] = nd.share_from_writer(f"from rank {process}")
-    result["fail_seconds"] = _fail_fast()
     torch.save(result, Path(out) / f"rank{process}.pt")
+    seconds = _fail_fast()  # last: rank 1 leaves the group here
+    if process == 0:
+        (Path(out) / "fail_seconds.txt").write_text(repr(seconds))
     nd.shutdown()
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     out = tmp_path_factory.mktemp("ddp")
-    torch.multiprocessing.spawn(_worker, args=(free_port(), str(out)), nprocs=2, join=True)
-    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    context = torch.multiprocessing.start_processes(
+        _worker, args=(free_port(), str(out)), nprocs=2, join=False, start_method="spawn")
+    for process in context.processes:
+        process.join(timeout=300)
+    for process in context.processes:
+        if process.is_alive():  # hung: fail below, but leave no process behind
+            process.kill()
+            process.join()
+    codes = [process.exitcode for process in context.processes]
+    # Rank 1 leaves the group on purpose while rank 0 waits on it; gloo may then abort rank
+    # 1's process as it exits (SIGABRT, after its results are written). Every other end fails.
+    assert codes[0] == 0 and codes[1] in (0, -signal.SIGABRT), codes
+    results = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    results[0]["fail_seconds"] = float((out / "fail_seconds.txt").read_text())
+    return results
 
 
 @pytest.fixture(scope="module")
