@@ -396,3 +396,35 @@ def test_a_convolution_bias_adds_its_variance_per_channel() -> None:
     variance = F.conv2d(x * x, torch.full((2, 1, 3, 3), math.exp(-2))) + math.exp(-2)
     assert torch.allclose(got, mean + torch.sqrt(variance + 1e-8) * torch.randn_like(mean),
                           atol=1e-5)
+
+
+def _vd_run(out: Path, **change: Any) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
+    """A tiny run with ``change`` merged into its vd stage: its metrics rows and final state."""
+    stage = {**VD, **change}
+    result = run_recipe(parse_recipe(tiny_recipe(stage)), out, progress="none")
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    rows = [{k: v for k, v in json.loads(r).items() if k != "elapsed_s"} for r in lines]
+    return rows, result.model.state_dict()
+
+
+def _kept(state: dict[str, torch.Tensor]) -> int:
+    return sum(int(v.sum()) for k, v in state.items() if k.endswith("weight_mask"))
+
+
+def test_a_vd_stage_distils_and_keeps_its_kl_term(tmp_path: Path) -> None:
+    plain_rows, plain = _vd_run(tmp_path / "plain")
+    taught = {"teacher": "train", "temperature": 2.0, "alpha": 0.9}
+    rows, state = _vd_run(tmp_path / "taught", distill=taught)
+    assert [r for r in rows if r["stage"] == "train"] == [
+        r for r in plain_rows if r["stage"] == "train"]
+    first_vd = next(i for i, r in enumerate(rows) if r["stage"] == "vd")
+    assert rows[first_vd]["loss"] != plain_rows[first_vd]["loss"]
+    assert any(not torch.equal(state[k], plain[k]) for k in plain)
+    # alpha 0: the labels alone, the same training as without distillation
+    zero_rows, zero = _vd_run(tmp_path / "zero", distill={**taught, "alpha": 0.0})
+    assert zero_rows == plain_rows
+    assert all(torch.equal(zero[k], plain[k]) for k in plain)
+    # the KL term still prunes under distillation: without it, more weights stay
+    no_kl = {**VD["defaults"], "kl_weight": 0.0}
+    _, unpruned = _vd_run(tmp_path / "no_kl", distill=taught, defaults=no_kl)
+    assert _kept(unpruned) > _kept(state) > 0
