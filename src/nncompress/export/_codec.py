@@ -89,7 +89,7 @@ def level_codes(values: np.ndarray, max_mantissa: int = MAX_MANTISSA_BITS
         >>> e_min, levels, m, codes.tolist()
         (-1, 4, 1, [0, 3, 6, 7])
     """
-    grid = level_grid(torch.from_numpy(values), max_mantissa) if values.size else None
+    grid = level_grid(torch.from_numpy(values), max_mantissa)  # None when empty or all zero
     if grid is None:
         return None
     e_min, _, bits = grid
