@@ -22,7 +22,7 @@ import torch
 
 import nncompress as nnc
 from nncompress.export import save_compact
-from nncompress.export._container import MAGIC, VERSION, pack, parse
+from nncompress.export._container import MAGIC, pack, parse
 from nncompress.models import build_model
 
 CAFFE_REF = "nncompress.interop.caffe_net:from_text"
@@ -36,8 +36,13 @@ CAFFE_TEXT = ('name: "tiny" input: "data" input_shape { dim: 1 dim: 1 dim: 6 dim
 
 
 # ----------------------------------------------------------------------------- base files
-def base_files(folder: Path) -> list[bytes]:
-    """Small real files: INQ + DNS CNN, float16 MLP, pruned float MLP, a converted Caffe net."""
+def base_files(folder: Path, version: int = 2) -> list[bytes]:
+    """Small real files: INQ + DNS CNN, float16 MLP, pruned float MLP, a converted Caffe net.
+
+    ``version`` 2 (JSON metadata, which the edits below change field by field): those four
+    rewritten as format version 2, then the CNN and float16 MLP as version 1 files. ``version``
+    3: the four files as ``save_compact`` writes them.
+    """
     from nncompress.interop.caffe_net import from_text
 
     torch.manual_seed(0)
@@ -52,18 +57,33 @@ def base_files(folder: Path) -> list[bytes]:
         mlp.fc1.weight.mul_(torch.rand_like(mlp.fc1.weight) < 0.2)
     net = from_text(CAFFE_TEXT)
     caffe_arch = {"ref": CAFFE_REF, "kwargs": {"text": CAFFE_TEXT, "input_shape": None}}
+    folder.mkdir(parents=True, exist_ok=True)
     saves: list[tuple[torch.nn.Module, dict[str, Any] | None, str]] = [
         (cnn, None, "float32"), (mlp, None, "float16"), (mlp, None, "float32"),
         (net, caffe_arch, "float32")]
     out = []
     for i, (model, arch, float_dtype) in enumerate(saves):
         save_compact(model, folder / f"base{i}.ncz", arch=arch, float_dtype=float_dtype)
-        out.append((folder / f"base{i}.ncz").read_bytes())
+        data = (folder / f"base{i}.ncz").read_bytes()
+        out.append(data if version == 3 else as_version2(data))
+        (folder / f"base{i}.ncz").write_bytes(out[-1])
+    if version == 3:
+        return out
     # the same CNN and float16 MLP as format version 1 files (still read)
     for i, (model, float_dtype) in enumerate([(cnn, "float32"), (mlp, "float16")], len(out)):
         out.append(v1_file(model, float_dtype))
         (folder / f"base{i}.ncz").write_bytes(out[-1])
     return out
+
+
+def as_version2(data: bytes) -> bytes:
+    """The same file as format version 2: JSON metadata naming every tensor, same streams."""
+    from nncompress.export.compact import fill_layout
+
+    meta, body = parse(data, "base")
+    fill_layout(meta, "base")
+    meta.pop("implied", None)
+    return pack(meta, [body], version=2)
 
 
 def v1_file(model: torch.nn.Module, float_dtype: str = "float32") -> bytes:
@@ -108,7 +128,7 @@ def pack_text(text: bytes, streams: list[bytes]) -> bytes:
         if not n:
             break
     body = bytes(length) + meta_stream + b"".join(streams)
-    version = VERSION if b'"coded"' in text else 1
+    version = 2 if b'"coded"' in text else 1
     return struct.pack("<4sHHQI", MAGIC, version, 0, len(body), zlib.crc32(body)) + body
 
 
@@ -255,6 +275,88 @@ def crafted(base: bytes, rng: random.Random) -> bytes:
         return pack(meta, streams)
     except (TypeError, ValueError):  # a value json cannot write (inf): write the text
         return pack_text(json.dumps(meta).encode(), streams)
+
+
+def varint(value: int) -> bytes:
+    """LEB128, as the .ncz container writes lengths."""
+    out = bytearray()
+    while True:
+        out.append((value & 0x7F) | (0x80 if value >> 7 else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+V3_NUMBERS = [0, 1, 2, 3, 7, 127, 128, 255, 2**31 - 1, 2**32 + 1, 2**40, 2**63, 2**64 - 1]
+
+
+def _edit_v3(meta: dict[str, Any], rng: random.Random) -> None:
+    """One edit of a version 3 metadata object that its binary form can still hold."""
+    tensors = meta["tensors"]
+    t = rng.choice(tensors) if tensors else {}
+    choice = rng.randrange(9)
+    if choice == 0 and t:
+        key = rng.choice(["kept", "rows", "cols", "levels", "mantissa", "exp_min"])
+        if key in t or key in ("kept", "rows", "cols", "mantissa"):
+            t[key] = rng.choice([*V3_NUMBERS, t.get(key, 1) + 1, max(t.get(key, 1) - 1, 0)])
+            if key == "exp_min":
+                t[key] = rng.choice([t[key], -t[key], -(2**40), -150, 200])
+    elif choice == 1 and t:
+        for key in ("rows", "cols", "cols_ctx", "mantissa", "kept"):
+            if key in t and rng.random() < 0.3:
+                del t[key]
+        if rng.random() < 0.3:
+            t["cols_ctx"] = True
+    elif choice == 2 and t:
+        t["values"] = rng.choice(["pow2", "raw", "float32", "float16", "bfloat16", "int64"])
+        if t["values"] == "pow2":
+            t |= {"exp_min": t.get("exp_min", -3), "levels": t.get("levels", 4), "bytes": [0, 0]}
+        else:
+            t.pop("exp_min", None)
+            t.pop("levels", None)
+            t["bytes"] = [0, max(t["bytes"][1], 1)]
+    elif choice == 3 and t:
+        t["layout"] = "dense" if t["layout"] == "sparse" else "sparse"
+    elif choice == 4 and t and t["values"] != "pow2":
+        t["bytes"] = [0, rng.choice([1, t["bytes"][1] + 1, 2**40])]
+    elif choice == 5:
+        meta["implied"] = rng.randrange(2**32)
+    elif choice == 6 and tensors:
+        if rng.random() < 0.5:
+            del tensors[rng.randrange(len(tensors))]
+        else:
+            tensors.insert(rng.randrange(len(tensors)), copy.deepcopy(t))
+    elif choice == 7:
+        meta["coded"] = rng.choice([0, meta["coded"] + 1, max(meta["coded"] - 1, 0), 2**62])
+    else:
+        meta["arch"] = {"ref": rng.choice(["tiny_mlp", "tiny_cnn", "lenet5", "nothing"]),
+                        "kwargs": rng.choice([{}, {"hidden": rng.choice(V3_NUMBERS)},
+                                              meta["arch"]["kwargs"]])}
+
+
+def crafted_v3_cases(bases: list[bytes], seed: int, count: int) -> Iterator[bytes]:
+    """``count`` checksum-valid version 3 files whose binary metadata was edited (registered
+    models: the layout left out) or, one in five, whose metadata bytes were changed."""
+    rng = random.Random(seed)
+    implied = [b for b in bases if "implied" in parse(b, "base")[0]]
+    for i in range(count):
+        meta, streams = split(implied[i % len(implied)])
+        if rng.random() < 0.2:
+            from nncompress.export._meta_binary import encode_meta
+
+            raw = bytearray(encode_meta(meta))
+            for _ in range(rng.randint(1, 3)):
+                raw[rng.randrange(len(raw))] = rng.randrange(256)
+            body = varint(len(raw) + 1) + b"\x00" + raw + b"".join(streams)
+            yield (MAGIC + (3).to_bytes(2, "little") + zlib.crc32(body).to_bytes(4, "little")
+                   + varint(len(body)) + body)
+            continue
+        for _ in range(rng.choice([1, 1, 2, 3])):
+            _edit_v3(meta, rng)
+        try:
+            yield pack(meta, streams, 3)
+        except ValueError:  # a number beyond what a varint holds
+            continue
 
 
 def crafted_cases(bases: list[bytes], seed: int, count: int) -> Iterator[bytes]:

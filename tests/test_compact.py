@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -14,6 +14,7 @@ import nncompress as nnc
 from nncompress.errors import ConfigError, FormatError
 from nncompress.export import inspect_compact, load_compact, save_compact
 from nncompress.models import build_model
+from tests.compact_crafting import as_version2
 
 
 def make_bn_net(width: int = 6) -> nn.Module:
@@ -167,37 +168,64 @@ def _load_bytes(tmp_path: Path, data: bytes) -> str:
     return str(err.value).replace(f"{path}: ", "")
 
 
+def _body_start(data: bytes) -> int:
+    """Where a format version 3 file's body starts: 10 bytes, then its length as a varint."""
+    n = 10
+    while data[n] & 0x80:
+        n += 1
+    return n + 1
+
+
 def test_bad_files_raise_one_clear_error(tmp_path: Path, good_file: bytes) -> None:
+    assert good_file[4:6] == (3).to_bytes(2, "little")
     flipped = bytearray(good_file)
     flipped[len(good_file) // 2] ^= 0x10
     newer = bytearray(good_file)
-    newer[4] = 3
-    body = len(good_file) - 20
+    newer[4] = 4
+    body = len(good_file) - _body_start(good_file)
     cases = {
         b"": "not an nncompress compact (.ncz) file (wrong magic bytes)",
         b"PK\x03\x04 zip file": "not an nncompress compact (.ncz) file (wrong magic bytes)",
-        good_file[:12]: "file is truncated inside its 20-byte header",
+        good_file[:5]: "file is truncated inside its header",
+        good_file[:10]: "file is truncated inside its header",
         good_file[:-5]: f"file is truncated: the header announces {body} bytes of data after "
                         f"it, the file has {body - 5}",
         good_file + b"\x00": "unexpected bytes after the end of the data",
         bytes(flipped): "file is corrupted (checksum mismatch)",
-        bytes(newer): "format version 3 is newer than this nncompress reads (up to 2); "
+        bytes(newer): "format version 4 is newer than this nncompress reads (up to 3); "
                       "upgrade nncompress",
     }
     for data, message in cases.items():
         assert _load_bytes(tmp_path, data) == message
 
 
+def test_bad_version_2_files_raise_one_clear_error(tmp_path: Path, good_file: bytes) -> None:
+    good = as_version2(good_file)
+    assert good[4:6] == (2).to_bytes(2, "little")
+    body = len(good) - 20
+    flagged = bytearray(good)
+    flagged[6] = 1
+    cases = {
+        good[:12]: "file is truncated inside its 20-byte header",
+        good[:-5]: f"file is truncated: the header announces {body} bytes of data after "
+                   f"it, the file has {body - 5}",
+        good + b"\x00": "unexpected bytes after the end of the data",
+        bytes(flagged): "unknown format version 2 / flags 0x1",
+    }
+    for data, message in cases.items():
+        assert _load_bytes(tmp_path, data) == message
+
+
 def test_huge_length_field_allocates_nothing(tmp_path: Path, good_file: bytes) -> None:
-    data = bytearray(good_file)
+    start = _body_start(good_file)
+    huge = bytes([0xFF] * 9 + [0x01])  # 2**64 - 1 as a varint
+    data = good_file[:10] + huge + good_file[start:]
+    assert _load_bytes(tmp_path, data).startswith(
+        f"file is truncated: the header announces {2**64 - 1} bytes")
+    data = bytearray(as_version2(good_file))
     data[8:16] = (2**63).to_bytes(8, "little")
     assert _load_bytes(tmp_path, bytes(data)).startswith("file is truncated: the header "
                                                          f"announces {2**63} bytes")
-
-
-def _with_crc(body: bytes, header: bytes) -> bytes:
-    return (header[:8] + len(body).to_bytes(8, "little")
-            + zlib.crc32(body).to_bytes(4, "little") + body)
 
 
 def test_valid_checksum_but_mismatched_tensors_is_a_format_error(tmp_path: Path) -> None:
@@ -208,13 +236,29 @@ def test_valid_checksum_but_mismatched_tensors_is_a_format_error(tmp_path: Path)
     (meta, data), _ = unpack(tmp_path / "m.ncz")
     meta["arch"]["kwargs"] = {"input_size": 4, "hidden": 9}
     (tmp_path / "m.ncz").write_bytes(pack(meta, [data]))
-    with pytest.raises(FormatError, match=r"tensor 'fc1.weight' has shape \(8, 16\) in the "
-                                          r"file, \(9, 16\) in the model"):
+    # format version 3 leaves the layout out: its CRC-32 no longer matches
+    with pytest.raises(FormatError, match=r"architecture 'tiny_mlp' with kwargs \{'input_size'"
+                       r": 4, 'hidden': 9\} builds 4 tensors whose names, dtypes and shapes "
+                       r"differ from the 4 the file was written for \(written by 'nncompress "):
         load_compact(tmp_path / "m.ncz")
     meta["arch"] = {"ref": "no_such_model", "kwargs": {}}
     (tmp_path / "m.ncz").write_bytes(pack(meta, [data]))
     with pytest.raises(FormatError, match="cannot rebuild the model: unknown model"):
         load_compact(tmp_path / "m.ncz")
+    # a version 2 file names its tensors: the first that differs is named
+    save_compact(model, tmp_path / "m.ncz")
+    (meta, data), _ = unpack_bytes(as_version2((tmp_path / "m.ncz").read_bytes()))
+    meta["arch"]["kwargs"] = {"input_size": 4, "hidden": 9}
+    (tmp_path / "m.ncz").write_bytes(pack(meta, [data]))
+    with pytest.raises(FormatError, match=r"tensor 'fc1.weight' has shape \(8, 16\) in the "
+                                          r"file, \(9, 16\) in the model"):
+        load_compact(tmp_path / "m.ncz")
+
+
+def unpack_bytes(data: bytes) -> tuple[tuple[dict[str, Any], bytes], int]:
+    from nncompress.export._container import parse
+
+    return parse(data), len(data)
 
 
 def test_unsupported_state_entries_are_named(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from nncompress.errors import FormatError
 from nncompress.export import load_compact, save_compact
 from nncompress.export._container import pack, parse
 from nncompress.export._context import candidates, columns_of, context_of, with_context
+from tests.compact_crafting import as_version2
 from tests.data._golden_common import chain_model
 
 
@@ -45,7 +46,7 @@ def test_columns_after_dead_neurons_cost_almost_nothing(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     model = _chain()
     info = save_compact(model, tmp_path / "ctx.ncz")
-    meta, _ = parse((tmp_path / "ctx.ncz").read_bytes())
+    meta, _ = parse(as_version2((tmp_path / "ctx.ncz").read_bytes()))
     fc2 = meta["tensors"][2]
     assert fc2["name"] == "fc2.weight" and fc2.get("cols_ctx") is True
     loaded = load_compact(tmp_path / "ctx.ncz")
@@ -61,7 +62,7 @@ def test_columns_after_dead_neurons_cost_almost_nothing(tmp_path: Path,
 
 
 def _load_edited(tmp_path: Path, data: bytes, edit: object) -> str:
-    meta, body = parse(data)
+    meta, body = parse(as_version2(data))  # JSON metadata: any field takes any value
     edit(meta)  # type: ignore[operator]
     coded, rest = body[:meta["coded"]], body[meta["coded"]:]
     (tmp_path / "e.ncz").write_bytes(pack(meta, [coded, rest]))

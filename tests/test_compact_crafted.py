@@ -20,6 +20,7 @@ from nncompress.export import load_compact, save_compact
 from nncompress.export._container import pack, parse
 from nncompress.models import build_model
 from tests.compact_crafting import (
+    as_version2,
     base_files,
     crafted_cases,
     edited,
@@ -45,7 +46,7 @@ def inq_mlp(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     nnc.quantize_step(model, 1.0)
     path = tmp_path_factory.mktemp("inq") / "inq.ncz"
     save_compact(model, path)
-    return path.read_bytes()
+    return as_version2(path.read_bytes())
 
 
 @pytest.fixture(scope="module")

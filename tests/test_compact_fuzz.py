@@ -20,7 +20,7 @@ import pytest
 from nncompress.errors import NNCompressError
 from nncompress.export._container import HEADER_SIZE, parse
 from nncompress.export.compact import _load
-from tests.compact_crafting import base_files, crafted_cases
+from tests.compact_crafting import base_files, crafted_cases, crafted_v3_cases, varint
 
 
 def _flip_bits(data: bytearray, rng: random.Random) -> bytearray:
@@ -42,14 +42,23 @@ def _splice(data: bytearray, rng: random.Random) -> bytearray:
 
 def _body_with_valid_checksum(data: bytearray, rng: random.Random) -> bytearray:
     """Corrupt the body and fix length and CRC, so the decoders themselves are exercised."""
-    body = data[HEADER_SIZE:]
+    v3 = data[4] == 3
+    start = HEADER_SIZE
+    if v3:  # 10 bytes, then the body length as a varint
+        start = 10
+        while data[start] & 0x80:
+            start += 1
+        start += 1
+    body = data[start:]
     for _ in range(rng.randint(1, 4)):
         at = rng.randrange(len(body))
         body[at] = rng.randrange(256) if rng.random() < 0.5 else body[at] ^ (1 << rng.randrange(8))
     if rng.random() < 0.2:
         body = _splice(body, rng)
-    return (data[:8] + len(body).to_bytes(8, "little") + zlib.crc32(body).to_bytes(4, "little")
-            + body)
+    crc = zlib.crc32(body).to_bytes(4, "little")
+    if v3:
+        return data[:6] + crc + bytearray(varint(len(body))) + body
+    return data[:8] + len(body).to_bytes(8, "little") + crc + body
 
 
 _MUTATIONS: list[Callable[[bytearray, random.Random], bytearray]] = [
@@ -59,7 +68,8 @@ _MUTATIONS: list[Callable[[bytearray, random.Random], bytearray]] = [
 @pytest.mark.slow
 def test_thousands_of_mutations_raise_only_nncompress_errors(tmp_path: Path) -> None:
     files = base_files(tmp_path)
-    bases = [*files[:2], *files[4:]]  # format version 2 and version 1 files
+    # format version 2, version 1 and version 3 files
+    bases = [*files[:2], *files[4:], *base_files(tmp_path / "v3", 3)[:2]]
     rng = random.Random(1234)
     outcomes: Counter[str] = Counter()
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -82,15 +92,36 @@ def test_thousands_of_mutations_raise_only_nncompress_errors(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(("base", "version", "message"), [
-    (1, 0, "version"), (1, 3, "version"), (1, 65535, "version"),
-    # the metadata of each version is compressed with its own dictionary
-    (1, 1, "metadata"), (5, 2, "metadata")])
-def test_other_versions_are_rejected(tmp_path: Path, base: int, version: int,
+    ("v2", 0, "version"), ("v2", 4, "newer"), ("v2", 65535, "newer"),
+    # the metadata of versions 1 and 2 is compressed with its own dictionary
+    ("v2", 1, "metadata"), ("v1", 2, "metadata"),
+    # the header of version 3 is shorter
+    ("v2", 3, "unexpected bytes|checksum|truncated"), ("v3", 2, "unknown format version 2"),
+    ("v3", 1, "unknown format version 1")])
+def test_other_versions_are_rejected(tmp_path: Path, base: str, version: int,
                                      message: str) -> None:
-    data = bytearray(base_files(tmp_path)[base])  # 1: format version 2, 5: version 1
+    files = {"v2": base_files(tmp_path)[1], "v1": base_files(tmp_path)[5],
+             "v3": base_files(tmp_path, 3)[1]}
+    data = bytearray(files[base])
     data[4:6] = version.to_bytes(2, "little")
     with pytest.raises(NNCompressError, match=message):
         parse(bytes(data), "x")
+
+
+@pytest.mark.slow
+def test_crafted_version_3_metadata_raises_only_nncompress_errors(tmp_path: Path) -> None:
+    bases = base_files(tmp_path, 3)
+    outcomes: Counter[str] = Counter()
+    for data in crafted_v3_cases(bases, seed=7, count=1500):
+        try:
+            meta, streams = parse(data, "fuzz")
+            _load(meta, streams, "fuzz", False, len(data))
+            outcomes["loaded"] += 1
+        except NNCompressError as exc:
+            assert str(exc).startswith("fuzz")
+            outcomes[type(exc).__name__] += 1
+    assert outcomes["FormatError"] > 1000, outcomes
+    assert outcomes["loaded"] < 300, outcomes
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
-"""Format version 1 and 2 files committed under tests/data keep loading, bit for bit."""
-# golden_v2_mantissa.ncz (INQ levels with mantissa bits): make_golden_v2.py FOLDER mantissa
+"""Format version 1, 2 and 3 files committed under tests/data keep loading, bit for bit."""
+# golden_v2_mantissa.ncz (INQ levels with mantissa bits): make_golden_v2.py FOLDER mantissa;
+# golden_v3_*.ncz: make_golden_v3.py FOLDER
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from nncompress.export import inspect_compact, load_compact
 from tests.data._golden_common import tensor_digest
 
 DATA = Path(__file__).parent / "data"
-# every golden file (format version 1 and 2) and the digests of the state it loads to
-EXPECTED = {name: digests for version in ("1", "2", "2_mantissa")
+# every golden file (format versions 1 to 3) and the digests of the state it loads to
+EXPECTED = {name: digests for version in ("1", "2", "2_mantissa", "3")
             for name, digests in json.loads(
                 (DATA / f"golden_v{version}_expected.json").read_text()).items()}
 
@@ -61,3 +62,22 @@ def test_golden_v2_mantissa_inspect_and_levels() -> None:
         steps = mantissa * 2 ** (bits + 1)  # whole exactly on the grid of ``bits`` bits
         assert torch.equal(steps, steps.floor())
         assert not torch.equal(2 * mantissa, (2 * mantissa).floor())  # not all powers of two
+
+
+def test_golden_v3_files_leave_out_the_layout_of_registered_models() -> None:
+    from nncompress.export._container import parse
+
+    for name in sorted(n for n in EXPECTED if n.startswith("golden_v3_")):
+        data = (DATA / name).read_bytes()
+        meta, _ = parse(data, name)
+        registered = name != "golden_v3_bn.ncz"  # saved by its import path, torch.nn:BatchNorm1d
+        assert ("implied" in meta) == registered, name
+        assert all(("name" in t) != registered for t in meta["tensors"]), name
+        info = inspect_compact(DATA / name)
+        assert info.version == 3
+        assert [t.name for t in info.tensors] == list(EXPECTED[name]), name
+    # the same model as version 2 and 3 files: only the header and metadata differ in size
+    v2, v3 = (inspect_compact(DATA / f"golden_v{v}_cnn.ncz") for v in (2, 3))
+    assert [(t.name, t.shape, t.kept) for t in v2.tensors] == [
+        (t.name, t.shape, t.kept) for t in v3.tensors]
+    assert (v2.file_bytes, v3.file_bytes) == (284, 207)

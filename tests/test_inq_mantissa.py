@@ -18,7 +18,7 @@ from nncompress.export._codec import level_codes, level_table, pow2_codes
 from nncompress.inq import fit_level_range, level_grid, level_range, quantize
 from nncompress.models import build_model
 from nncompress.train.checkpoint import Checkpoint
-from tests.compact_crafting import edited
+from tests.compact_crafting import as_version2, edited
 
 
 def reference_levels(n1: int, n2: int, bits: int) -> list[float]:
@@ -225,12 +225,14 @@ def test_schema_refuses_bad_mantissa_fields(tmp_path: Path) -> None:
     nnc.quantize_step(model, 1.0)
     path = tmp_path / "m.ncz"
     save_compact(nnc.finalize(model), path)
-    data = path.read_bytes()
-    for value, expected in ((0, "an integer in [1, 3] for 'pow2' values"),
-                            (4, "an integer in [1, 3] for 'pow2' values"),
-                            ("1", "an integer in [1, 3]")):
+    data = as_version2(path.read_bytes())  # JSON metadata: a field can take any value
+    for value, expected, base in ((0, "an integer in [1, 3] for 'pow2' values", data),
+                                  (4, "an integer in [1, 3] for 'pow2' values", data),
+                                  (4, "an integer in [1, 3] for 'pow2' values",
+                                   path.read_bytes()),  # version 3's binary field
+                                  ("1", "an integer in [1, 3]", data)):
         bad = tmp_path / "bad.ncz"
-        bad.write_bytes(edited(data, lambda m, v=value: m["tensors"][0].update(mantissa=v)))
+        bad.write_bytes(edited(base, lambda m, v=value: m["tensors"][0].update(mantissa=v)))
         with pytest.raises(FormatError, match=r"tensors\[0\].mantissa .* expected " +
                            expected.replace("[", r"\[").replace("]", r"\]")):
             load_compact(bad)

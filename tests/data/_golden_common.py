@@ -16,7 +16,8 @@ import nncompress as nnc
 from nncompress._io import atomic_write_bytes
 from nncompress.export import save_compact
 from nncompress.export._codec import encode_tensor
-from nncompress.export._container import FORMAT_NAME, pack
+from nncompress.export._container import FORMAT_NAME, pack, parse
+from nncompress.export.compact import fill_layout
 from nncompress.models import architecture, build_model
 
 # how the golden BatchNorm1d(3) files are saved: its architecture and float16 storage
@@ -62,10 +63,11 @@ def save_v1(model: nn.Module, path: Path, *, arch: dict[str, Any] | None = None,
 
 
 def write_golden(folder: Path, files: list[tuple[str, nn.Module, dict[str, Any]]],
-                 expected: str, version: int = 2) -> None:
+                 expected: str, version: int) -> None:
     """Save each ``(file name, model, save_compact keyword arguments)`` into ``folder`` in
-    format ``version`` (2: :func:`save_compact`; 1: :func:`save_v1`) and write the digests of
-    the state each file loads back as the JSON file ``expected``."""
+    format ``version`` (3: :func:`save_compact`; 2: its file rewritten with version 2's JSON
+    metadata; 1: :func:`save_v1`) and write the digests of the state each file loads back as
+    the JSON file ``expected``."""
     folder.mkdir(parents=True, exist_ok=True)
     digests = {}
     for name, model, kwargs in files:
@@ -73,6 +75,11 @@ def write_golden(folder: Path, files: list[tuple[str, nn.Module, dict[str, Any]]
             save_v1(model, folder / name, **kwargs)
         else:
             save_compact(model, folder / name, **kwargs)
+        if version == 2:
+            meta, body = parse((folder / name).read_bytes(), name)
+            fill_layout(meta, name)
+            meta.pop("implied", None)
+            atomic_write_bytes(folder / name, pack(meta, [body], 2))
         state = model.state_dict()
         if kwargs.get("float_dtype") == "float16":  # what a float16 file gives back
             state = {k: v.half().to(v.dtype) if v.is_floating_point() else v

@@ -68,13 +68,13 @@ def main(folder: Path, which: str = "") -> None:
     mantissa-bit file and ``golden_v2_mantissa_expected.json``)."""
     if which == "mantissa":
         write_golden(folder, [("golden_v2_mantissa.ncz", mantissa_mlp(), {})],
-                     "golden_v2_mantissa_expected.json")
+                     "golden_v2_mantissa_expected.json", 2)
         return
     write_golden(folder, [("golden_v2_cnn.ncz", cnn(), {}), ("golden_v2_mlp.ncz", mlp(), {}),
                           ("golden_v2_ternary.ncz", ternary(), {}),
                           ("golden_v2_chain.ncz", chain(), {}),
                           ("golden_v2_bn.ncz", batch_norm(), BN_KWARGS)],
-                 "golden_v2_expected.json")
+                 "golden_v2_expected.json", 2)
 
 
 if __name__ == "__main__":

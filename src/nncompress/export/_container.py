@@ -1,4 +1,4 @@
-"""The .ncz container: fixed header, checksummed body, JSON metadata, tensor streams.
+"""The .ncz container: header, checksummed body, metadata, tensor streams.
 
 Format versions 1 and 2 (all integers little-endian)::
 
@@ -38,6 +38,18 @@ and the value streams follow in tensor order. Every length is checked against th
 present before anything is allocated, and zstd output is bounded by what the metadata allows.
 The metadata itself decompresses to at most 1 MiB + 64 bytes per stored byte, nests at most
 ``MAX_JSON_DEPTH`` levels (counted before parsing) and holds no NaN or Infinity.
+
+Version 3 has the body of version 2 with binary metadata (:mod:`._meta_binary`: the same
+fields, the tensors' names, dtypes and shapes left out for a registered architecture) behind
+a shorter header::
+
+    offset  size  field
+    0       4     magic b"\\x89NCZ"
+    4       2     format version (3; older readers stop here: "newer than this nncompress")
+    6       4     CRC-32 (zlib) of the body
+    10      1-10  body length in bytes (varint; must be exactly the rest of the file)
+
+The metadata stream is raw or zstd with the version 3 dictionary.
 """
 
 from __future__ import annotations
@@ -53,16 +65,18 @@ from typing import Any
 import numpy as np
 
 from nncompress.errors import FormatError
+from nncompress.export._meta_binary import decode_meta, encode_meta
 from nncompress.export._streams import RAW, unwrap, zstd_stream
 
 __all__ = ["FORMAT_NAME", "HEADER_SIZE", "MAGIC", "MAX_JSON_DEPTH", "VERSION", "json_depth",
-           "pack", "parse", "unpack"]
+           "pack", "parse", "unpack", "unpack_versioned"]
 
 MAGIC = b"\x89NCZ"
-VERSION = 2
+VERSION = 3
 FORMAT_NAME = "nncompress-compact"
-_HEADER = struct.Struct("<4sHHQI")
-HEADER_SIZE = _HEADER.size
+_HEADER = struct.Struct("<4sHHQI")  # versions 1 and 2
+HEADER_SIZE = _HEADER.size  # the most any header takes before its body
+_HEADER_V3 = struct.Struct("<4sHI")  # then the body length as a varint
 _MAX_META_BYTES = 64 << 20  # decompressed metadata bound: far above any real model's table
 MAX_JSON_DEPTH = 32
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
@@ -104,6 +118,19 @@ _META_DICTIONARY_V2 = (
     b'"values":"raw","layout":"dense","bytes":[0,9]}]}')
 
 
+# Version 3's dictionary: common tensor names (for files that name their tensors), then the
+# start of a version 3 metadata (float dtype, writer) and the registered models' names as
+# strings (length byte first). Never change it either.
+_META_DICTIONARY_V3 = (
+    b"\x14torch.nn:BatchNorm1d\x00\x06weight\x04bias\x0crunning_mean\x0brunning_var"
+    b"\x13num_batches_trackedfeatures.0.weight.bias.classifier.1.downsample.layer1.0.conv1."
+    b"weight.bn1.running_mean.fc.weight"
+    b"\x00\x10nncompress 0.1.0\x10nncompress 0.2.0\x06lenet5\x0clenet300_100\x07alexnet"
+    b"\x0dsqueezenet1_1\x05vgg16\x08resnet18\x08resnet50\x08resnet20\x0cmobilenet_v2"
+    b"\x08tiny_mlp\x08tiny_cnn\x0btiny_conv1d\x00\x00")
+_DICTIONARIES = {1: _META_DICTIONARY, 2: _META_DICTIONARY_V2, 3: _META_DICTIONARY_V3}
+
+
 def _varint(value: int) -> bytes:
     out = bytearray()
     while True:
@@ -123,21 +150,30 @@ def _read_varint(data: bytes, what: str) -> tuple[int, int]:
     raise FormatError(f"{what}: bad length field")
 
 
-def pack(meta: dict[str, Any], streams: list[bytes]) -> bytes:
+def pack(meta: dict[str, Any], streams: list[bytes], version: int | None = None) -> bytes:
     """Serialise metadata and streams into the bytes of a .ncz file.
 
-    The file is format version 2 when the metadata has ``coded``, else version 1.
+    ``version`` defaults to 3 when the metadata has ``implied``, else 2 when it has ``coded``,
+    else 1.
 
     Example:
         >>> data = pack({"tensors": []}, [])
         >>> data[:4], len(data) > 20
         (b'\\x89NCZ', True)
     """
-    text = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    version = VERSION if "coded" in meta else 1
-    dictionary = _META_DICTIONARY_V2 if version >= 2 else _META_DICTIONARY
-    meta_stream = min(bytes([RAW]) + text, zstd_stream(text, dictionary), key=len)
+    if version is None:
+        version = 3 if "implied" in meta else 2 if "coded" in meta else 1
+    if version not in _DICTIONARIES or (version >= 2) != ("coded" in meta) or (
+            version < 3 and "implied" in meta):
+        raise ValueError(f"format version {version} cannot hold this metadata")
+    if version == 3:
+        text = encode_meta(meta)
+    else:
+        text = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    meta_stream = min(bytes([RAW]) + text, zstd_stream(text, _DICTIONARIES[version]), key=len)
     body = _varint(len(meta_stream)) + meta_stream + b"".join(streams)
+    if version == 3:
+        return _HEADER_V3.pack(MAGIC, version, zlib.crc32(body)) + _varint(len(body)) + body
     return _HEADER.pack(MAGIC, version, 0, len(body), zlib.crc32(body)) + body
 
 
@@ -157,19 +193,26 @@ def unpack(path: str | Path) -> tuple[tuple[dict[str, Any], bytes], int]:
         >>> unpack(p)
         (({'tensors': []}, b''), 36)
     """
+    meta, data, size, _ = unpack_versioned(path)
+    return (meta, data), size
+
+
+def unpack_versioned(path: str | Path) -> tuple[dict[str, Any], bytes, int, int]:
+    """Like :func:`unpack`; returns (metadata, tensor-stream bytes, file size, format version)."""
     what = str(path)
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             header = handle.read(HEADER_SIZE)
-            _check_header(header, what)
-            _, version, _, body_len, crc = _HEADER.unpack(header)
+            version, start, body_len, crc = _read_header(header, what)
             # compared with the real size before reading: a corrupted length allocates nothing
-            _check_length(body_len, size - HEADER_SIZE, what)
+            _check_length(body_len, size - start, what)
+            handle.seek(start)
             body = handle.read(body_len)
     except OSError as exc:
         raise FormatError(f"{what}: cannot read the file: {exc.strerror or exc}") from None
-    return _parse_body(body, crc, version, what), HEADER_SIZE + body_len
+    meta, data = _parse_body(body, crc, version, what)
+    return meta, data, size, version
 
 
 def parse(data: bytes, what: str = "data") -> tuple[dict[str, Any], bytes]:
@@ -179,10 +222,33 @@ def parse(data: bytes, what: str = "data") -> tuple[dict[str, Any], bytes]:
         >>> parse(pack({"tensors": []}, []))
         ({'tensors': []}, b'')
     """
-    _check_header(data[:HEADER_SIZE], what)
-    _, version, _, body_len, crc = _HEADER.unpack(data[:HEADER_SIZE])
-    _check_length(body_len, len(data) - HEADER_SIZE, what)
-    return _parse_body(data[HEADER_SIZE:], crc, version, what)
+    version, start, body_len, crc = _read_header(data[:HEADER_SIZE], what)
+    _check_length(body_len, len(data) - start, what)
+    return _parse_body(data[start:], crc, version, what)
+
+
+def _read_header(header: bytes, what: str) -> tuple[int, int, int, int]:
+    """(version, where the body starts, body length, body CRC) from the first bytes."""
+    if len(header) < 4 or header[:4] != MAGIC:
+        raise FormatError(f"{what}: not an nncompress compact (.ncz) file (wrong magic bytes)")
+    if len(header) < 6:
+        raise FormatError(f"{what}: file is truncated inside its header")
+    version = int.from_bytes(header[4:6], "little")
+    if version > VERSION:
+        raise FormatError(f"{what}: format version {version} is newer than this nncompress "
+                          f"reads (up to {VERSION}); upgrade nncompress")
+    if version == 3:
+        if len(header) < _HEADER_V3.size + 1:
+            raise FormatError(f"{what}: file is truncated inside its header")
+        _, _, crc = _HEADER_V3.unpack(header[:_HEADER_V3.size])
+        body_len, n = _read_varint(header[_HEADER_V3.size:], what)
+        return version, _HEADER_V3.size + n, body_len, crc
+    if len(header) < HEADER_SIZE:
+        raise FormatError(f"{what}: file is truncated inside its {HEADER_SIZE}-byte header")
+    _, _, flags, body_len, crc = _HEADER.unpack(header)
+    if version < 1 or flags != 0:
+        raise FormatError(f"{what}: unknown format version {version} / flags {flags:#x}")
+    return version, HEADER_SIZE, body_len, crc
 
 
 def _check_length(body_len: int, available: int, what: str) -> None:
@@ -203,21 +269,33 @@ def _parse_body(body: bytes, crc: int, version: int,
     # JSON (keys, Caffe net text) compresses about tenfold, far less than 64-fold
     bound = min(_MAX_META_BYTES, (1 << 20) + 64 * meta_len)
     _, text = unwrap(body[offset:offset + meta_len], bound, f"{what}: metadata",
-                     _META_DICTIONARY_V2 if version >= 2 else _META_DICTIONARY)
-    depth = json_depth(text)
-    if depth > MAX_JSON_DEPTH:
-        raise FormatError(f"{what}: metadata nests {depth} levels deep, at most "
-                          f"{MAX_JSON_DEPTH} are allowed")
-    try:
-        meta = json.loads(text.decode("utf-8"), parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise FormatError(f"{what}: metadata is not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise FormatError(f"{what}: metadata is not a JSON object")
+                     _DICTIONARIES[version])
+    if version == 3:
+        meta = {"format": FORMAT_NAME} | decode_meta(
+            text, what, lambda kwargs, field: _load_json(kwargs, field, what))
+    else:
+        meta = _load_json(text, "metadata", what)
+        if not isinstance(meta, dict):
+            raise FormatError(f"{what}: metadata is not a JSON object")
+    if version < 3 and "implied" in meta:
+        raise FormatError(f"{what}: a format version {version} file with the metadata field "
+                          "'implied' (only version 3 leaves tensor layouts out)")
     if ("coded" in meta) != (version >= 2):
         raise FormatError(f"{what}: a format version {version} file "
                           f"{'without' if version >= 2 else 'with'} the metadata field 'coded'")
     return meta, body[offset + meta_len:]
+
+
+def _load_json(text: bytes, field: str, what: str = "") -> Any:
+    """Parse JSON text whose nesting is counted first; NaN and Infinity are refused."""
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise FormatError(f"{what}: {field} nests {depth} levels deep, at most "
+                          f"{MAX_JSON_DEPTH} are allowed")
+    try:
+        return json.loads(text.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FormatError(f"{what}: {field} is not valid JSON ({exc})") from None
 
 
 def _no_constant(name: str) -> Any:
@@ -238,16 +316,3 @@ def json_depth(text: bytes) -> int:
     codes = np.frombuffer(bare, dtype=np.uint8)
     steps = np.isin(codes, _OPEN).astype(np.int64) - np.isin(codes, _CLOSE)
     return int(np.cumsum(steps).max(initial=0))
-
-
-def _check_header(header: bytes, what: str) -> None:
-    if len(header) < 4 or header[:4] != MAGIC:
-        raise FormatError(f"{what}: not an nncompress compact (.ncz) file (wrong magic bytes)")
-    if len(header) < HEADER_SIZE:
-        raise FormatError(f"{what}: file is truncated inside its {HEADER_SIZE}-byte header")
-    _, version, flags, _, _ = _HEADER.unpack(header)
-    if version > VERSION:
-        raise FormatError(f"{what}: format version {version} is newer than this nncompress "
-                          f"reads (up to {VERSION}); upgrade nncompress")
-    if version < 1 or flags != 0:
-        raise FormatError(f"{what}: unknown format version {version} / flags {flags:#x}")

@@ -26,10 +26,19 @@ from torch import nn
 
 from nncompress.errors import ConfigError, FormatError
 from nncompress.export._codec import DTYPES
-from nncompress.export._container import FORMAT_NAME, HEADER_SIZE, VERSION, pack, unpack
+from nncompress.export._container import (
+    FORMAT_NAME,
+    HEADER_SIZE,
+    VERSION,
+    pack,
+    unpack_versioned,
+)
 from nncompress.export._guard import AllocationGuard, budget
+from nncompress.export._meta_binary import layout_digest
 from nncompress.export._schema import (
     FLOAT_DTYPES,
+    _show,
+    check_arch,
     check_matches,
     check_meta,
     is_builtin,
@@ -150,11 +159,14 @@ def save_compact(model: nn.Module, path: str | Path, *, arch: dict[str, Any] | N
 
     meta = {"format": FORMAT_NAME, "arch": arch, "float_dtype": float_dtype,
             "writer": f"nncompress {__version__}", "coded": coded, "tensors": metas}
-    data = pack(meta, streams)
+    if ":" not in arch["ref"] and _layout(metas) == _layout_of(rebuilt):
+        # a registered model rebuilds these very names, dtypes and shapes: leave them out
+        meta["implied"] = layout_digest(_layout(metas))
+    data = pack(meta, streams, VERSION)
     _check_loads_back(meta, streams, len(data), rebuilt, str(path))
     atomic_write_bytes(path, data)
     return _info(str(path), meta, len(data),
-                 stream_sizes(meta, metas, b"".join(streams), str(path)))
+                 stream_sizes(meta, metas, b"".join(streams), str(path)), VERSION)
 
 
 def load_compact(path: str | Path, *, allow_import: bool = False) -> nn.Module:
@@ -182,7 +194,7 @@ def load_compact(path: str | Path, *, allow_import: bool = False) -> nn.Module:
         >>> type(load_compact(target)).__name__
         'TinyMLP'
     """
-    (meta, data), size = unpack(path)
+    meta, data, size, _ = unpack_versioned(path)
     return _load(meta, data, str(path), allow_import, size)
 
 
@@ -191,6 +203,7 @@ def _load(meta: dict[str, Any], data: bytes, what: str, allow_import: bool,
     """Check the metadata, build the model within the file's budget, decode, assign."""
     if file_bytes is None:  # bytes given without their file: about what the file would take
         file_bytes = HEADER_SIZE + len(json.dumps(meta)) + len(data)
+    fill_layout(meta, what)
     tensors = check_meta(meta, len(data), file_bytes, what)
     _check_allowed(meta["arch"]["ref"], allow_import, what)
     model = _build(meta["arch"], tensors, budget(file_bytes), what)
@@ -247,7 +260,8 @@ def _all_stored(model: nn.Module) -> bool:
 
 
 def inspect_compact(path: str | Path) -> CompactInfo:
-    """Per-tensor sizes of a .ncz file, without building the model.
+    """Per-tensor sizes of a .ncz file, without decoding the tensors or building the model
+    (a registered one, whose tensor names the file leaves out, is built on the meta device).
 
     Example:
         >>> from nncompress.models import build_model
@@ -257,21 +271,68 @@ def inspect_compact(path: str | Path) -> CompactInfo:
         >>> inspect_compact(target).tensors[0].name
         'fc1.weight'
     """
-    (meta, data), size = unpack(path)
+    meta, data, size, version = unpack_versioned(path)
+    fill_layout(meta, str(path))
     tensors = check_meta(meta, len(data), size, str(path))
-    return _info(str(path), meta, size, stream_sizes(meta, tensors, data, str(path)))
+    return _info(str(path), meta, size, stream_sizes(meta, tensors, data, str(path)), version)
+
+
+def fill_layout(meta: dict[str, Any], what: str) -> None:
+    """Give the tensor entries of a file that leaves them out (``implied``) their names,
+    dtypes and shapes: those of its registered model, built on the ``meta`` device.
+
+    Raises:
+        FormatError: the architecture is not a registered model, does not build, or builds
+            tensors other than those the file was written for (their CRC-32 differs).
+    """
+    if "implied" not in meta:
+        return
+    check_arch(meta.get("arch"), what)
+    arch: dict[str, Any] = meta["arch"]
+    if ":" in arch["ref"]:
+        raise FormatError(f"{what}: the file leaves out its tensors' names and shapes, which "
+                          f"only a registered architecture may do, not {arch['ref']!r}")
+    try:
+        with torch.device("meta"):
+            state = _call_builder(arch).state_dict()
+    except Exception as exc:  # any failure of the builder is the file's
+        raise _cannot_build(arch, exc, what) from None
+    tensors, layout = meta["tensors"], _layout_of(state)
+    if len(tensors) != len(layout) or layout_digest(layout) != meta["implied"]:
+        raise FormatError(
+            f"{what}: architecture {arch['ref']!r} with kwargs {_show(arch['kwargs'])} builds "
+            f"{len(layout)} tensors whose names, dtypes and shapes differ from the "
+            f"{len(tensors)} the file was written for (written by "
+            f"{_show(meta.get('writer'))}; this is nncompress {_own_version()})")
+    # first in each entry, as version 2 writes them
+    tensors[:] = [{"name": name, "dtype": dtype, "shape": shape} | t
+                  for t, (name, dtype, shape) in zip(tensors, layout, strict=True)]
+
+
+def _layout(entries: list[dict[str, Any]]) -> list[tuple[str, str, list[int]]]:
+    return [(t["name"], t["dtype"], list(t["shape"])) for t in entries]
+
+
+def _layout_of(state: dict[str, torch.Tensor]) -> list[tuple[str, str, list[int]]]:
+    return [(name, str(v.dtype).removeprefix("torch."), list(v.shape))
+            for name, v in state.items()]
+
+
+def _own_version() -> str:
+    from nncompress._version import __version__
+
+    return __version__
 
 
 # ----------------------------------------------------------------------------- helpers
-def _info(path: str, meta: dict[str, Any], size: int,
-          sizes: list[tuple[int, int]]) -> CompactInfo:
+def _info(path: str, meta: dict[str, Any], size: int, sizes: list[tuple[int, int]],
+          version: int) -> CompactInfo:
     tensors = []
     for t, (pos, val) in zip(meta["tensors"], sizes, strict=True):
         entries = math.prod(t["shape"])
         tensors.append(TensorInfo(
             t["name"], tuple(t["shape"]), t["dtype"], t["values"], t["layout"], entries,
             int(t.get("kept", entries)), pos, val, t.get("mantissa", 0)))
-    version = VERSION if "coded" in meta else 1
     return CompactInfo(path, version, size, meta["arch"], meta["float_dtype"], tensors)
 
 
