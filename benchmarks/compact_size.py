@@ -14,31 +14,40 @@ count and a 16-entry float32 codebook, then one byte per entry (4-bit gap + 4-bi
 filler entries for gaps over 16; its variant uses 8-bit gaps (12 bits per entry). For
 5-bit INQ (16 non-zero levels) the baseline gets 5-bit codes and a 32-entry codebook.
 "v1 .ncz" is format version 1 written on the same weights by its encoder (still in the
-package: the reader keeps it for old files); "v2 .ncz" is what save_compact writes now. The
-last column is the CPU time to decode every tensor of each file (median of 30, no model
-build) and their ratio, measured in the same run.
+package: the reader keeps it for old files); "v2 .ncz" is what save_compact wrote before
+version 3: the same streams as "v3 .ncz", with JSON metadata naming every tensor and a 20-byte
+header (byte for byte the version 2 writer's output: tests/test_golden_scripts.py); "v3 .ncz"
+is what save_compact writes now. The last column is the CPU time to decode every tensor of
+each file (median of 30, no model build) and their ratio, measured in the same run.
 
-Measured (2 shared, loaded CPU cores; bytes), ``--no-train --run runs/lenet5_dns_inq
---run runs/lenet300_100_dns_inq`` (the shipped recipes' runs):
+Measured (2 shared, loaded CPU cores; bytes), ``--no-train --run runs/m5b --run
+runs/d3v200k175 --run runs/lenet5_vd`` (the runs of the shipped lenet5_vd_2kb,
+lenet300_100_vd_3kb and lenet5_vd recipes; all stored here with float32 values)::
 
-    model                          kept  seed4  seed8  v1 .ncz  v2 .ncz  v2-v1  decode ms v1 / v2
-    LeNet-5 DNS+INQ5 (run)        4,045 29,758  8,698    3,466    3,347   -119  7.0 / 4.4 (1.6x)
-      same, weights x1.1 (floats) 4,045 29,758  8,698    4,366    4,300    -66  5.9 / 4.7 (1.3x)
-    LeNet-300-100 DNS+INQ5 (run)  4,746 20,873  8,983    3,742    3,634   -108  7.0 / 4.1 (1.7x)
-      same, weights x1.1 (floats) 4,746 20,873  8,983    4,487    4,410    -77  5.7 / 4.3 (1.3x)
-    LeNet-5 synthetic Guo         3,998 33,314  8,138    6,187    6,185     -2  97.5 / 4.1 (24x)
-    tiny_cnn dense INQ5           6,445  7,786 11,009    2,829    2,791    -38  3.4 / 3.1 (1.1x)
+    model                          kept  v1 .ncz  v2 .ncz  v3 .ncz  v3-v2  decode ms v1 / v3
+    LeNet-5 2 kB (m5b)            1,539    1,883    1,773    1,676    -97  3.3 / 1.7 (1.9x)
+      same, weights x1.1 (floats) 1,539    2,882    2,802    2,725    -77  2.2 / 2.0 (1.1x)
+    LeNet-300-100 3 kB            2,694    2,961    2,861    2,801    -60  2.6 / 1.7 (1.5x)
+      same, weights x1.1 (floats) 2,694    3,480    3,399    3,328    -71  2.4 / 2.0 (1.2x)
+    LeNet-5 vd (float values)     3,237   13,285   13,211   13,124    -87  2.9 / 2.1 (1.4x)
+    LeNet-5 synthetic Guo         3,998    6,187    6,185    6,131    -54  49.8 / 2.0 (25x)
+    tiny_cnn dense INQ5           6,445    2,829    2,791    2,726    -65  1.6 / 1.3 (1.3x)
 
-The v1 files of the two runs are byte for byte the shipped ``model.ncz`` files (3,466 and
-3,742 bytes). Version 2 saves the per-stream framing (a method byte and a 4-byte rANS state
+The seed's encoder on the same weights (4-bit / 8-bit gaps): 27,290 / 5,075 bytes for the
+LeNet-5 2 kB model, 18,630 / 5,646 for LeNet-300-100, 33,314 / 8,138 for the synthetic one.
+Version 2 saves the per-stream framing (a method byte and a 4-byte rANS state
 per stream: one shared stream), codes signs as raw bits carried in the lane states (23 per
 lane: a lane state costs about 3 bits), codes a layer's live columns against the previous
 layer's live rows (LeNet-5 ip2: 41 -> 8 bytes of positions), and compresses the metadata with
-a version 2 dictionary (155 -> about 125 bytes on LeNet-5). Whole load_compact of the LeNet-5
-file (decode and build), CPU ms, min / median of 10 in the same run: v1 9.7 / 10.2, v2 7.7 /
-7.8; of the synthetic one: v1 100.4 / 101.1, v2 7.1 / 7.4 (version 1 reads escape bits one at
-a time). "weights x1.1": the run's model with every weight scaled, so no value is a power of
-two (a DNS-only model: float32 values, positions in the shared stream).
+a version 2 dictionary (155 -> about 125 bytes on LeNet-5). Version 3 stores the metadata as
+varints and, for a registered model, leaves out the tensors' names, dtypes and shapes (the
+reader builds the model on the meta device and checks them against a stored CRC-32): header
+and metadata of the LeNet-5 2 kB file take 89 bytes instead of 186. Whole load_compact of the
+LeNet-5 vd file (decode and build), CPU ms, min / median of 10 in the same run: v1 4.5 / 4.9,
+v2 3.6 / 3.8, v3 3.6 / 4.0; of the synthetic one: v1 50.4 / 52.0, v2 3.4 / 3.5, v3 3.2 / 3.3
+(version 1 reads escape bits one at a time). "weights x1.1": the run's model with every
+weight scaled, so no value is a power of two (a DNS-only model: float32 values, positions in
+the shared stream).
 The synthetic model is the worst case: random positions and uniformly random exponents.
 """
 
@@ -64,6 +73,7 @@ from nncompress.export._codec import encode_tensor
 from nncompress.export._container import FORMAT_NAME, pack, parse
 from nncompress.export._schema import check_meta
 from nncompress.export._tensors import decode_state
+from nncompress.export.compact import fill_layout
 from nncompress.interop.seed_compact import encode_blob
 from nncompress.models import build_model
 
@@ -139,9 +149,21 @@ def v1_file(model: nn.Module, folder: Path) -> bytes:
     return data
 
 
+def v2_file(folder: Path) -> bytes:
+    """Our file ``m.ncz`` in format version 2: the same streams, JSON metadata naming every
+    tensor, and the 20-byte header."""
+    meta, body = parse((folder / "m.ncz").read_bytes(), "bench")
+    fill_layout(meta, "bench")
+    meta.pop("implied", None)
+    data = pack(meta, [body], 2)
+    (folder / "v2.ncz").write_bytes(data)
+    return data
+
+
 def decode_ms(data: bytes, repeat: int = 30) -> tuple[float, float]:
     """CPU milliseconds to decode every tensor of a file (no model build): min and median."""
     meta, body = parse(data, "bench")
+    fill_layout(meta, "bench")
     tensors = check_meta(meta, len(body), len(data), "bench")
     times = []
     for _ in range(repeat):
@@ -203,14 +225,14 @@ def _row(name: str, model: nn.Module, folder: Path) -> list[str]:
     fp32 = fp32_bytes(model)
     seed4, seed8 = seed_bytes(model, 4), seed_bytes(model, 8)
     ours = ours_bytes(model, folder)
-    old = v1_file(model, folder)
+    old, v2 = v1_file(model, folder), v2_file(folder)
     kept = sum(int(torch.count_nonzero(p)) for p in model.parameters())
     beats = "n/a" if seed4 is None or seed8 is None else str(ours < min(seed4, seed8))
-    v1_med, v2_med = decode_ms(old)[1], decode_ms((folder / "m.ncz").read_bytes())[1]
+    v1_med, v3_med = decode_ms(old)[1], decode_ms((folder / "m.ncz").read_bytes())[1]
     return [name, f"{kept:,}", f"{fp32:,}", f"{zstd_fp32_bytes(model):,}",
             "n/a" if seed4 is None else f"{seed4:,}", "n/a" if seed8 is None else f"{seed8:,}",
-            f"{len(old):,}", f"{ours:,}", f"{ours - len(old):+,}", f"{fp32 / ours:.0f}x", beats,
-            f"{v1_med:.1f} / {v2_med:.1f} ({v1_med / v2_med:.1f}x)"]
+            f"{len(old):,}", f"{len(v2):,}", f"{ours:,}", f"{ours - len(v2):+,}",
+            f"{fp32 / ours:.0f}x", beats, f"{v1_med:.1f} / {v3_med:.1f} ({v1_med / v3_med:.1f}x)"]
 
 
 def _load_ms(path: Path) -> str:
@@ -246,15 +268,16 @@ def main() -> None:
     models += [("lenet5 SYNTHETIC Guo density, random exps", synthetic_lenet5()),
                ("tiny_cnn dense INQ5 (untrained)", dense_inq_tiny_cnn())]
     header = ["model", "kept", "fp32", "zstd(fp32)", "seed 4-bit gaps", "seed 8-bit gaps",
-              "v1 .ncz", "v2 .ncz", "v2-v1", "fp32/v2", "beats seed",
-              "decode ms v1 / v2 (ratio)"]
+              "v1 .ncz", "v2 .ncz", "v3 .ncz", "v3-v2", "fp32/v3", "beats seed",
+              "decode ms v1 / v3 (ratio)"]
     rows = [header]
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in models:
             rows.append(_row(name, model, Path(tmp)))
             if "lenet5" in name:
                 print(f"# load_compact({name}), decode and build, CPU ms, min / median of 10: "
-                      f"v1 {_load_ms(Path(tmp) / 'v1.ncz')}, v2 {_load_ms(Path(tmp) / 'm.ncz')}")
+                      f"v1 {_load_ms(Path(tmp) / 'v1.ncz')}, v2 {_load_ms(Path(tmp) / 'v2.ncz')}"
+                      f", v3 {_load_ms(Path(tmp) / 'm.ncz')}")
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for i, r in enumerate(rows):
         print(" | ".join(c.ljust(w) if j == 0 else c.rjust(w)

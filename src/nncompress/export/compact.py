@@ -203,10 +203,10 @@ def _load(meta: dict[str, Any], data: bytes, what: str, allow_import: bool,
     """Check the metadata, build the model within the file's budget, decode, assign."""
     if file_bytes is None:  # bytes given without their file: about what the file would take
         file_bytes = HEADER_SIZE + len(json.dumps(meta)) + len(data)
-    fill_layout(meta, what)
+    skeleton = fill_layout(meta, what)
     tensors = check_meta(meta, len(data), file_bytes, what)
     _check_allowed(meta["arch"]["ref"], allow_import, what)
-    model = _build(meta["arch"], tensors, budget(file_bytes), what)
+    model = _build(meta["arch"], tensors, budget(file_bytes), what, skeleton)
     state = decode_state(meta, tensors, data, what)
     # assign=True keeps each stored tensor as it is, dtype included (a float64 model stays
     # float64), while the module's Parameters keep their requires_grad.
@@ -215,7 +215,7 @@ def _load(meta: dict[str, Any], data: bytes, what: str, allow_import: bool,
 
 
 def _build(arch: dict[str, Any], tensors: list[dict[str, Any]], limit: int,
-           what: str) -> nn.Module:
+           what: str, skeleton: nn.Module | None = None) -> nn.Module:
     """Build on the meta device and check it against the file first; then for real, guarded.
 
     A registered model must build on the meta device: a crafted architecture (a huge hidden
@@ -225,13 +225,13 @@ def _build(arch: dict[str, Any], tensors: list[dict[str, Any]], limit: int,
     tensors (a Caffe net runs its layers to infer shapes): their real build runs under an
     :class:`AllocationGuard` of the file's budget.
     """
-    try:
-        with torch.device("meta"):
-            skeleton: nn.Module | None = _call_builder(arch)
-    except Exception as exc:  # any failure of the builder is the file's
-        if ":" not in arch["ref"]:
-            raise _cannot_build(arch, exc, what) from None
-        skeleton = None
+    if skeleton is None:  # (fill_layout builds it for a file that leaves its layout out)
+        try:
+            with torch.device("meta"):
+                skeleton = _call_builder(arch)
+        except Exception as exc:  # any failure of the builder is the file's
+            if ":" not in arch["ref"]:
+                raise _cannot_build(arch, exc, what) from None
     if skeleton is not None:
         check_matches(tensors, skeleton.state_dict(), what)
         if ":" not in arch["ref"] and _all_stored(skeleton):
@@ -277,16 +277,19 @@ def inspect_compact(path: str | Path) -> CompactInfo:
     return _info(str(path), meta, size, stream_sizes(meta, tensors, data, str(path)), version)
 
 
-def fill_layout(meta: dict[str, Any], what: str) -> None:
+def fill_layout(meta: dict[str, Any], what: str) -> nn.Module | None:
     """Give the tensor entries of a file that leaves them out (``implied``) their names,
     dtypes and shapes: those of its registered model, built on the ``meta`` device.
+
+    Returns:
+        That model on the meta device (None for a file that names its tensors).
 
     Raises:
         FormatError: the architecture is not a registered model, does not build, or builds
             tensors other than those the file was written for (their CRC-32 differs).
     """
     if "implied" not in meta:
-        return
+        return None
     check_arch(meta.get("arch"), what)
     arch: dict[str, Any] = meta["arch"]
     if ":" in arch["ref"]:
@@ -294,10 +297,10 @@ def fill_layout(meta: dict[str, Any], what: str) -> None:
                           f"only a registered architecture may do, not {arch['ref']!r}")
     try:
         with torch.device("meta"):
-            state = _call_builder(arch).state_dict()
+            skeleton = _call_builder(arch)
     except Exception as exc:  # any failure of the builder is the file's
         raise _cannot_build(arch, exc, what) from None
-    tensors, layout = meta["tensors"], _layout_of(state)
+    tensors, layout = meta["tensors"], _layout_of(skeleton.state_dict())
     if len(tensors) != len(layout) or layout_digest(layout) != meta["implied"]:
         raise FormatError(
             f"{what}: architecture {arch['ref']!r} with kwargs {_show(arch['kwargs'])} builds "
@@ -307,6 +310,7 @@ def fill_layout(meta: dict[str, Any], what: str) -> None:
     # first in each entry, as version 2 writes them
     tensors[:] = [{"name": name, "dtype": dtype, "shape": shape} | t
                   for t, (name, dtype, shape) in zip(tensors, layout, strict=True)]
+    return skeleton
 
 
 def _layout(entries: list[dict[str, Any]]) -> list[tuple[str, str, list[int]]]:
