@@ -213,7 +213,10 @@ def _preamble(recorded: bool) -> list[str]:
         f"generated on: {_machine()}.",
         *(["- **(recorded)**: the run folder was not on that machine; the row comes from the "
            "benchmark record (`--record`), which keeps each row's exact values and where they "
-           "were read."] if recorded else []),
+           "were read. Its `.ncz` size is that of the file the run wrote, in the compact "
+           "format of its time: the others were re-read from files of format version 3, "
+           "which are 54-102 bytes smaller than version 2 files of the same LeNet models "
+           "(`benchmarks/compact_size.py`)."] if recorded else []),
     ]
 
 

@@ -21,7 +21,7 @@ is what save_compact writes now. The last column is the CPU time to decode every
 each file (median of 30, no model build) and their ratio, measured in the same run.
 
 Measured (2 shared, loaded CPU cores; bytes), ``--no-train --run runs/m5b --run
-runs/d3v200k175 --run runs/lenet5_vd`` (the runs of the shipped lenet5_vd_2kb,
+runs/d3v200k175 --run runs/lenet5_vd`` (a LeNet-5 run under 2 kB and the runs of the shipped
 lenet300_100_vd_3kb and lenet5_vd recipes; all stored here with float32 values)::
 
     model                          kept  v1 .ncz  v2 .ncz  v3 .ncz  v3-v2  decode ms v1 / v3
@@ -42,8 +42,8 @@ layer's live rows (LeNet-5 ip2: 41 -> 8 bytes of positions), and compresses the 
 a version 2 dictionary (155 -> about 125 bytes on LeNet-5). Version 3 stores the metadata as
 varints and, for a registered model, leaves out the tensors' names, dtypes and shapes (the
 reader builds the model on the meta device and checks them against a stored CRC-32): header
-and metadata of the LeNet-5 2 kB file take 89 bytes instead of 186. Whole load_compact of the
-LeNet-5 vd file (decode and build), CPU ms, min / median of 10 in the same run: v1 4.5 / 4.9,
+and metadata of the LeNet-5 2 kB file (m5b) take 89 bytes instead of 186. Whole load_compact
+of the LeNet-5 vd file (decode and build), CPU ms, min / median of 10 in the same run: v1 4.5 / 4.9,
 v2 3.6 / 3.8, v3 3.6 / 4.0; of the synthetic one: v1 50.4 / 52.0, v2 3.4 / 3.5, v3 3.2 / 3.3
 (version 1 reads escape bits one at a time). "weights x1.1": the run's model with every
 weight scaled, so no value is a power of two (a DNS-only model: float32 values, positions in
