@@ -23,6 +23,7 @@ import torch
 import nncompress as nnc
 from nncompress.export import save_compact
 from nncompress.export._container import MAGIC, pack, parse
+from nncompress.export._meta_binary import encode_meta, varint
 from nncompress.models import build_model
 
 CAFFE_REF = "nncompress.interop.caffe_net:from_text"
@@ -277,16 +278,6 @@ def crafted(base: bytes, rng: random.Random) -> bytes:
         return pack_text(json.dumps(meta).encode(), streams)
 
 
-def varint(value: int) -> bytes:
-    """LEB128, as the .ncz container writes lengths."""
-    out = bytearray()
-    while True:
-        out.append((value & 0x7F) | (0x80 if value >> 7 else 0))
-        value >>= 7
-        if not value:
-            return bytes(out)
-
-
 V3_NUMBERS = [0, 1, 2, 3, 7, 127, 128, 255, 2**31 - 1, 2**32 + 1, 2**40, 2**63, 2**64 - 1]
 
 
@@ -342,8 +333,6 @@ def crafted_v3_cases(bases: list[bytes], seed: int, count: int) -> Iterator[byte
     for i in range(count):
         meta, streams = split(implied[i % len(implied)])
         if rng.random() < 0.2:
-            from nncompress.export._meta_binary import encode_meta
-
             raw = bytearray(encode_meta(meta))
             for _ in range(rng.randint(1, 3)):
                 raw[rng.randrange(len(raw))] = rng.randrange(256)

@@ -12,15 +12,16 @@ import random
 import resource
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 
 from nncompress.errors import NNCompressError
 from nncompress.export._container import HEADER_SIZE, parse
+from nncompress.export._meta_binary import varint
 from nncompress.export.compact import _load
-from tests.compact_crafting import base_files, crafted_cases, crafted_v3_cases, varint
+from tests.compact_crafting import base_files, crafted_cases, crafted_v3_cases
 
 
 def _flip_bits(data: bytearray, rng: random.Random) -> bytearray:
@@ -108,11 +109,10 @@ def test_other_versions_are_rejected(tmp_path: Path, base: str, version: int,
         parse(bytes(data), "x")
 
 
-@pytest.mark.slow
-def test_crafted_version_3_metadata_raises_only_nncompress_errors(tmp_path: Path) -> None:
-    bases = base_files(tmp_path, 3)
+def _load_all(files: Iterable[bytes]) -> Counter[str]:
+    """Load each file: how many loaded, how many raised each error (named "fuzz")."""
     outcomes: Counter[str] = Counter()
-    for data in crafted_v3_cases(bases, seed=7, count=1500):
+    for data in files:
         try:
             meta, streams = parse(data, "fuzz")
             _load(meta, streams, "fuzz", False, len(data))
@@ -120,6 +120,12 @@ def test_crafted_version_3_metadata_raises_only_nncompress_errors(tmp_path: Path
         except NNCompressError as exc:
             assert str(exc).startswith("fuzz")
             outcomes[type(exc).__name__] += 1
+    return outcomes
+
+
+@pytest.mark.slow
+def test_crafted_version_3_metadata_raises_only_nncompress_errors(tmp_path: Path) -> None:
+    outcomes = _load_all(crafted_v3_cases(base_files(tmp_path, 3), seed=7, count=1500))
     assert outcomes["FormatError"] > 1000, outcomes
     assert outcomes["loaded"] < 300, outcomes
 
@@ -127,16 +133,8 @@ def test_crafted_version_3_metadata_raises_only_nncompress_errors(tmp_path: Path
 @pytest.mark.slow
 def test_thousands_of_crafted_files_raise_only_nncompress_errors(tmp_path: Path) -> None:
     bases = base_files(tmp_path)
-    outcomes: Counter[str] = Counter()
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for data in crafted_cases(bases, seed=2024, count=2000):
-        try:
-            meta, streams = parse(data, "fuzz")
-            _load(meta, streams, "fuzz", False, len(data))
-            outcomes["loaded"] += 1
-        except NNCompressError as exc:
-            assert str(exc).startswith("fuzz")
-            outcomes[type(exc).__name__] += 1
+    outcomes = _load_all(crafted_cases(bases, seed=2024, count=2000))
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before
     assert grown_kib < 200_000, f"peak memory grew by {grown_kib} KiB"
     assert set(outcomes) <= {"FormatError", "ConfigError", "loaded"}, outcomes

@@ -65,7 +65,7 @@ from typing import Any
 import numpy as np
 
 from nncompress.errors import FormatError
-from nncompress.export._meta_binary import decode_meta, encode_meta
+from nncompress.export._meta_binary import decode_meta, encode_meta, varint
 from nncompress.export._streams import RAW, unwrap, zstd_stream
 
 __all__ = ["FORMAT_NAME", "HEADER_SIZE", "MAGIC", "MAX_JSON_DEPTH", "VERSION", "json_depth",
@@ -131,16 +131,6 @@ _META_DICTIONARY_V3 = (
 _DICTIONARIES = {1: _META_DICTIONARY, 2: _META_DICTIONARY_V2, 3: _META_DICTIONARY_V3}
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def _read_varint(data: bytes, what: str) -> tuple[int, int]:
     value = 0
     for i, byte in enumerate(data[:10]):
@@ -171,9 +161,9 @@ def pack(meta: dict[str, Any], streams: list[bytes], version: int | None = None)
     else:
         text = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode("utf-8")
     meta_stream = min(bytes([RAW]) + text, zstd_stream(text, _DICTIONARIES[version]), key=len)
-    body = _varint(len(meta_stream)) + meta_stream + b"".join(streams)
+    body = varint(len(meta_stream)) + meta_stream + b"".join(streams)
     if version == 3:
-        return _HEADER_V3.pack(MAGIC, version, zlib.crc32(body)) + _varint(len(body)) + body
+        return _HEADER_V3.pack(MAGIC, version, zlib.crc32(body)) + varint(len(body)) + body
     return _HEADER.pack(MAGIC, version, 0, len(body), zlib.crc32(body)) + body
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from nncompress.errors import FormatError
 
-__all__ = ["DTYPE_CODES", "decode_meta", "encode_meta", "layout_digest"]
+__all__ = ["DTYPE_CODES", "decode_meta", "encode_meta", "layout_digest", "varint"]
 
 # Part of format version 3: never reorder, only append.
 DTYPE_CODES = ("float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int32",
@@ -63,7 +63,13 @@ def layout_digest(tensors: Sequence[tuple[str, str, Sequence[int]]]) -> int:
 
 
 # ----------------------------------------------------------------------------- writing
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """LEB128: 7 bits a byte, low bits first, the high bit set on all but the last byte.
+
+    Example:
+        >>> varint(300).hex()
+        'ac02'
+    """
     if not 0 <= value <= _MAX_INT:
         raise ValueError(f"{value} does not fit a metadata varint")
     out = bytearray()
@@ -76,12 +82,12 @@ def _varint(value: int) -> bytes:
 
 
 def _zigzag(value: int) -> bytes:
-    return _varint(2 * value if value >= 0 else -2 * value - 1)
+    return varint(2 * value if value >= 0 else -2 * value - 1)
 
 
 def _string(text: str) -> bytes:
     data = text.encode("utf-8")
-    return _varint(len(data)) + data
+    return varint(len(data)) + data
 
 
 def encode_meta(meta: dict[str, Any]) -> bytes:
@@ -100,15 +106,15 @@ def encode_meta(meta: dict[str, Any]) -> bytes:
     kwargs = json.dumps(arch["kwargs"], separators=(",", ":"), allow_nan=False)
     out = bytearray([_FLOAT_DTYPES.index(meta["float_dtype"])])
     out += _string(meta.get("writer", "")) + _string(arch["ref"])
-    out += _string(kwargs if arch["kwargs"] else "") + _varint(meta["coded"])
+    out += _string(kwargs if arch["kwargs"] else "") + varint(meta["coded"])
     out.append(_IMPLIED if implied else 0)
     if implied:
         out += meta["implied"].to_bytes(4, "little")
-    out += _varint(len(meta["tensors"]))
+    out += varint(len(meta["tensors"]))
     for t in meta["tensors"]:
         if not implied:
             out += _string(t["name"]) + bytes([DTYPE_CODES.index(t["dtype"]), len(t["shape"])])
-            out += b"".join(map(_varint, t["shape"]))
+            out += b"".join(map(varint, t["shape"]))
         values = t["values"]
         out.append(_POW2 if values == "pow2" else _RAW if values == "raw"
                    else _FLOAT0 + DTYPE_CODES.index(values))
@@ -117,12 +123,12 @@ def encode_meta(meta: dict[str, Any]) -> bytes:
                  | _MANTISSA * ("mantissa" in t))
         out.append(flags)
         if values == "pow2":
-            out += _zigzag(t["exp_min"]) + _varint(t["levels"])
+            out += _zigzag(t["exp_min"]) + varint(t["levels"])
         for key in ("mantissa", "kept", "rows", "cols"):
             if key in t:
-                out += _varint(t[key])
+                out += varint(t[key])
         if values != "pow2":
-            out += _varint(t["bytes"][1])
+            out += varint(t["bytes"][1])
     return bytes(out)
 
 
