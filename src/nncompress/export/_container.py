@@ -65,7 +65,7 @@ from typing import Any
 import numpy as np
 
 from nncompress.errors import FormatError
-from nncompress.export._meta_binary import decode_meta, encode_meta, varint
+from nncompress.export._meta_binary import decode_meta, encode_meta, read_varint, varint
 from nncompress.export._streams import RAW, unwrap, zstd_stream
 
 __all__ = ["FORMAT_NAME", "HEADER_SIZE", "MAGIC", "MAX_JSON_DEPTH", "VERSION", "json_depth",
@@ -131,13 +131,11 @@ _META_DICTIONARY_V3 = (
 _DICTIONARIES = {1: _META_DICTIONARY, 2: _META_DICTIONARY_V2, 3: _META_DICTIONARY_V3}
 
 
-def _read_varint(data: bytes, what: str) -> tuple[int, int]:
-    value = 0
-    for i, byte in enumerate(data[:10]):
-        value |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            return value, i + 1
-    raise FormatError(f"{what}: bad length field")
+def _read_length(data: bytes, what: str) -> tuple[int, int]:
+    got = read_varint(data)
+    if got is None:
+        raise FormatError(f"{what}: bad length field")
+    return got
 
 
 def pack(meta: dict[str, Any], streams: list[bytes], version: int | None = None) -> bytes:
@@ -231,7 +229,7 @@ def _read_header(header: bytes, what: str) -> tuple[int, int, int, int]:
         if len(header) < _HEADER_V3.size + 1:
             raise FormatError(f"{what}: file is truncated inside its header")
         _, _, crc = _HEADER_V3.unpack(header[:_HEADER_V3.size])
-        body_len, n = _read_varint(header[_HEADER_V3.size:], what)
+        body_len, n = _read_length(header[_HEADER_V3.size:], what)
         return version, _HEADER_V3.size + n, body_len, crc
     if len(header) < HEADER_SIZE:
         raise FormatError(f"{what}: file is truncated inside its {HEADER_SIZE}-byte header")
@@ -253,7 +251,7 @@ def _parse_body(body: bytes, crc: int, version: int,
                 what: str) -> tuple[dict[str, Any], bytes]:
     if zlib.crc32(body) != crc:
         raise FormatError(f"{what}: file is corrupted (checksum mismatch)")
-    meta_len, offset = _read_varint(body, what)
+    meta_len, offset = _read_length(body, what)
     if meta_len > len(body) - offset:
         raise FormatError(f"{what}: metadata length {meta_len} exceeds the file")
     # JSON (keys, Caffe net text) compresses about tenfold, far less than 64-fold

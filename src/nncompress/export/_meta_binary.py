@@ -32,7 +32,8 @@ from typing import Any
 
 from nncompress.errors import FormatError
 
-__all__ = ["DTYPE_CODES", "decode_meta", "encode_meta", "layout_digest", "varint"]
+__all__ = ["DTYPE_CODES", "decode_meta", "encode_meta", "layout_digest", "read_varint",
+           "varint"]
 
 # Part of format version 3: never reorder, only append.
 DTYPE_CODES = ("float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int32",
@@ -79,6 +80,22 @@ def varint(value: int) -> bytes:
         out.append(byte | (0x80 if value else 0))
         if not value:
             return bytes(out)
+
+
+def read_varint(data: bytes, start: int = 0) -> tuple[int, int] | None:
+    """``(value, bytes read)`` of the varint at ``data[start:]``; None when it runs past the
+    data or past 10 bytes, or holds more than 64 bits.
+
+    Example:
+        >>> read_varint(bytes([0xAC, 0x02, 0x07])), read_varint(bytes([0x80]))
+        ((300, 2), None)
+    """
+    value = 0
+    for i, byte in enumerate(data[start:start + 10]):
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return (value, i + 1) if value <= _MAX_INT else None
+    return None
 
 
 def _zigzag(value: int) -> bytes:
@@ -150,15 +167,15 @@ class _Reader:
         return self.data[self.pos - 1]
 
     def varint(self, field: str) -> int:
-        value = 0
-        for shift in range(0, 70, 7):
-            byte = self.byte(field)
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                if value > _MAX_INT:
-                    break
-                return value
-        raise self.fail(f"has a bad number in {field}")
+        got = read_varint(self.data, self.pos)
+        if got is None:
+            left = len(self.data) - self.pos
+            if left < 10 and all(b & 0x80 for b in self.data[self.pos:]):
+                self.pos = len(self.data)
+                raise self.fail(f"ends inside {field}")
+            raise self.fail(f"has a bad number in {field}")
+        self.pos += got[1]
+        return got[0]
 
     def zigzag(self, field: str) -> int:
         value = self.varint(field)
