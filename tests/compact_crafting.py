@@ -23,7 +23,7 @@ import torch
 import nncompress as nnc
 from nncompress.export import save_compact
 from nncompress.export._container import MAGIC, pack, parse
-from nncompress.export._meta_binary import encode_meta, varint
+from nncompress.export._meta_binary import encode_meta, read_varint, varint
 from nncompress.models import build_model
 
 CAFFE_REF = "nncompress.interop.caffe_net:from_text"
@@ -119,16 +119,20 @@ def split(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
     return meta, streams
 
 
+def body_start(data: bytes) -> int:
+    """Where the body of a .ncz file starts: after 20 bytes (versions 1 and 2), or after 10
+    bytes and the body length as a varint (version 3)."""
+    if data[4] != 3:
+        return 20
+    got = read_varint(data, 10)
+    assert got is not None
+    return 10 + got[1]
+
+
 def pack_text(text: bytes, streams: list[bytes]) -> bytes:
     """A file whose metadata is ``text`` as it is (raw method byte), with a valid checksum."""
     meta_stream = b"\x00" + text
-    length, n = bytearray(), len(meta_stream)
-    while True:
-        length.append((n & 0x7F) | (0x80 if n >> 7 else 0))
-        n >>= 7
-        if not n:
-            break
-    body = bytes(length) + meta_stream + b"".join(streams)
+    body = varint(len(meta_stream)) + meta_stream + b"".join(streams)
     version = 2 if b'"coded"' in text else 1
     return struct.pack("<4sHHQI", MAGIC, version, 0, len(body), zlib.crc32(body)) + body
 

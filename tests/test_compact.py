@@ -14,7 +14,7 @@ import nncompress as nnc
 from nncompress.errors import ConfigError, FormatError
 from nncompress.export import inspect_compact, load_compact, save_compact
 from nncompress.models import build_model
-from tests.compact_crafting import as_version2
+from tests.compact_crafting import as_version2, body_start
 
 
 def make_bn_net(width: int = 6) -> nn.Module:
@@ -168,21 +168,13 @@ def _load_bytes(tmp_path: Path, data: bytes) -> str:
     return str(err.value).replace(f"{path}: ", "")
 
 
-def _body_start(data: bytes) -> int:
-    """Where a format version 3 file's body starts: 10 bytes, then its length as a varint."""
-    n = 10
-    while data[n] & 0x80:
-        n += 1
-    return n + 1
-
-
 def test_bad_files_raise_one_clear_error(tmp_path: Path, good_file: bytes) -> None:
     assert good_file[4:6] == (3).to_bytes(2, "little")
     flipped = bytearray(good_file)
     flipped[len(good_file) // 2] ^= 0x10
     newer = bytearray(good_file)
     newer[4] = 4
-    body = len(good_file) - _body_start(good_file)
+    body = len(good_file) - body_start(good_file)
     cases = {
         b"": "not an nncompress compact (.ncz) file (wrong magic bytes)",
         b"PK\x03\x04 zip file": "not an nncompress compact (.ncz) file (wrong magic bytes)",
@@ -217,7 +209,7 @@ def test_bad_version_2_files_raise_one_clear_error(tmp_path: Path, good_file: by
 
 
 def test_huge_length_field_allocates_nothing(tmp_path: Path, good_file: bytes) -> None:
-    start = _body_start(good_file)
+    start = body_start(good_file)
     huge = bytes([0xFF] * 9 + [0x01])  # 2**64 - 1 as a varint
     data = good_file[:10] + huge + good_file[start:]
     assert _load_bytes(tmp_path, data).startswith(

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from nncompress.errors import NNCompressError
-from nncompress.export._container import HEADER_SIZE, parse
+from nncompress.export._container import parse
 from nncompress.export._meta_binary import varint
 from nncompress.export.compact import _load
-from tests.compact_crafting import base_files, crafted_cases, crafted_v3_cases
+from tests.compact_crafting import base_files, body_start, crafted_cases, crafted_v3_cases
 
 
 def _flip_bits(data: bytearray, rng: random.Random) -> bytearray:
@@ -44,13 +44,7 @@ def _splice(data: bytearray, rng: random.Random) -> bytearray:
 def _body_with_valid_checksum(data: bytearray, rng: random.Random) -> bytearray:
     """Corrupt the body and fix length and CRC, so the decoders themselves are exercised."""
     v3 = data[4] == 3
-    start = HEADER_SIZE
-    if v3:  # 10 bytes, then the body length as a varint
-        start = 10
-        while data[start] & 0x80:
-            start += 1
-        start += 1
-    body = data[start:]
+    body = data[body_start(data):]
     for _ in range(rng.randint(1, 4)):
         at = rng.randrange(len(body))
         body[at] = rng.randrange(256) if rng.random() < 0.5 else body[at] ^ (1 << rng.randrange(8))
