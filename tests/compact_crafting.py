@@ -24,6 +24,7 @@ import nncompress as nnc
 from nncompress.export import save_compact
 from nncompress.export._container import MAGIC, pack, parse
 from nncompress.export._meta_binary import encode_meta, read_varint, varint
+from nncompress.export.compact import as_version2
 from nncompress.models import build_model
 
 CAFFE_REF = "nncompress.interop.caffe_net:from_text"
@@ -75,16 +76,6 @@ def base_files(folder: Path, version: int = 2) -> list[bytes]:
         out.append(v1_file(model, float_dtype))
         (folder / f"base{i}.ncz").write_bytes(out[-1])
     return out
-
-
-def as_version2(data: bytes) -> bytes:
-    """The same file as format version 2: JSON metadata naming every tensor, same streams."""
-    from nncompress.export.compact import fill_layout
-
-    meta, body = parse(data, "base")
-    fill_layout(meta, "base")
-    meta.pop("implied", None)
-    return pack(meta, [body], version=2)
 
 
 def v1_file(model: torch.nn.Module, float_dtype: str = "float32") -> bytes:

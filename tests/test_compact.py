@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -223,7 +222,7 @@ def test_huge_length_field_allocates_nothing(tmp_path: Path, good_file: bytes) -
 def test_valid_checksum_but_mismatched_tensors_is_a_format_error(tmp_path: Path) -> None:
     model = build_model("tiny_mlp", input_size=4, hidden=8)
     save_compact(model, tmp_path / "m.ncz")
-    from nncompress.export._container import pack, unpack
+    from nncompress.export._container import pack, parse, unpack
 
     (meta, data), _ = unpack(tmp_path / "m.ncz")
     meta["arch"]["kwargs"] = {"input_size": 4, "hidden": 9}
@@ -239,18 +238,12 @@ def test_valid_checksum_but_mismatched_tensors_is_a_format_error(tmp_path: Path)
         load_compact(tmp_path / "m.ncz")
     # a version 2 file names its tensors: the first that differs is named
     save_compact(model, tmp_path / "m.ncz")
-    (meta, data), _ = unpack_bytes(as_version2((tmp_path / "m.ncz").read_bytes()))
+    meta, data = parse(as_version2((tmp_path / "m.ncz").read_bytes()))
     meta["arch"]["kwargs"] = {"input_size": 4, "hidden": 9}
     (tmp_path / "m.ncz").write_bytes(pack(meta, [data]))
     with pytest.raises(FormatError, match=r"tensor 'fc1.weight' has shape \(8, 16\) in the "
                                           r"file, \(9, 16\) in the model"):
         load_compact(tmp_path / "m.ncz")
-
-
-def unpack_bytes(data: bytes) -> tuple[tuple[dict[str, Any], bytes], int]:
-    from nncompress.export._container import parse
-
-    return parse(data), len(data)
 
 
 def test_unsupported_state_entries_are_named(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nncompress._version import __version__
 from nncompress.errors import ConfigError, FormatError
 from nncompress.export._codec import DTYPES
 from nncompress.export._container import (
@@ -31,6 +32,7 @@ from nncompress.export._container import (
     HEADER_SIZE,
     VERSION,
     pack,
+    parse,
     unpack_versioned,
 )
 from nncompress.export._guard import AllocationGuard, budget
@@ -155,8 +157,6 @@ def save_compact(model: nn.Module, path: str | Path, *, arch: dict[str, Any] | N
     rebuilt = _check_rebuilds(arch, state)
     metas, coded, streams = encode_state(state, float_dtype)
     from nncompress._io import atomic_write_bytes
-    from nncompress._version import __version__
-
     meta = {"format": FORMAT_NAME, "arch": arch, "float_dtype": float_dtype,
             "writer": f"nncompress {__version__}", "coded": coded, "tensors": metas}
     if ":" not in arch["ref"] and _layout(metas) == _layout_of(rebuilt):
@@ -306,11 +306,31 @@ def fill_layout(meta: dict[str, Any], what: str) -> nn.Module | None:
             f"{what}: architecture {arch['ref']!r} with kwargs {_show(arch['kwargs'])} builds "
             f"{len(layout)} tensors whose names, dtypes and shapes differ from the "
             f"{len(tensors)} the file was written for (written by "
-            f"{_show(meta.get('writer'))}; this is nncompress {_own_version()})")
+            f"{_show(meta.get('writer'))}; this is nncompress {__version__})")
     # first in each entry, as version 2 writes them
     tensors[:] = [{"name": name, "dtype": dtype, "shape": shape} | t
                   for t, (name, dtype, shape) in zip(tensors, layout, strict=True)]
     return skeleton
+
+
+def as_version2(data: bytes, what: str = "data") -> bytes:
+    """The bytes of a .ncz file rewritten in format version 2, for readers older than version
+    3: the same tensor streams, with JSON metadata that names every tensor. A version 2 file
+    comes back unchanged, byte for byte.
+
+    Example:
+        >>> from nncompress.models import build_model
+        >>> import tempfile, pathlib
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "m.ncz"
+        >>> _ = save_compact(build_model("tiny_mlp", input_size=4, hidden=3), target)
+        >>> data = target.read_bytes()
+        >>> data[4], as_version2(data)[4], as_version2(as_version2(data)) == as_version2(data)
+        (3, 2, True)
+    """
+    meta, body = parse(data, what)
+    fill_layout(meta, what)
+    meta.pop("implied", None)
+    return pack(meta, [body], version=2)
 
 
 def _layout(entries: list[dict[str, Any]]) -> list[tuple[str, str, list[int]]]:
@@ -320,12 +340,6 @@ def _layout(entries: list[dict[str, Any]]) -> list[tuple[str, str, list[int]]]:
 def _layout_of(state: dict[str, torch.Tensor]) -> list[tuple[str, str, list[int]]]:
     return [(name, str(v.dtype).removeprefix("torch."), list(v.shape))
             for name, v in state.items()]
-
-
-def _own_version() -> str:
-    from nncompress._version import __version__
-
-    return __version__
 
 
 # ----------------------------------------------------------------------------- helpers
